@@ -1,0 +1,14 @@
+//! The load-balancing engine of the appliance.
+//!
+//! Sans-IO: every state machine here takes an input (a frame, an event, the
+//! bytes a peer sent) together with `now` and returns a decision. There is no
+//! I/O and no clock of its own, so the whole engine is tested on the host.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod flow;
+pub mod time;
