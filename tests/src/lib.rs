@@ -1,1 +1,31 @@
-//! End-to-end tests that boot the real appliance image.
+//! End-to-end test harness: builds the real appliance image once, makes
+//! network namespaces with names unique to the run, boots the image under
+//! QEMU inside them and reads its serial console.
+//!
+//! Everything a test creates is removed when its handle drops: QEMU (killed by
+//! its PID), then the namespaces (which takes their bridges, taps and veths).
+
+pub mod console;
+pub mod lab;
+
+use std::sync::OnceLock;
+use tools::image::{Images, Profile, build_all};
+
+/// The release images, built once per test process.
+pub fn images() -> &'static Images {
+    static IMAGES: OnceLock<Images> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        require_root();
+        build_all(Profile::Release).expect("building the appliance images")
+    })
+}
+
+/// The tests make namespaces and taps: they need root.
+pub fn require_root() {
+    let uid = std::process::Command::new("id").arg("-u").output().expect("running id");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the end-to-end tests create network namespaces and taps: run them as root"
+    );
+}

@@ -1,1 +1,112 @@
-fn main() {}
+//! `tools`: the appliance's host command-line tool.
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use std::process::Command;
+use tools::image::{self, Profile};
+use tools::qemu::{Backend, Boot, Machine, Nic, Serial};
+use tools::{setup, workspace};
+
+#[derive(Parser)]
+#[command(name = "tools", version, about = "Build, run, test and configure the load-balancer appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build target/appliance/kernel.elf and target/appliance/appliance.iso.
+    Build {
+        /// Build the kernel without optimisations.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build and boot the appliance in QEMU with the console on this terminal.
+    Run {
+        /// Kernel command line (network settings for a first boot).
+        #[arg(long, default_value = "ip=10.0.2.15/24 gw=10.0.2.2")]
+        cmdline: String,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 64)]
+        memory: u32,
+        /// Boot the ISO instead of the kernel ELF: bios or uefi.
+        #[arg(long)]
+        iso: Option<String>,
+    },
+    /// Install what the tests need, then run the whole test suite.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Host TCP ports forwarded to the appliance by `run` (host 127.0.0.1:port).
+const RUN_FORWARDS: &[(u16, u16)] = &[(9080, 9080)];
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Build { debug } => {
+            let images = image::build_all(if debug { Profile::Debug } else { Profile::Release })?;
+            println!("kernel: {}", images.kernel.display());
+            println!("iso:    {}", images.iso.display());
+        }
+        Cmd::Run { cmdline, memory, iso } => run(cmdline, memory, iso)?,
+        Cmd::Test { args } => test(args)?,
+    }
+    Ok(())
+}
+
+fn run(cmdline: String, memory: u32, iso: Option<String>) -> Result<()> {
+    setup::ensure(&[setup::BUILD, setup::RUN])?;
+    let images = image::build_all(Profile::Release)?;
+    let boot = match iso.as_deref() {
+        None => Boot::Kernel { elf: images.kernel, cmdline, module: None },
+        Some("bios") => Boot::IsoBios(images.iso),
+        Some("uefi") => {
+            setup::ensure(&[setup::TEST])?;
+            Boot::IsoUefi(images.iso)
+        }
+        Some(other) => bail!("--iso takes bios or uefi, not {other:?}"),
+    };
+    let mut machine = Machine::new(boot);
+    machine.memory_mib = memory;
+    machine.serial = Serial::Terminal;
+    machine.nics.push(Nic::virtio(Backend::User { forwards: RUN_FORWARDS.to_vec() }));
+    eprintln!(
+        "run: booting under {} with {memory} MiB; console below (Ctrl-A X quits QEMU)",
+        machine.accel.name()
+    );
+    let status = machine.command().status()?;
+    // isa-debug-exit turns the guest's power-off code into QEMU's exit status.
+    if !status.success() && status.code() != Some(1) {
+        bail!("QEMU exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(args: Vec<String>) -> Result<()> {
+    setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST])?;
+    setup::ensure_python(&[("hl7", "hl7"), ("scapy", "scapy")])?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let step = |what: &str, args: &[&str]| -> Result<()> {
+        eprintln!("test: {what}");
+        let status = Command::new(&cargo).current_dir(workspace::root()).args(args).status()?;
+        if !status.success() {
+            bail!("{what} failed ({status})");
+        }
+        Ok(())
+    };
+    step("formatting", &["fmt", "--all", "--", "--check"])?;
+    step("lints (host crates)", &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    step(
+        "lints (kernel)",
+        &["clippy", "-p", "kernel", "--target", "x86_64-unknown-none", "--", "-D", "warnings"],
+    )?;
+    let images = image::build_all(Profile::Release)?;
+    eprintln!("test: images at {} and {}", images.kernel.display(), images.iso.display());
+    let mut test_args = vec!["test"];
+    test_args.extend(args.iter().map(String::as_str));
+    step("unit, property and end-to-end tests", &test_args)
+}

@@ -1,0 +1,105 @@
+//! The foundation, end to end: the real image boots (kernel ELF by Multiboot,
+//! ISO under BIOS and UEFI), prints its banner and `ready`, and answers ping
+//! from a client in its own network namespace.
+
+use std::time::Duration;
+use tests::console::Appliance;
+use tests::images;
+use tests::lab::Lab;
+use tools::qemu::{Backend, Boot, Machine, Nic};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn kernel_machine(cmdline: &str) -> Machine {
+    Machine::new(Boot::Kernel { elf: images().kernel.clone(), cmdline: cmdline.into(), module: None })
+}
+
+#[test]
+fn answers_100_pings_without_loss() {
+    let mut lab = Lab::new().unwrap();
+    let tap = lab.tap("br0").unwrap();
+    let client = lab.host("client", "br0", "10.201.0.1/24", None).unwrap();
+    let mut machine = kernel_machine("ip=10.201.0.2/24 gw=10.201.0.1");
+    machine.nics.push(Nic::virtio(Backend::Tap { ifname: tap }));
+    let vm = Appliance::boot(&machine, Some(&lab)).unwrap();
+    let ms = vm.wait_ready(BOOT_TIMEOUT).unwrap();
+    assert!(ms > 0.0, "ready line reports a positive time: {ms}");
+    let console = vm.console();
+    assert!(console.contains("10.201.0.2/24"), "banner shows the address in use:\n{console}");
+    let loss = client.ping_loss("10.201.0.2", 100, "0.02").unwrap();
+    assert_eq!(loss, 0.0, "ping loss; console:\n{}", vm.console());
+}
+
+#[test]
+fn serves_with_32_mib() {
+    let mut lab = Lab::new().unwrap();
+    let tap = lab.tap("br0").unwrap();
+    let client = lab.host("client", "br0", "10.202.0.1/24", None).unwrap();
+    let mut machine = kernel_machine("ip=10.202.0.2/24");
+    machine.memory_mib = 32;
+    machine.nics.push(Nic::virtio(Backend::Tap { ifname: tap }));
+    let vm = Appliance::boot(&machine, Some(&lab)).unwrap();
+    vm.wait_ready(BOOT_TIMEOUT).unwrap();
+    let loss = client.ping_loss("10.202.0.2", 10, "0.05").unwrap();
+    assert_eq!(loss, 0.0, "ping loss; console:\n{}", vm.console());
+}
+
+#[test]
+fn names_every_nic_in_the_banner() {
+    let mut lab = Lab::new().unwrap();
+    let mut machine = kernel_machine("ip=10.203.0.2/24");
+    for (bridge, mac) in [("br0", "52:54:00:12:34:01"), ("br1", "52:54:00:12:34:02")] {
+        let tap = lab.tap(bridge).unwrap();
+        let mut nic = Nic::virtio(Backend::Tap { ifname: tap });
+        nic.mac = Some(mac.into());
+        machine.nics.push(nic);
+    }
+    let vm = Appliance::boot(&machine, Some(&lab)).unwrap();
+    vm.wait_ready(BOOT_TIMEOUT).unwrap();
+    let console = vm.console();
+    for (name, mac) in [("eth0", "52:54:00:12:34:01"), ("eth1", "52:54:00:12:34:02")] {
+        assert!(
+            console.lines().any(|l| l.contains(name) && l.contains(mac)),
+            "{name} with {mac} in the banner:\n{console}"
+        );
+    }
+}
+
+#[test]
+fn malformed_command_line_falls_back_to_factory_default() {
+    let mut lab = Lab::new().unwrap();
+    let tap = lab.tap("br0").unwrap();
+    let mut machine = kernel_machine("ip=999.1.1.1/40");
+    machine.nics.push(Nic::virtio(Backend::Tap { ifname: tap }));
+    let vm = Appliance::boot(&machine, Some(&lab)).unwrap();
+    vm.wait_ready(BOOT_TIMEOUT).unwrap();
+    let console = vm.console();
+    let error = console
+        .lines()
+        .find(|l| l.starts_with("error: ") && l.contains("ip="))
+        .unwrap_or_else(|| panic!("a clear error naming ip=:\n{console}"));
+    assert!(error.contains("999.1.1.1/40"), "the error quotes the bad value: {error}");
+    assert!(console.contains("192.168.2.21/24"), "factory default in use:\n{console}");
+    assert!(!console.to_lowercase().contains("panic"), "no panic:\n{console}");
+}
+
+fn iso_boots(boot: Boot) {
+    let mut lab = Lab::new().unwrap();
+    let tap = lab.tap("br0").unwrap();
+    let mut machine = Machine::new(boot);
+    machine.nics.push(Nic::virtio(Backend::Tap { ifname: tap }));
+    let vm = Appliance::boot(&machine, Some(&lab)).unwrap();
+    vm.wait_ready(BOOT_TIMEOUT).unwrap();
+    let console = vm.console();
+    assert!(console.contains("eth0"), "NIC in the banner:\n{console}");
+}
+
+#[test]
+fn iso_boots_under_bios() {
+    iso_boots(Boot::IsoBios(images().iso.clone()));
+}
+
+#[test]
+fn iso_boots_under_uefi() {
+    iso_boots(Boot::IsoUefi(images().iso.clone()));
+}

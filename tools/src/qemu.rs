@@ -1,0 +1,173 @@
+//! QEMU command lines for the appliance, shared by `tools run`, the tests and
+//! the benchmarks so that all three boot it the same way.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// CPU virtualisation backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// KVM when `/dev/kvm` can be opened, else TCG. `APPLIANCE_ACCEL=kvm|tcg`
+    /// overrides the choice (benchmarks run both sides under the same one).
+    pub fn detect() -> Accel {
+        match std::env::var("APPLIANCE_ACCEL").as_deref() {
+            Ok("kvm") => return Accel::Kvm,
+            Ok("tcg") => return Accel::Tcg,
+            _ => {}
+        }
+        let usable = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        if usable { Accel::Kvm } else { Accel::Tcg }
+    }
+
+    fn args(self) -> [&'static str; 4] {
+        match self {
+            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// What the machine boots.
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// `-kernel` with a command line and an optional boot module (`-initrd`).
+    Kernel { elf: PathBuf, cmdline: String, module: Option<PathBuf> },
+    /// The hybrid ISO under SeaBIOS.
+    IsoBios(PathBuf),
+    /// The hybrid ISO under OVMF (UEFI).
+    IsoUefi(PathBuf),
+}
+
+/// A network backend for one guest NIC.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// QEMU user-mode networking with `host:port -> guest:port` TCP forwards.
+    User { forwards: Vec<(u16, u16)> },
+    /// A tap device (created by the caller).
+    Tap { ifname: String },
+}
+
+/// One guest NIC.
+#[derive(Clone, Debug)]
+pub struct Nic {
+    pub backend: Backend,
+    /// QEMU device model, e.g. `virtio-net-pci`.
+    pub model: String,
+    pub mac: Option<String>,
+}
+
+impl Nic {
+    pub fn virtio(backend: Backend) -> Nic {
+        Nic { backend, model: "virtio-net-pci".into(), mac: None }
+    }
+}
+
+/// Where the serial console goes.
+#[derive(Clone, Debug)]
+pub enum Serial {
+    /// The terminal, multiplexed with the QEMU monitor (Ctrl-A X quits).
+    Terminal,
+    /// The process's stdout (for tests that read it through a pipe).
+    Stdout,
+}
+
+/// A full QEMU machine description.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub boot: Boot,
+    pub nics: Vec<Nic>,
+    pub serial: Serial,
+}
+
+/// OVMF firmware image (a single combined file is the simplest for `-bios`).
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+impl Machine {
+    pub fn new(boot: Boot) -> Machine {
+        Machine {
+            accel: Accel::detect(),
+            memory_mib: 64,
+            boot,
+            nics: Vec::new(),
+            serial: Serial::Stdout,
+        }
+    }
+
+    /// The argument list after the program name.
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&["-machine", "q35", "-nodefaults", "-no-user-config", "-display", "none"]);
+        push(&self.accel.args());
+        push(&["-m", &format!("{}M", self.memory_mib)]);
+        // A guest that faults must stay visible on the console, never reboot silently.
+        push(&["-no-reboot"]);
+        // The kernel's test and power-off path: writing to port 0xf4 exits QEMU.
+        push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        match &self.serial {
+            Serial::Terminal => push(&["-serial", "mon:stdio"]),
+            Serial::Stdout => push(&["-serial", "stdio", "-monitor", "none"]),
+        }
+        match &self.boot {
+            Boot::Kernel { elf, cmdline, module } => {
+                push(&["-kernel", &path(elf)]);
+                push(&["-append", cmdline]);
+                if let Some(m) = module {
+                    push(&["-initrd", &path(m)]);
+                }
+            }
+            Boot::IsoBios(iso) => push(&["-cdrom", &path(iso), "-boot", "d"]),
+            Boot::IsoUefi(iso) => push(&["-bios", OVMF, "-cdrom", &path(iso), "-boot", "d"]),
+        }
+        for (i, nic) in self.nics.iter().enumerate() {
+            let id = format!("n{i}");
+            let netdev = match &nic.backend {
+                Backend::User { forwards } => {
+                    let mut s = format!("user,id={id}");
+                    for (host, guest) in forwards {
+                        s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+                    }
+                    s
+                }
+                Backend::Tap { ifname } => {
+                    format!("tap,id={id},ifname={ifname},script=no,downscript=no")
+                }
+            };
+            let mut device = format!("{},netdev={id}", nic.model);
+            if let Some(mac) = &nic.mac {
+                device.push_str(&format!(",mac={mac}"));
+            }
+            push(&["-netdev", &netdev, "-device", &device]);
+        }
+        a
+    }
+
+    /// `qemu-system-x86_64` with these arguments.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(self.args());
+        c
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
