@@ -5,8 +5,7 @@
 //! Everything a test creates is removed when its handle drops: QEMU (killed by
 //! its PID), then the namespaces (which takes their bridges, taps and veths).
 
-pub mod console;
-pub mod lab;
+pub use tools::{console, lab};
 
 use std::sync::OnceLock;
 use tools::image::{Images, Profile, build_all};
@@ -15,17 +14,7 @@ use tools::image::{Images, Profile, build_all};
 pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        require_root();
+        tools::setup::require_root().expect("root");
         build_all(Profile::Release).expect("building the appliance images")
     })
-}
-
-/// The tests make namespaces and taps: they need root.
-pub fn require_root() {
-    let uid = std::process::Command::new("id").arg("-u").output().expect("running id");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "the end-to-end tests create network namespaces and taps: run them as root"
-    );
 }

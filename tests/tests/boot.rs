@@ -11,7 +11,11 @@ use tools::qemu::{Backend, Boot, Machine, Nic};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn kernel_machine(cmdline: &str) -> Machine {
-    Machine::new(Boot::Kernel { elf: images().kernel.clone(), cmdline: cmdline.into(), module: None })
+    Machine::new(Boot::Kernel {
+        elf: images().kernel.clone(),
+        cmdline: cmdline.into(),
+        module: None,
+    })
 }
 
 #[test]
@@ -25,7 +29,10 @@ fn answers_100_pings_without_loss() {
     let ms = vm.wait_ready(BOOT_TIMEOUT).unwrap();
     assert!(ms > 0.0, "ready line reports a positive time: {ms}");
     let console = vm.console();
-    assert!(console.contains("10.201.0.2/24"), "banner shows the address in use:\n{console}");
+    assert!(
+        console.contains("10.201.0.2/24"),
+        "banner shows the address in use:\n{console}"
+    );
     let loss = client.ping_loss("10.201.0.2", 100, "0.02").unwrap();
     assert_eq!(loss, 0.0, "ping loss; console:\n{}", vm.console());
 }
@@ -78,9 +85,18 @@ fn malformed_command_line_falls_back_to_factory_default() {
         .lines()
         .find(|l| l.starts_with("error: ") && l.contains("ip="))
         .unwrap_or_else(|| panic!("a clear error naming ip=:\n{console}"));
-    assert!(error.contains("999.1.1.1/40"), "the error quotes the bad value: {error}");
-    assert!(console.contains("192.168.2.21/24"), "factory default in use:\n{console}");
-    assert!(!console.to_lowercase().contains("panic"), "no panic:\n{console}");
+    assert!(
+        error.contains("999.1.1.1/40"),
+        "the error quotes the bad value: {error}"
+    );
+    assert!(
+        console.contains("192.168.2.21/24"),
+        "factory default in use:\n{console}"
+    );
+    assert!(
+        !console.to_lowercase().contains("panic"),
+        "no panic:\n{console}"
+    );
 }
 
 fn iso_boots(boot: Boot) {

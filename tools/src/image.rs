@@ -42,8 +42,15 @@ pub fn build_kernel(profile: Profile) -> Result<PathBuf> {
     if !status.success() {
         bail!("kernel build failed ({status})");
     }
-    let dir = if profile == Profile::Release { "release" } else { "debug" };
-    let built = target_dir.join("x86_64-unknown-none").join(dir).join("kernel");
+    let dir = if profile == Profile::Release {
+        "release"
+    } else {
+        "debug"
+    };
+    let built = target_dir
+        .join("x86_64-unknown-none")
+        .join(dir)
+        .join("kernel");
     let out_dir = appliance_dir();
     fs::create_dir_all(&out_dir)?;
     let kernel = out_dir.join("kernel.elf");
@@ -54,7 +61,11 @@ pub fn build_kernel(profile: Profile) -> Result<PathBuf> {
 /// The GRUB menu: serial console and screen both, kernel by Multiboot, and the
 /// config blob (when given) as a boot module.
 fn grub_cfg(cmdline: &str, with_config: bool) -> String {
-    let module = if with_config { "  module /boot/config.bin config\n" } else { "" };
+    let module = if with_config {
+        "  module /boot/config.bin config\n"
+    } else {
+        ""
+    };
     format!(
         "set timeout=0\n\
          set default=0\n\
@@ -83,7 +94,10 @@ pub fn build_iso(kernel: &Path, out: &Path, cmdline: &str, config: Option<&Path>
     if let Some(cfg) = config {
         fs::copy(cfg, stage.join("boot").join("config.bin"))?;
     }
-    fs::write(grub_dir.join("grub.cfg"), grub_cfg(cmdline, config.is_some()))?;
+    fs::write(
+        grub_dir.join("grub.cfg"),
+        grub_cfg(cmdline, config.is_some()),
+    )?;
     let output = Command::new("grub-mkrescue")
         .arg("-o")
         .arg(out)
@@ -92,7 +106,10 @@ pub fn build_iso(kernel: &Path, out: &Path, cmdline: &str, config: Option<&Path>
         .context("running grub-mkrescue")?;
     fs::remove_dir_all(&stage)?;
     if !output.status.success() {
-        bail!("grub-mkrescue failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "grub-mkrescue failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(())
 }

@@ -1,7 +1,12 @@
 //! The appliance's host tool as a library, so the end-to-end tests build and
 //! boot the image exactly the way `tools run` does.
 
+pub mod bench;
+pub mod bench_boot;
+pub mod console;
+pub mod debian;
 pub mod image;
+pub mod lab;
 pub mod qemu;
 pub mod setup;
 pub mod workspace;

@@ -4,11 +4,15 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use std::process::Command;
 use tools::image::{self, Profile};
-use tools::qemu::{Backend, Boot, Machine, Nic, Serial};
+use tools::qemu::{Accel, Backend, Boot, Machine, Nic, Serial};
 use tools::{setup, workspace};
 
 #[derive(Parser)]
-#[command(name = "tools", version, about = "Build, run, test and configure the load-balancer appliance")]
+#[command(
+    name = "tools",
+    version,
+    about = "Build, run, test and configure the load-balancer appliance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -34,11 +38,29 @@ enum Cmd {
         #[arg(long)]
         iso: Option<String>,
     },
+    /// Benchmarks, side by side with the incumbent in one run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
     /// Install what the tests need, then run the whole test suite.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Boot time, first ping, image size and smallest RAM against a Debian kernel.
+    Boot {
+        /// Boots per guest and accelerator.
+        #[arg(long, default_value_t = 10)]
+        boots: usize,
+        /// Accelerators to compare under (both sides always share one).
+        #[arg(long, value_delimiter = ',', default_value = "kvm,tcg")]
+        accel: Vec<String>,
     },
 }
 
@@ -48,12 +70,43 @@ const RUN_FORWARDS: &[(u16, u16)] = &[(9080, 9080)];
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Build { debug } => {
-            let images = image::build_all(if debug { Profile::Debug } else { Profile::Release })?;
+            let images = image::build_all(if debug {
+                Profile::Debug
+            } else {
+                Profile::Release
+            })?;
             println!("kernel: {}", images.kernel.display());
             println!("iso:    {}", images.iso.display());
         }
-        Cmd::Run { cmdline, memory, iso } => run(cmdline, memory, iso)?,
+        Cmd::Run {
+            cmdline,
+            memory,
+            iso,
+        } => run(cmdline, memory, iso)?,
         Cmd::Test { args } => test(args)?,
+        Cmd::Bench {
+            which: BenchCmd::Boot { boots, accel },
+        } => {
+            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST])?;
+            let accels = accel
+                .iter()
+                .map(|a| match a.as_str() {
+                    "kvm" => Ok(Accel::Kvm),
+                    "tcg" => Ok(Accel::Tcg),
+                    other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let kernel = image::build_kernel(Profile::Release)?;
+            let report = tools::bench_boot::run(kernel, boots, &accels)?;
+            let out = workspace::root()
+                .join("target")
+                .join("bench")
+                .join("boot.md");
+            std::fs::create_dir_all(out.parent().unwrap())?;
+            std::fs::write(&out, &report)?;
+            println!("{report}");
+            eprintln!("report written to {}", out.display());
+        }
     }
     Ok(())
 }
@@ -62,7 +115,11 @@ fn run(cmdline: String, memory: u32, iso: Option<String>) -> Result<()> {
     setup::ensure(&[setup::BUILD, setup::RUN])?;
     let images = image::build_all(Profile::Release)?;
     let boot = match iso.as_deref() {
-        None => Boot::Kernel { elf: images.kernel, cmdline, module: None },
+        None => Boot::Kernel {
+            elf: images.kernel,
+            cmdline,
+            module: None,
+        },
         Some("bios") => Boot::IsoBios(images.iso),
         Some("uefi") => {
             setup::ensure(&[setup::TEST])?;
@@ -73,7 +130,9 @@ fn run(cmdline: String, memory: u32, iso: Option<String>) -> Result<()> {
     let mut machine = Machine::new(boot);
     machine.memory_mib = memory;
     machine.serial = Serial::Terminal;
-    machine.nics.push(Nic::virtio(Backend::User { forwards: RUN_FORWARDS.to_vec() }));
+    machine.nics.push(Nic::virtio(Backend::User {
+        forwards: RUN_FORWARDS.to_vec(),
+    }));
     eprintln!(
         "run: booting under {} with {memory} MiB; console below (Ctrl-A X quits QEMU)",
         machine.accel.name()
@@ -92,20 +151,39 @@ fn test(args: Vec<String>) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let step = |what: &str, args: &[&str]| -> Result<()> {
         eprintln!("test: {what}");
-        let status = Command::new(&cargo).current_dir(workspace::root()).args(args).status()?;
+        let status = Command::new(&cargo)
+            .current_dir(workspace::root())
+            .args(args)
+            .status()?;
         if !status.success() {
             bail!("{what} failed ({status})");
         }
         Ok(())
     };
     step("formatting", &["fmt", "--all", "--", "--check"])?;
-    step("lints (host crates)", &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    step(
+        "lints (host crates)",
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+    )?;
     step(
         "lints (kernel)",
-        &["clippy", "-p", "kernel", "--target", "x86_64-unknown-none", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "-p",
+            "kernel",
+            "--target",
+            "x86_64-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     let images = image::build_all(Profile::Release)?;
-    eprintln!("test: images at {} and {}", images.kernel.display(), images.iso.display());
+    eprintln!(
+        "test: images at {} and {}",
+        images.kernel.display(),
+        images.iso.display()
+    );
     let mut test_args = vec!["test"];
     test_args.extend(args.iter().map(String::as_str));
     step("unit, property and end-to-end tests", &test_args)

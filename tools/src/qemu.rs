@@ -47,7 +47,11 @@ impl Accel {
 #[derive(Clone, Debug)]
 pub enum Boot {
     /// `-kernel` with a command line and an optional boot module (`-initrd`).
-    Kernel { elf: PathBuf, cmdline: String, module: Option<PathBuf> },
+    Kernel {
+        elf: PathBuf,
+        cmdline: String,
+        module: Option<PathBuf>,
+    },
     /// The hybrid ISO under SeaBIOS.
     IsoBios(PathBuf),
     /// The hybrid ISO under OVMF (UEFI).
@@ -74,7 +78,11 @@ pub struct Nic {
 
 impl Nic {
     pub fn virtio(backend: Backend) -> Nic {
-        Nic { backend, model: "virtio-net-pci".into(), mac: None }
+        Nic {
+            backend,
+            model: "virtio-net-pci".into(),
+            mac: None,
+        }
     }
 }
 
@@ -115,7 +123,14 @@ impl Machine {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&["-machine", "q35", "-nodefaults", "-no-user-config", "-display", "none"]);
+        push(&[
+            "-machine",
+            "q35",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+        ]);
         push(&self.accel.args());
         push(&["-m", &format!("{}M", self.memory_mib)]);
         // A guest that faults must stay visible on the console, never reboot silently.
@@ -127,7 +142,11 @@ impl Machine {
             Serial::Stdout => push(&["-serial", "stdio", "-monitor", "none"]),
         }
         match &self.boot {
-            Boot::Kernel { elf, cmdline, module } => {
+            Boot::Kernel {
+                elf,
+                cmdline,
+                module,
+            } => {
                 push(&["-kernel", &path(elf)]);
                 push(&["-append", cmdline]);
                 if let Some(m) = module {

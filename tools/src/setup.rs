@@ -15,14 +15,20 @@ pub struct Requirement {
 }
 
 const fn req(path_or_cmd: &'static str, package: &'static str) -> Requirement {
-    Requirement { path_or_cmd, package }
+    Requirement {
+        path_or_cmd,
+        package,
+    }
 }
 
 /// What `build` needs: GRUB for BIOS and UEFI, and the ISO tools.
 pub const BUILD: &[Requirement] = &[
     req("grub-mkrescue", "grub-common"),
     req("/usr/lib/grub/i386-pc/multiboot.mod", "grub-pc-bin"),
-    req("/usr/lib/grub/x86_64-efi/multiboot.mod", "grub-efi-amd64-bin"),
+    req(
+        "/usr/lib/grub/x86_64-efi/multiboot.mod",
+        "grub-efi-amd64-bin",
+    ),
     req("xorriso", "xorriso"),
     req("mformat", "mtools"),
 ];
@@ -53,6 +59,14 @@ pub fn which(cmd: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(cmd).is_file()))
         .unwrap_or(false)
+}
+
+/// Namespaces, taps and bridges need root.
+pub fn require_root() -> Result<()> {
+    if !is_root() {
+        bail!("this creates network namespaces and taps: run it as root");
+    }
+    Ok(())
 }
 
 fn is_root() -> bool {

@@ -45,12 +45,17 @@ pub struct Host {
 
 impl Lab {
     pub fn new() -> Result<Lab> {
-        crate::require_root();
+        crate::setup::require_root()?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("lbt{:05}x{n}", std::process::id() % 100_000);
         let ns = format!("{prefix}-lab");
         ip(&["netns", "add", &ns])?;
-        let lab = Lab { prefix, ns, hosts: Vec::new(), taps: 0 };
+        let lab = Lab {
+            prefix,
+            ns,
+            hosts: Vec::new(),
+            taps: 0,
+        };
         lab.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(lab)
     }
@@ -62,7 +67,9 @@ impl Lab {
 
     /// Runs a command inside the lab namespace.
     pub fn exec(&self, argv: &[&str]) -> Result<Output> {
-        run(Command::new("ip").args(["netns", "exec", &self.ns]).args(argv))
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(argv))
     }
 
     /// Makes a bridge (an L2 segment) inside the lab, if not there yet.
@@ -71,7 +78,16 @@ impl Lab {
         if !exists {
             self.exec(&["ip", "link", "add", name, "type", "bridge"])?;
             // No STP forwarding delay: the segment is usable at once.
-            self.exec(&["ip", "link", "set", name, "type", "bridge", "forward_delay", "0"])?;
+            self.exec(&[
+                "ip",
+                "link",
+                "set",
+                name,
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ])?;
             self.exec(&["ip", "link", "set", name, "up"])?;
         }
         Ok(())
@@ -89,16 +105,27 @@ impl Lab {
 
     /// Makes a host namespace wired to `bridge` with address `cidr` on its
     /// `eth0`, and a default route via `gateway` if given.
-    pub fn host(&mut self, name: &str, bridge: &str, cidr: &str, gateway: Option<&str>) -> Result<Host> {
+    pub fn host(
+        &mut self,
+        name: &str,
+        bridge: &str,
+        cidr: &str,
+        gateway: Option<&str>,
+    ) -> Result<Host> {
         self.bridge(bridge)?;
         let ns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &ns])?;
         self.hosts.push(ns.clone());
         let port = format!("v{}", self.hosts.len());
         // Made inside the lab namespace directly: no name in the host's namespace.
-        self.exec(&["ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        self.exec(&[
+            "ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
         self.exec(&["ip", "link", "set", &port, "master", bridge, "up"])?;
-        let host = Host { ns, addr: cidr.split('/').next().unwrap_or(cidr).to_string() };
+        let host = Host {
+            ns,
+            addr: cidr.split('/').next().unwrap_or(cidr).to_string(),
+        };
         host.exec(&["ip", "link", "set", "lo", "up"])?;
         host.exec(&["ip", "addr", "add", cidr, "dev", "eth0"])?;
         host.exec(&["ip", "link", "set", "eth0", "up"])?;
@@ -134,7 +161,9 @@ impl Host {
     pub fn ping_loss(&self, target: &str, count: u32, interval_s: &str) -> Result<f64> {
         let count = count.to_string();
         let out = self
-            .command(&["ping", "-n", "-q", "-c", &count, "-i", interval_s, "-W", "2", target])
+            .command(&[
+                "ping", "-n", "-q", "-c", &count, "-i", interval_s, "-W", "2", target,
+            ])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         parse_loss(&text).with_context(|| format!("no loss figure in ping output: {text}"))

@@ -1,12 +1,12 @@
 //! A booted appliance: the QEMU process and its serial console.
 
 use crate::lab::Lab;
+use crate::qemu::Machine;
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tools::qemu::Machine;
 
 /// Console lines seen so far, shared with the reader thread.
 #[derive(Default)]
@@ -29,7 +29,8 @@ impl Appliance {
         let mut cmd = match lab {
             Some(lab) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", lab.ns(), "qemu-system-x86_64"]).args(machine.args());
+                c.args(["netns", "exec", lab.ns(), "qemu-system-x86_64"])
+                    .args(machine.args());
                 c
             }
             None => machine.command(),
@@ -49,13 +50,18 @@ impl Appliance {
         let console = Arc::new((Mutex::new(Lines::default()), Condvar::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        for (stream, tag) in [(Box::new(stdout) as Box<dyn std::io::Read + Send>, ""), (Box::new(stderr), "qemu: ")] {
+        for (stream, tag) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, ""),
+            (Box::new(stderr), "qemu: "),
+        ] {
             let console = Arc::clone(&console);
             std::thread::spawn(move || {
                 let reader = BufReader::new(stream);
                 for line in reader.split(b'\n') {
                     let Ok(line) = line else { break };
-                    let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                    let text = String::from_utf8_lossy(&line)
+                        .trim_end_matches('\r')
+                        .to_string();
                     let (lock, cv) = &*console;
                     lock.lock().unwrap().lines.push(format!("{tag}{text}"));
                     cv.notify_all();
@@ -68,12 +74,22 @@ impl Appliance {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Appliance { child, stdin, console, started })
+        Ok(Appliance {
+            child,
+            stdin,
+            console,
+            started,
+        })
     }
 
     /// Waits until a console line satisfies `pred` and returns it; fails with
     /// the whole console after `timeout` or if QEMU exits first.
-    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.console;
         let mut seen = lock.lock().unwrap();
@@ -85,8 +101,15 @@ impl Appliance {
             from = seen.lines.len();
             let now = Instant::now();
             if seen.closed || now >= deadline {
-                let why = if seen.closed { "QEMU exited" } else { "timed out" };
-                bail!("{why} waiting for {what}; console:\n{}", seen.lines.join("\n"));
+                let why = if seen.closed {
+                    "QEMU exited"
+                } else {
+                    "timed out"
+                };
+                bail!(
+                    "{why} waiting for {what}; console:\n{}",
+                    seen.lines.join("\n")
+                );
             }
             seen = cv.wait_timeout(seen, deadline - now).unwrap().0;
         }
@@ -134,7 +157,10 @@ pub fn parse_ready_ms(line: &str) -> Option<f64> {
 mod tests {
     #[test]
     fn ready_line() {
-        assert_eq!(super::parse_ready_ms("ready in 12.5 ms since kernel entry"), Some(12.5));
+        assert_eq!(
+            super::parse_ready_ms("ready in 12.5 ms since kernel entry"),
+            Some(12.5)
+        );
         assert_eq!(super::parse_ready_ms("ready"), None);
     }
 }
