@@ -2,10 +2,11 @@
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::Command;
 use tools::image::{self, Profile};
 use tools::qemu::{Accel, Backend, Boot, Machine, Nic, Serial};
-use tools::{setup, workspace};
+use tools::{config_cmd, setup, workspace};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,11 @@ enum Cmd {
         #[arg(long)]
         iso: Option<String>,
     },
+    /// Check or compile a configuration file.
+    Config {
+        #[command(subcommand)]
+        which: ConfigCmd,
+    },
     /// Benchmarks, side by side with the incumbent in one run.
     Bench {
         #[command(subcommand)]
@@ -48,6 +54,18 @@ enum Cmd {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Parse and validate a TOML config; print every problem with its field.
+    Check { file: PathBuf },
+    /// Compile a TOML config to the appliance's postcard blob.
+    Compile {
+        file: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
     },
 }
 
@@ -84,6 +102,23 @@ fn main() -> Result<()> {
             iso,
         } => run(cmdline, memory, iso)?,
         Cmd::Test { args } => test(args)?,
+        Cmd::Config {
+            which: ConfigCmd::Check { file },
+        } => {
+            let config = config_cmd::load(&file)?;
+            println!(
+                "{}: valid, {} virtual service(s)",
+                file.display(),
+                config.virtual_services.len()
+            );
+            print!("{}", config_cmd::summary(&config));
+        }
+        Cmd::Config {
+            which: ConfigCmd::Compile { file, output },
+        } => {
+            let bytes = config_cmd::compile(&file, &output)?;
+            println!("{}: {bytes} bytes", output.display());
+        }
         Cmd::Bench {
             which: BenchCmd::Boot { boots, accel },
         } => {
