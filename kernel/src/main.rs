@@ -1,7 +1,322 @@
+//! The appliance kernel: a `no_std` binary for `x86_64-unknown-none`.
+//!
+//! Boot flow: `boot` (Multiboot1 header, 32-to-64-bit trampoline) calls
+//! [`kernel_main`] in long mode on a 256 KiB boot stack with the first 4 GiB
+//! identity-mapped. It brings up the console, GDT/TSS, IDT, LAPIC, heap and
+//! clock, reads the command line, finds the NICs, prints the banner, and runs
+//! the embassy executor; the `ready` line follows once eth0's stack has its
+//! address. Memory layout: see [`memory`]. Idle: see [`idle_loop`].
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
+mod apic;
+mod cpu;
+mod gdt;
+mod hal;
+mod interrupts;
+mod memory;
+mod serial;
+mod time;
+mod trace;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use boot::multiboot::BootInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
+use embassy_executor::raw::Executor;
+use embassy_net::{Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
+use hal::KernelHal;
+use lb_core::cmdline::{self, FACTORY_DEFAULT, Ipv4Setting};
+use net::driver::NicDriver;
+use net::pci::{self, PortIoCam};
+use net::{Nic, NicSet, PassThrough};
+use virtio_drivers::transport::DeviceType;
+use virtio_drivers::transport::pci::bus::PciRoot;
+use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+
+const PRODUCT: &str = "Medical Load Balancer appliance";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Longest HLT when nothing is scheduled and NIC interrupts work.
+const IDLE_MAX_US: u64 = 1_000_000;
+/// Longest HLT when a NIC has no interrupt: it is polled at this period.
+const IDLE_POLL_US: u64 = 1_000;
+
+type Nics = NicSet<KernelHal>;
+
+/// Prints `fatal: <why>` and halts.
+pub fn fatal(why: &str) -> ! {
+    println!("fatal: {why}");
+    cpu::halt_forever()
+}
+
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    loop {}
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    cpu::disable_interrupts();
+    match info.location() {
+        Some(l) => println!(
+            "panic at {}:{}:{}: {}",
+            l.file(),
+            l.line(),
+            l.column(),
+            info.message()
+        ),
+        None => println!("panic: {}", info.message()),
+    }
+    cpu::halt_forever()
+}
+
+/// Critical sections without masking interrupts.
+///
+/// The kernel runs on one CPU, and interrupt handlers only store to atomics
+/// and acknowledge the LAPIC (see `interrupts`); exception handlers print and
+/// halt. So no critical section can be entered concurrently, and masking
+/// interrupts would buy nothing but cost: under KVM-PVM every CLI/STI traps to
+/// the hypervisor, and the allocator, the timer queue and the executor take a
+/// critical section on every call. Shared state behind `critical_section::Mutex`
+/// is `RefCell`, so an accidental re-entry panics instead of corrupting.
+struct CriticalSection;
+critical_section::set_impl!(CriticalSection);
+
+// SAFETY: see above: one CPU, and no interrupt handler enters a critical section.
+unsafe impl critical_section::Impl for CriticalSection {
+    unsafe fn acquire() -> critical_section::RawRestoreState {
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        false
+    }
+
+    unsafe fn release(_: critical_section::RawRestoreState) {
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+}
+
+/// Set once the `ready` line is out.
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Set when a task was woken; the idle loop polls the executor then.
+static PENDING: AtomicBool = AtomicBool::new(true);
+
+#[unsafe(export_name = "__pender")]
+fn pender(_context: *mut ()) {
+    PENDING.store(true, Ordering::Release);
+}
+
+/// Entered from the boot trampoline in long mode.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
+    trace::mark("rust entry");
+    serial::init();
+    gdt::init();
+    interrupts::init();
+    apic::init();
+
+    let boot_info = if magic == boot::MULTIBOOT_BOOTLOADER_MAGIC {
+        // SAFETY: a Multiboot loader passed `info`; low memory is identity-mapped.
+        unsafe { BootInfo::read(info) }
+    } else {
+        println!("warning: not started by a Multiboot loader (magic {magic:#x}); no memory map");
+        BootInfo::empty()
+    };
+    // The VGA text buffer exists when the firmware did not hand that range out as RAM
+    // (BIOS); under UEFI there is no text mode and the mirror stays off.
+    let bios_text = !boot_info
+        .regions()
+        .iter()
+        .any(|r| r.is_ram() && r.base <= 0xB8000 && r.end() > 0xB8000)
+        && boot_info.regions().iter().any(|r| r.is_ram() && r.base == 0);
+    if bios_text {
+        serial::enable_vga();
+    }
+    trace::mark("cpu tables, boot info");
+    let (heap_start, heap_size) = memory::init_heap(&boot_info);
+    if heap_size == 0 {
+        fatal("no usable RAM for the heap in the memory map");
+    }
+    trace::mark("heap");
+    time::calibrate();
+    trace::mark("clock calibrated");
+
+    println!("{PRODUCT} {VERSION}");
+    println!(
+        "memory: {} MiB RAM, heap {} KiB at {:#x}; TSC {} MHz",
+        boot_info.ram_bytes() >> 20,
+        heap_size >> 10,
+        heap_start,
+        time::tsc_hz() / 1_000_000
+    );
+
+    let setting = match cmdline::parse(boot_info.cmdline()) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("error: {e}");
+            println!("using factory default {FACTORY_DEFAULT}");
+            FACTORY_DEFAULT
+        }
+    };
+
+    trace::mark("banner");
+    let (nics, irqs) = probe_nics();
+    trace::mark("nics probed");
+    let nics: &'static Nics = Box::leak(Box::new(nics));
+    for i in 0..nics.len() {
+        nics.with(i, |n| {
+            let m = n.mac;
+            println!(
+                "{} virtio-net {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} (pci {}, {})",
+                n.name(),
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5],
+                n.pci,
+                if irqs { "msi-x" } else { "polled" }
+            )
+        });
+    }
+    if nics.is_empty() {
+        println!("error: no virtio-net NIC found; nothing to serve");
+        idle_loop(None, nics, false);
+    }
+    match setting {
+        Ipv4Setting::Dhcp => println!("eth0 address: dhcp (waiting for a lease)"),
+        s => println!("eth0 address: {s}"),
+    }
+
+    let config = match setting {
+        Ipv4Setting::Static {
+            address,
+            prefix_len,
+            gateway,
+        } => embassy_net::Config::ipv4_static(StaticConfigV4 {
+            address: Ipv4Cidr::new(address, prefix_len),
+            gateway,
+            dns_servers: Default::default(),
+        }),
+        Ipv4Setting::Dhcp => embassy_net::Config::dhcpv4(Default::default()),
+    };
+    let resources = Box::leak(Box::new(StackResources::<8>::new()));
+    let (stack, runner) = embassy_net::new(NicDriver::new(nics, 0), config, resources, cpu::rdtsc());
+
+    trace::mark("stack created");
+    let executor: &'static Executor = Box::leak(Box::new(Executor::new(core::ptr::null_mut())));
+    let spawner = executor.spawner();
+    let trace = boot_info.cmdline().split_ascii_whitespace().any(|w| w == "boottrace");
+    match (net_task(runner), announce_task(stack, setting == Ipv4Setting::Dhcp, trace)) {
+        (Ok(a), Ok(b)) => {
+            spawner.spawn(a);
+            spawner.spawn(b);
+        }
+        _ => fatal("cannot spawn the network tasks"),
+    }
+    idle_loop(Some(executor), nics, irqs)
+}
+
+/// Finds virtio-net functions, names them eth0.. in PCI order, and sets up
+/// MSI-X so received frames wake the CPU. Returns the set and whether every
+/// NIC has its interrupt.
+fn probe_nics() -> (Nics, bool) {
+    // SAFETY: the kernel is the only user of the PCI configuration ports.
+    let mut root = PciRoot::new(unsafe { PortIoCam::new() });
+    let msg_addr = 0xFEE0_0000u64 | (u64::from(apic::id()) << 12);
+    let mut list = Vec::new();
+    let mut all_irqs = true;
+    let functions = pci::enumerate();
+    trace::mark("pci enumerated");
+    for (df, info) in functions {
+        if virtio_device_type(&info) != Some(DeviceType::Network) {
+            continue;
+        }
+        pci::enable_device(&mut root, df);
+        let transport = match PciTransport::new::<KernelHal, _>(&mut root, df) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("warning: virtio-net at {df}: {e} (legacy-only devices are not supported)");
+                continue;
+            }
+        };
+        trace::mark("virtio transport");
+        match Nic::<KernelHal>::new(list.len(), df, transport) {
+            Ok(nic) => {
+                trace::mark("virtio-net init");
+                all_irqs &= pci::enable_virtio_msix::<KernelHal>(
+                    &mut root,
+                    df,
+                    msg_addr,
+                    u32::from(interrupts::NIC_VECTOR),
+                    &[0, 1],
+                );
+                list.push(nic);
+            }
+            Err(e) => println!("warning: virtio-net at {df}: {e:?}"),
+        }
+    }
+    let now = || lb_core::time::Instant(time::now_us() / 1000);
+    (NicSet::new(list, Box::new(PassThrough), now), all_irqs)
+}
+
+#[embassy_executor::task]
+async fn net_task(mut runner: Runner<'static, NicDriver<KernelHal>>) -> ! {
+    runner.run().await
+}
+
+/// Prints the leased address (DHCP) and the `ready` line once eth0 is up.
+#[embassy_executor::task]
+async fn announce_task(stack: Stack<'static>, dhcp: bool, trace: bool) {
+    trace::mark("tasks running");
+    stack.wait_config_up().await;
+    trace::mark("config up");
+    if dhcp && let Some(c) = stack.config_v4() {
+        match c.gateway {
+            Some(gw) => println!("eth0 leased {} gw {gw}", c.address),
+            None => println!("eth0 leased {}", c.address),
+        }
+    }
+    let ns = time::now_ns();
+    println!(
+        "ready in {}.{:03} ms since kernel entry",
+        ns / 1_000_000,
+        (ns / 1_000) % 1_000
+    );
+    READY.store(true, Ordering::Relaxed);
+    if trace {
+        trace::print();
+    }
+}
+
+/// Runs tasks while there is work; otherwise arms the LAPIC timer for the
+/// next alarm (capped) and halts until an interrupt (timer or NIC MSI-X).
+/// Interrupt handlers only set a flag: all waking happens here, so tasks and
+/// driver state are never touched from interrupt context.
+fn idle_loop(executor: Option<&'static Executor>, nics: &'static Nics, irqs: bool) -> ! {
+    let cap = if irqs { IDLE_MAX_US } else { IDLE_POLL_US };
+    loop {
+        if PENDING.swap(false, Ordering::AcqRel)
+            && let Some(ex) = executor
+        {
+            // SAFETY: polled only from this loop, never re-entrantly.
+            unsafe { ex.poll() };
+        }
+        let next = time::wake_expired();
+        nics.poll_events();
+        if READY.load(Ordering::Relaxed) {
+            // Deferred until the appliance serves: both cost VM exits and page faults.
+            nics.top_up();
+            serial::flush_vga();
+        }
+        for i in 1..nics.len() {
+            nics.drain_without_stack(i);
+        }
+        cpu::disable_interrupts();
+        if PENDING.load(Ordering::Acquire) {
+            cpu::enable_interrupts();
+            continue;
+        }
+        interrupts::WOKEN.store(false, Ordering::Relaxed);
+        time::arm_timer(next, cap);
+        cpu::enable_interrupts_and_halt();
+    }
 }

@@ -10,5 +10,14 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod cmdline;
 pub mod flow;
+pub mod health;
+pub mod engine;
+pub mod frame;
 pub mod time;
+pub mod config;
+pub mod conntrack;
+pub mod envelope;
+pub mod persist;
+pub mod schedule;

@@ -31,6 +31,8 @@ echo_client() { local calling=$1 called=$2 port=$3; echoscu -aet "$calling" -aec
 D=$OUT/dicom
 P=$(free_port); storescp -aet STORESCP --ignore -od "$WORK" "$P" & SP=$!; PIDS+=($SP); wait_port "$P"
 relay "$P" "$D/echo_ok" echo_client ECHOSCU STORESCP
+bad_command() { python3 "$HERE/dicom_bad_command.py" --rq "$D/echo_ok.c2s.bin" --port "$1"; }
+relay "$P" "$D/echo_abort" bad_command
 kill "$SP"
 P=$(free_port); storescp -aet STORESCP --refuse "$P" & SP=$!; PIDS+=($SP); wait_port "$P"
 relay "$P" "$D/echo_refused" echo_client ECHOSCU STORESCP

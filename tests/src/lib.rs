@@ -5,6 +5,8 @@
 //! Everything a test creates is removed when its handle drops: QEMU (killed by
 //! its PID), then the namespaces (which takes their bridges, taps and veths).
 
+pub mod dicom;
+
 pub use tools::{console, lab};
 
 use std::sync::OnceLock;

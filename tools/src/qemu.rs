@@ -30,9 +30,21 @@ impl Accel {
 
     fn args(self) -> [&'static str; 4] {
         match self {
-            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            // KVM-PVM (a paravirtual nested KVM) refuses the host's
+            // IA32_ARCH_CAPABILITIES MSR; the guest does not need it.
+            Accel::Kvm => ["-accel", "kvm", "-cpu", "host,-arch-capabilities"],
             Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
         }
+    }
+
+    /// KVM-PVM, the paravirtual nested KVM of some cloud hosts: `/dev/kvm`
+    /// works but the CPU has no VMX/SVM. The appliance boots under it; OVMF
+    /// does not (its SEC phase stops with a KVM emulation failure).
+    pub fn host_is_pvm() -> bool {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+        let hw = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
+        !hw && std::path::Path::new("/dev/kvm").exists()
     }
 
     pub fn name(self) -> &'static str {
@@ -110,8 +122,12 @@ pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
 impl Machine {
     pub fn new(boot: Boot) -> Machine {
+        let mut accel = Accel::detect();
+        if matches!(boot, Boot::IsoUefi(_)) && accel == Accel::Kvm && Accel::host_is_pvm() {
+            accel = Accel::Tcg;
+        }
         Machine {
-            accel: Accel::detect(),
+            accel,
             memory_mib: 64,
             boot,
             nics: Vec::new(),

@@ -1,0 +1,155 @@
+//! Reading the Multiboot1 information structure the loader left in memory.
+//!
+//! [`BootInfo::read`] copies what the kernel needs (command line, memory map)
+//! into a fixed-size value right away, so the loader's memory may be reused by
+//! the heap afterwards. Oversized input is truncated, never trusted: the
+//! command line keeps its first [`CMDLINE_MAX`] bytes and the memory map its
+//! first [`MAX_REGIONS`] entries.
+
+/// Longest command line kept, in bytes.
+pub const CMDLINE_MAX: usize = 512;
+/// Most memory-map entries kept.
+pub const MAX_REGIONS: usize = 32;
+
+const FLAG_MEM: u32 = 1 << 0;
+const FLAG_CMDLINE: u32 = 1 << 2;
+const FLAG_MODS: u32 = 1 << 3;
+const FLAG_MMAP: u32 = 1 << 6;
+
+/// One entry of the firmware memory map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryRegion {
+    pub base: u64,
+    pub len: u64,
+    /// Multiboot type: 1 = available RAM; anything else is reserved.
+    pub kind: u32,
+}
+
+impl MemoryRegion {
+    pub fn is_ram(&self) -> bool {
+        self.kind == 1
+    }
+    pub fn end(&self) -> u64 {
+        self.base.saturating_add(self.len)
+    }
+}
+
+/// What the kernel takes from the boot loader.
+#[derive(Clone)]
+pub struct BootInfo {
+    cmdline: [u8; CMDLINE_MAX],
+    cmdline_len: usize,
+    regions: [MemoryRegion; MAX_REGIONS],
+    region_count: usize,
+    /// The highest physical address the loader used for modules or the
+    /// information itself; the heap starts above the kernel and avoids these.
+    pub reserved: [(u64, u64); 4],
+}
+
+impl BootInfo {
+    /// An empty value: no command line, no memory.
+    pub const fn empty() -> Self {
+        BootInfo {
+            cmdline: [0; CMDLINE_MAX],
+            cmdline_len: 0,
+            regions: [MemoryRegion {
+                base: 0,
+                len: 0,
+                kind: 0,
+            }; MAX_REGIONS],
+            region_count: 0,
+            reserved: [(0, 0); 4],
+        }
+    }
+
+    /// Copies the command line and memory map out of the information structure.
+    ///
+    /// # Safety
+    /// `info` must be the physical address a Multiboot1 loader passed in EBX,
+    /// and physical memory must be identity-mapped and readable.
+    pub unsafe fn read(info: u32) -> Self {
+        let mut out = BootInfo::empty();
+        let base = info as usize as *const u8;
+        // SAFETY: the caller guarantees `info` points at a Multiboot information structure.
+        let rd32 = |off: usize| unsafe { core::ptr::read_unaligned(base.add(off) as *const u32) };
+        let flags = rd32(0);
+        out.reserved[0] = (u64::from(info), u64::from(info) + 120);
+
+        if flags & FLAG_CMDLINE != 0 {
+            let p = rd32(16) as usize as *const u8;
+            let mut n = 0;
+            // SAFETY: the loader passes a NUL-terminated string; we stop at CMDLINE_MAX.
+            while n < CMDLINE_MAX && unsafe { *p.add(n) } != 0 {
+                out.cmdline[n] = unsafe { *p.add(n) };
+                n += 1;
+            }
+            out.cmdline_len = n;
+            out.reserved[1] = (p as u64, p as u64 + n as u64 + 1);
+        }
+
+        if flags & FLAG_MODS != 0 && rd32(20) > 0 {
+            let mods = rd32(24) as usize as *const u32;
+            let count = rd32(20).min(16) as usize;
+            let (mut lo, mut hi) = (u64::MAX, 0u64);
+            for i in 0..count {
+                // SAFETY: `count` module entries of 16 bytes each start at `mods`.
+                let (start, end) = unsafe { (*mods.add(i * 4), *mods.add(i * 4 + 1)) };
+                lo = lo.min(u64::from(start));
+                hi = hi.max(u64::from(end));
+            }
+            out.reserved[2] = (lo, hi);
+            out.reserved[3] = (mods as u64, mods as u64 + count as u64 * 16);
+        }
+
+        if flags & FLAG_MMAP != 0 {
+            let len = rd32(44) as usize;
+            let start = rd32(48) as usize;
+            let mut off = 0;
+            while off + 24 <= len && out.region_count < MAX_REGIONS {
+                let e = (start + off) as *const u8;
+                // SAFETY: each entry is `size` bytes after its 4-byte size field, within `len`.
+                let (size, region) = unsafe {
+                    let size = core::ptr::read_unaligned(e as *const u32) as usize;
+                    let base = core::ptr::read_unaligned(e.add(4) as *const u64);
+                    let len = core::ptr::read_unaligned(e.add(12) as *const u64);
+                    let kind = core::ptr::read_unaligned(e.add(20) as *const u32);
+                    (size, MemoryRegion { base, len, kind })
+                };
+                out.regions[out.region_count] = region;
+                out.region_count += 1;
+                if size < 20 {
+                    break;
+                }
+                off += size + 4;
+            }
+        } else if flags & FLAG_MEM != 0 {
+            // No map: the lower/upper sizes (KiB) still describe RAM above 1 MiB.
+            out.regions[0] = MemoryRegion {
+                base: 0x10_0000,
+                len: u64::from(rd32(8)) * 1024,
+                kind: 1,
+            };
+            out.region_count = 1;
+        }
+        out
+    }
+
+    /// The kernel command line (lossy: invalid UTF-8 yields an empty line).
+    pub fn cmdline(&self) -> &str {
+        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+
+    /// The memory map as given by the firmware.
+    pub fn regions(&self) -> &[MemoryRegion] {
+        &self.regions[..self.region_count]
+    }
+
+    /// Bytes of available RAM.
+    pub fn ram_bytes(&self) -> u64 {
+        self.regions()
+            .iter()
+            .filter(|r| r.is_ram())
+            .map(|r| r.len)
+            .sum()
+    }
+}

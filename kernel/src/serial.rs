@@ -1,0 +1,159 @@
+//! The console: 16550 UART on COM1 at 115200 8N1, mirrored to the VGA text
+//! buffer when the machine was booted in text mode (BIOS, not UEFI).
+
+use crate::cpu::{inb, outb};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+const COM1: u16 = 0x3F8;
+static SERIAL_PRESENT: AtomicBool = AtomicBool::new(false);
+/// Bytes the transmit FIFO can still take without checking the line status
+/// (each register access is a VM exit, so poll once per FIFO-full).
+static TX_BUDGET: AtomicUsize = AtomicUsize::new(0);
+static FIFO_DEPTH: AtomicUsize = AtomicUsize::new(1);
+
+/// Programs COM1 for 115200 8N1, FIFOs on, no interrupts.
+pub fn init() {
+    outb(COM1 + 1, 0x00); // no interrupts
+    outb(COM1 + 3, 0x80); // DLAB on
+    outb(COM1, 0x01); // divisor 1 = 115200 baud
+    outb(COM1 + 1, 0x00);
+    outb(COM1 + 3, 0x03); // 8N1, DLAB off
+    outb(COM1 + 2, 0xC7); // FIFO on, cleared, 14-byte threshold
+    outb(COM1 + 4, 0x03); // DTR + RTS
+    // A 16550A reports working FIFOs in IIR bits 6-7; a missing UART reads 0xFF.
+    let iir = inb(COM1 + 2);
+    SERIAL_PRESENT.store(iir != 0xFF, Ordering::Relaxed);
+    FIFO_DEPTH.store(if iir & 0xC0 == 0xC0 { 16 } else { 1 }, Ordering::Relaxed);
+}
+
+fn serial_byte(b: u8) {
+    if !SERIAL_PRESENT.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut budget = TX_BUDGET.load(Ordering::Relaxed);
+    if budget == 0 {
+        // Bounded wait for an empty FIFO: a wedged UART must not hang the kernel.
+        for _ in 0..100_000 {
+            if inb(COM1 + 5) & 0x20 != 0 {
+                break;
+            }
+        }
+        budget = FIFO_DEPTH.load(Ordering::Relaxed);
+    }
+    outb(COM1, b);
+    TX_BUDGET.store(budget - 1, Ordering::Relaxed);
+}
+
+/// VGA text mirror, kept in a shadow buffer and copied to the screen by
+/// [`flush_vga`] from the idle loop: every store to VGA memory is a VM exit,
+/// so boot does not pay for the mirror.
+const VGA: *mut u16 = 0xB8000 as *mut u16;
+const VGA_COLS: usize = 80;
+const VGA_ROWS: usize = 25;
+const VGA_CELLS: usize = VGA_COLS * VGA_ROWS;
+
+struct Vga {
+    on: bool,
+    cells: [u16; VGA_CELLS],
+    pos: usize,
+    /// Cells changed since the last flush: [lo, hi).
+    dirty: (usize, usize),
+}
+
+static VGA_STATE: critical_section::Mutex<core::cell::RefCell<Vga>> =
+    critical_section::Mutex::new(core::cell::RefCell::new(Vga {
+        on: false,
+        cells: [0x0720; VGA_CELLS],
+        pos: 0,
+        dirty: (0, 0),
+    }));
+
+/// Turns the VGA text mirror on (the screen is cleared on the first flush).
+pub fn enable_vga() {
+    critical_section::with(|cs| {
+        let mut v = VGA_STATE.borrow_ref_mut(cs);
+        v.on = true;
+        v.dirty = (0, VGA_CELLS);
+    });
+}
+
+impl Vga {
+    fn put(&mut self, b: u8) {
+        let mut pos = self.pos;
+        match b {
+            b'\n' => pos = (pos / VGA_COLS + 1) * VGA_COLS,
+            b'\r' => pos -= pos % VGA_COLS,
+            _ => {
+                self.cells[pos] = 0x0700 | u16::from(b);
+                self.dirty = (self.dirty.0.min(pos), self.dirty.1.max(pos + 1));
+                pos += 1;
+            }
+        }
+        if pos >= VGA_CELLS {
+            self.cells.copy_within(VGA_COLS.., 0);
+            self.cells[VGA_CELLS - VGA_COLS..].fill(0x0720);
+            self.dirty = (0, VGA_CELLS);
+            pos = VGA_CELLS - VGA_COLS;
+        }
+        self.pos = pos;
+    }
+}
+
+/// Copies changed cells of the mirror to the VGA text buffer.
+pub fn flush_vga() {
+    critical_section::with(|cs| {
+        let Ok(mut v) = VGA_STATE.borrow(cs).try_borrow_mut() else {
+            return;
+        };
+        if !v.on || v.dirty.0 >= v.dirty.1 {
+            return;
+        }
+        for i in v.dirty.0..v.dirty.1 {
+            // SAFETY: 0xB8000 is the VGA text buffer (text mode, identity-mapped), i < 2000.
+            unsafe { VGA.add(i).write_volatile(v.cells[i]) };
+        }
+        v.dirty = (VGA_CELLS, 0);
+    });
+}
+
+fn put(b: u8) {
+    if b == b'\n' {
+        serial_byte(b'\r');
+    }
+    serial_byte(b);
+}
+
+pub struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        s.bytes().for_each(put);
+        critical_section::with(|cs| {
+            // Busy only if an exception hit while printing: skip the mirror then.
+            if let Ok(mut v) = VGA_STATE.borrow(cs).try_borrow_mut()
+                && v.on
+            {
+                s.bytes().for_each(|b| v.put(b));
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Writes to the console. Only thread context and (halting) exception
+/// handlers print, so lines cannot interleave.
+pub fn print(args: fmt::Arguments) {
+    let _ = fmt::Write::write_fmt(&mut Console, args);
+}
+
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::serial::print(format_args!($($arg)*)) };
+}
+
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::serial::print(format_args!("{}\n", format_args!($($arg)*))) };
+}

@@ -1,0 +1,710 @@
+//! Validation of a whole configuration. Every problem is reported (not just
+//! the first), each with the path of the field and the reason, e.g.
+//! `virtual_service[DICOM-Modalities].real_server[DICOM1].port: DR real
+//! servers must use the virtual service's port (104), got 11113`.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::Ipv4Addr;
+
+use super::*;
+
+/// What is wrong, for callers (and tests) that act on the kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// More items than the documented bound.
+    TooMany,
+    /// A list that must not be empty is (ports, real servers).
+    Empty,
+    /// A label or name is empty, too long or has characters outside
+    /// `A-Z a-z 0-9 . _ -`.
+    BadLabel,
+    /// Two items share a label or name.
+    DuplicateLabel,
+    /// Two virtual services share VIP, port and protocol.
+    DuplicateVip,
+    /// Two real servers of one service share address and port.
+    DuplicateRealServer,
+    /// An address that cannot be used here (0.0.0.0, broadcast, multicast,
+    /// loopback, the VIP itself as a real server).
+    BadAddress,
+    /// A port of 0, or a port twice in one list.
+    BadPort,
+    /// A DR real server with a port other than the service's.
+    DrPortMismatch,
+    /// A real server port on a multi-port NAT/SNAT/layer 7 service.
+    PortOnMultiPortService,
+    /// A NAT service without an internal interface.
+    NatWithoutInternalNetwork,
+    /// Layer 7 on a UDP service.
+    Layer7NeedsTcp,
+    /// A weight outside 0..=65535.
+    WeightOutOfRange,
+    /// A zero timeout or interval, or a check timeout longer than its
+    /// interval.
+    BadTimeout,
+    /// check_rise or check_fall of zero.
+    BadRiseFall,
+    /// A netmask whose ones are not contiguous.
+    BadNetmask,
+    /// Persistence netmask without persistence.
+    NetmaskWithoutPersistence,
+    /// min/max connections that contradict each other.
+    BadConnectionLimits,
+    /// A check setting that the check type does not use, or a bad value
+    /// for one (AE title, HTTP path, HL7 message).
+    BadCheck,
+    /// Interface addressing: static without address/prefix, DHCP with an
+    /// address, prefix over 32.
+    BadInterface,
+    /// A table capacity of zero or over its bound.
+    BadCapacity,
+}
+
+/// One problem found in a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationError {
+    /// e.g. `virtual_service[HL7].real_server[HL71].weight`.
+    pub path: String,
+    pub kind: ErrorKind,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+struct Errors(Vec<ValidationError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, kind: ErrorKind, message: impl Into<String>) {
+        self.0.push(ValidationError {
+            path: path.into(),
+            kind,
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks everything; `Err` holds every problem found, in document order.
+pub fn validate(config: &Config) -> Result<(), Vec<ValidationError>> {
+    let mut errs = Errors(Vec::new());
+    check_network(&config.network, &mut errs);
+    check_l4(&config.l4, &mut errs);
+    let own: Vec<Ipv4Addr> = config
+        .network
+        .interfaces
+        .iter()
+        .filter_map(|i| i.address)
+        .collect();
+    let has_internal = config
+        .network
+        .interfaces
+        .iter()
+        .any(|i| i.role == InterfaceRole::Internal);
+
+    if config.virtual_services.len() > MAX_VIRTUAL_SERVICES {
+        errs.push(
+            "virtual_service",
+            ErrorKind::TooMany,
+            format!(
+                "{} virtual services, at most {MAX_VIRTUAL_SERVICES} are supported",
+                config.virtual_services.len()
+            ),
+        );
+    }
+    // (vip, port, protocol) -> label of the first service that claimed it.
+    let mut claimed: BTreeMap<(Ipv4Addr, u16, Protocol), (usize, &str)> = BTreeMap::new();
+    let mut labels: BTreeMap<&str, ()> = BTreeMap::new();
+    for (i, vs) in config.virtual_services.iter().enumerate() {
+        let path = item_path("virtual_service", &vs.label, i);
+        if !vs.label.is_empty() && labels.insert(&vs.label, ()).is_some() {
+            errs.push(
+                format!("{path}.label"),
+                ErrorKind::DuplicateLabel,
+                format!("another virtual service is already labelled `{}`", vs.label),
+            );
+        }
+        for &port in vs.ports.iter() {
+            if port == 0 {
+                continue; // reported by check_service
+            }
+            if let Some((other_index, other)) =
+                claimed.insert((vs.vip, port, vs.protocol), (i, &vs.label))
+                && other_index != i
+            {
+                errs.push(
+                    format!("{path}.ports"),
+                    ErrorKind::DuplicateVip,
+                    format!(
+                        "{}:{port}/{} is already used by virtual service `{other}`",
+                        vs.vip,
+                        proto_name(vs.protocol)
+                    ),
+                );
+            }
+        }
+        check_service(vs, &path, has_internal, &own, &mut errs);
+    }
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.0)
+    }
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+/// `name[label]`, or `name[#index]` when the label is empty.
+fn item_path(name: &str, label: &str, index: usize) -> String {
+    if label.is_empty() {
+        format!("{name}[#{index}]")
+    } else {
+        format!("{name}[{label}]")
+    }
+}
+
+fn check_label(label: &str, path: &str, what: &str, errs: &mut Errors) {
+    let path = format!("{path}.{what}");
+    if label.is_empty() {
+        errs.push(path, ErrorKind::BadLabel, "must not be empty");
+    } else if label.len() > MAX_LABEL_LEN {
+        errs.push(
+            path,
+            ErrorKind::BadLabel,
+            format!("{} bytes long, at most {MAX_LABEL_LEN}", label.len()),
+        );
+    } else if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        errs.push(
+            path,
+            ErrorKind::BadLabel,
+            "only letters, digits, '.', '_' and '-' are allowed",
+        );
+    }
+}
+
+fn unusable_address(a: Ipv4Addr) -> Option<&'static str> {
+    if a.is_unspecified() {
+        Some("0.0.0.0 is not a usable address")
+    } else if a.is_broadcast() {
+        Some("the broadcast address is not usable")
+    } else if a.is_multicast() {
+        Some("a multicast address is not usable")
+    } else if a.is_loopback() {
+        Some("a loopback address is not usable")
+    } else {
+        None
+    }
+}
+
+/// Whether the ones of `mask` are contiguous from the top.
+pub(crate) fn is_contiguous_mask(mask: Ipv4Addr) -> bool {
+    let m = u32::from(mask);
+    m.leading_ones() + m.trailing_zeros() == 32
+}
+
+fn check_nonzero(secs: Secs, path: String, errs: &mut Errors) {
+    if secs.0 == 0 {
+        errs.push(path, ErrorKind::BadTimeout, "must be greater than zero");
+    }
+}
+
+fn check_network(net: &Network, errs: &mut Errors) {
+    let h = &net.hostname;
+    if h.is_empty()
+        || h.len() > 63
+        || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        || h.starts_with('-')
+        || h.ends_with('-')
+    {
+        errs.push(
+            "network.hostname",
+            ErrorKind::BadLabel,
+            "a hostname is 1..=63 letters, digits or '-', not starting or ending with '-'",
+        );
+    }
+    if net.interfaces.len() > MAX_INTERFACES {
+        errs.push(
+            "network.interface",
+            ErrorKind::TooMany,
+            format!("at most {MAX_INTERFACES} interfaces are supported"),
+        );
+    }
+    let mut names: BTreeMap<&str, ()> = BTreeMap::new();
+    for (i, itf) in net.interfaces.iter().enumerate() {
+        let path = item_path("network.interface", &itf.name, i);
+        check_label(&itf.name, &path, "name", errs);
+        if !itf.name.is_empty() && names.insert(&itf.name, ()).is_some() {
+            errs.push(
+                format!("{path}.name"),
+                ErrorKind::DuplicateLabel,
+                "another interface has this name",
+            );
+        }
+        if itf.dhcp {
+            if itf.address.is_some() || itf.prefix.is_some() {
+                errs.push(
+                    format!("{path}.address"),
+                    ErrorKind::BadInterface,
+                    "set either dhcp = true or a static address and prefix, not both",
+                );
+            }
+        } else {
+            match itf.address {
+                None => errs.push(
+                    format!("{path}.address"),
+                    ErrorKind::BadInterface,
+                    "a static interface needs an address (or set dhcp = true)",
+                ),
+                Some(a) => {
+                    if let Some(why) = unusable_address(a) {
+                        errs.push(format!("{path}.address"), ErrorKind::BadAddress, why);
+                    }
+                }
+            }
+            match itf.prefix {
+                None => errs.push(
+                    format!("{path}.prefix"),
+                    ErrorKind::BadInterface,
+                    "a static interface needs a prefix length, e.g. 24",
+                ),
+                Some(p) if p > 32 => errs.push(
+                    format!("{path}.prefix"),
+                    ErrorKind::BadInterface,
+                    format!("prefix length {p} is over 32"),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    if let Some(gw) = net.gateway {
+        if let Some(why) = unusable_address(gw) {
+            errs.push("network.gateway", ErrorKind::BadAddress, why);
+        } else {
+            // Reachable only on a connected subnet. With a DHCP interface
+            // the subnet is not known here.
+            let statics: Vec<(u32, u8)> = net
+                .interfaces
+                .iter()
+                .filter_map(|i| Some((u32::from(i.address?), i.prefix?)))
+                .filter(|(_, p)| *p <= 32)
+                .collect();
+            let any_dhcp = net.interfaces.iter().any(|i| i.dhcp);
+            let on_subnet = statics.iter().any(|&(a, p)| {
+                let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+                a & m == u32::from(gw) & m
+            });
+            if !statics.is_empty() && !any_dhcp && !on_subnet {
+                errs.push(
+                    "network.gateway",
+                    ErrorKind::BadAddress,
+                    format!("{gw} is not on the subnet of any interface"),
+                );
+            }
+        }
+    }
+    if net.dns.len() > MAX_DNS {
+        errs.push(
+            "network.dns",
+            ErrorKind::TooMany,
+            format!("at most {MAX_DNS} DNS servers are supported"),
+        );
+    }
+    for (i, d) in net.dns.iter().enumerate() {
+        if let Some(why) = unusable_address(*d) {
+            errs.push(format!("network.dns[{i}]"), ErrorKind::BadAddress, why);
+        }
+    }
+    if let Some(h) = &net.management_password_hash
+        && (h.is_empty() || h.len() > 256)
+    {
+        errs.push(
+            "network.management_password_hash",
+            ErrorKind::BadLabel,
+            "must be 1..=256 bytes (or unset)",
+        );
+    }
+}
+
+fn check_l4(l4: &L4Settings, errs: &mut Errors) {
+    for (name, v) in [
+        ("tcp_handshake_timeout", l4.tcp_handshake_timeout),
+        ("tcp_established_timeout", l4.tcp_established_timeout),
+        ("tcp_closing_timeout", l4.tcp_closing_timeout),
+        ("tcp_reset_timeout", l4.tcp_reset_timeout),
+        ("udp_timeout", l4.udp_timeout),
+    ] {
+        check_nonzero(v, format!("l4.{name}"), errs);
+    }
+    for (name, v, max) in [
+        (
+            "conntrack_capacity",
+            l4.conntrack_capacity,
+            MAX_CONNTRACK_CAPACITY,
+        ),
+        (
+            "persistence_capacity",
+            l4.persistence_capacity,
+            MAX_PERSISTENCE_CAPACITY,
+        ),
+    ] {
+        if v == 0 || v > max {
+            errs.push(
+                format!("l4.{name}"),
+                ErrorKind::BadCapacity,
+                format!("must be 1..={max}, got {v}"),
+            );
+        }
+    }
+}
+
+fn check_service(
+    vs: &VirtualService,
+    path: &str,
+    has_internal: bool,
+    own: &[Ipv4Addr],
+    errs: &mut Errors,
+) {
+    check_label(&vs.label, path, "label", errs);
+    if let Some(why) = unusable_address(vs.vip) {
+        errs.push(format!("{path}.vip"), ErrorKind::BadAddress, why);
+    } else if own.contains(&vs.vip) {
+        errs.push(
+            format!("{path}.vip"),
+            ErrorKind::BadAddress,
+            format!(
+                "{} is the appliance's own interface address; a VIP needs its own address",
+                vs.vip
+            ),
+        );
+    }
+
+    // Ports.
+    if vs.ports.is_empty() {
+        errs.push(
+            format!("{path}.ports"),
+            ErrorKind::Empty,
+            "at least one port is needed",
+        );
+    } else if vs.ports.len() > MAX_PORTS {
+        errs.push(
+            format!("{path}.ports"),
+            ErrorKind::TooMany,
+            format!("{} ports, at most {MAX_PORTS}", vs.ports.len()),
+        );
+    }
+    for (i, &p) in vs.ports.iter().enumerate() {
+        if p == 0 {
+            errs.push(
+                format!("{path}.ports"),
+                ErrorKind::BadPort,
+                "port 0 is not usable",
+            );
+        } else if vs.ports[..i].contains(&p) {
+            errs.push(
+                format!("{path}.ports"),
+                ErrorKind::BadPort,
+                format!("port {p} is listed twice"),
+            );
+        }
+    }
+
+    // Forwarding.
+    if vs.forwarding == Forwarding::Nat && !has_internal {
+        errs.push(
+            format!("{path}.forwarding"),
+            ErrorKind::NatWithoutInternalNetwork,
+            "NAT mode needs an internal network: add a [[network.interface]] with role = \"internal\" for the real servers' subnet",
+        );
+    }
+    if vs.forwarding == Forwarding::Layer7 && vs.protocol == Protocol::Udp {
+        errs.push(
+            format!("{path}.protocol"),
+            ErrorKind::Layer7NeedsTcp,
+            "layer 7 is a TCP proxy; use protocol = \"tcp\" or a layer 4 forwarding method",
+        );
+    }
+
+    // Persistence.
+    if let Some(t) = vs.persistence_timeout {
+        check_nonzero(t, format!("{path}.persistence_timeout"), errs);
+    }
+    if let Some(mask) = vs.persistence_netmask {
+        if !is_contiguous_mask(mask) || mask.is_unspecified() {
+            errs.push(
+                format!("{path}.persistence_netmask"),
+                ErrorKind::BadNetmask,
+                format!("{mask} is not a netmask (contiguous ones, at least /1)"),
+            );
+        }
+        if vs.persistence_timeout.is_none() {
+            errs.push(
+                format!("{path}.persistence_netmask"),
+                ErrorKind::NetmaskWithoutPersistence,
+                "has no effect without persistence_timeout",
+            );
+        }
+    }
+
+    // Health check.
+    check_health(vs, path, errs);
+
+    // Layer 7 timeouts.
+    check_nonzero(vs.client_timeout, format!("{path}.client_timeout"), errs);
+    check_nonzero(vs.server_timeout, format!("{path}.server_timeout"), errs);
+
+    // Real servers.
+    if vs.real_servers.is_empty() {
+        errs.push(
+            format!("{path}.real_server"),
+            ErrorKind::Empty,
+            "a virtual service needs at least one real server",
+        );
+    } else if vs.real_servers.len() > MAX_REAL_SERVERS {
+        errs.push(
+            format!("{path}.real_server"),
+            ErrorKind::TooMany,
+            format!(
+                "{} real servers, at most {MAX_REAL_SERVERS}",
+                vs.real_servers.len()
+            ),
+        );
+    }
+    let mut labels: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut endpoints: BTreeMap<(Ipv4Addr, Option<u16>), &str> = BTreeMap::new();
+    for (j, rs) in vs.real_servers.iter().enumerate() {
+        let rpath = format!("{path}.{}", item_path("real_server", &rs.label, j));
+        check_label(&rs.label, &rpath, "label", errs);
+        if !rs.label.is_empty() && labels.insert(&rs.label, ()).is_some() {
+            errs.push(
+                format!("{rpath}.label"),
+                ErrorKind::DuplicateLabel,
+                "another real server of this service has this label",
+            );
+        }
+        if let Some(why) = unusable_address(rs.ip) {
+            errs.push(format!("{rpath}.ip"), ErrorKind::BadAddress, why);
+        } else if own.contains(&rs.ip) {
+            errs.push(
+                format!("{rpath}.ip"),
+                ErrorKind::BadAddress,
+                "this is the appliance's own interface address",
+            );
+        } else if rs.ip == vs.vip {
+            errs.push(
+                format!("{rpath}.ip"),
+                ErrorKind::BadAddress,
+                "a real server needs its own address (RIP), not the VIP",
+            );
+        } else if let Some(other) = endpoints.insert((rs.ip, rs.port), &rs.label) {
+            errs.push(
+                format!("{rpath}.ip"),
+                ErrorKind::DuplicateRealServer,
+                format!("same address and port as real server `{other}`"),
+            );
+        }
+        check_real_server_port(vs, rs, &rpath, errs);
+        if rs.weight > MAX_WEIGHT {
+            errs.push(
+                format!("{rpath}.weight"),
+                ErrorKind::WeightOutOfRange,
+                format!("must be 0..={MAX_WEIGHT}, got {}", rs.weight),
+            );
+        }
+        if rs.max_connections > 0 && rs.min_connections > rs.max_connections {
+            errs.push(
+                format!("{rpath}.min_connections"),
+                ErrorKind::BadConnectionLimits,
+                format!(
+                    "{} is above max_connections ({})",
+                    rs.min_connections, rs.max_connections
+                ),
+            );
+        }
+        if rs.max_connections == 0 && rs.min_connections > 0 {
+            errs.push(
+                format!("{rpath}.min_connections"),
+                ErrorKind::BadConnectionLimits,
+                "only has an effect together with max_connections",
+            );
+        }
+    }
+}
+
+fn check_real_server_port(vs: &VirtualService, rs: &RealServer, rpath: &str, errs: &mut Errors) {
+    let Some(port) = rs.port else { return };
+    let path = format!("{rpath}.port");
+    if port == 0 {
+        errs.push(path, ErrorKind::BadPort, "port 0 is not usable");
+        return;
+    }
+    let Some(&first) = vs.ports.first() else {
+        return;
+    };
+    match vs.forwarding {
+        // DR only rewrites MAC addresses: the real server sees the port the
+        // client used, so any other port would silently never be reached.
+        Forwarding::Dr if port != first => errs.push(
+            path,
+            ErrorKind::DrPortMismatch,
+            format!("DR real servers must use the virtual service's port ({first}), got {port}"),
+        ),
+        Forwarding::Dr => {}
+        _ if vs.ports.len() > 1 => errs.push(
+            path,
+            ErrorKind::PortOnMultiPortService,
+            format!(
+                "a multi-port service ({}) forwards each port unchanged; leave port unset",
+                vs.ports
+            ),
+        ),
+        _ => {}
+    }
+}
+
+fn check_health(vs: &VirtualService, path: &str, errs: &mut Errors) {
+    if vs.check_port == Some(0) {
+        errs.push(
+            format!("{path}.check_port"),
+            ErrorKind::BadPort,
+            "port 0 is not usable (leave unset for the first service port)",
+        );
+    }
+    if vs.check_type != CheckType::None {
+        check_nonzero(vs.check_interval, format!("{path}.check_interval"), errs);
+        check_nonzero(vs.check_timeout, format!("{path}.check_timeout"), errs);
+        if vs.check_timeout > vs.check_interval && vs.check_interval.0 > 0 {
+            errs.push(
+                format!("{path}.check_timeout"),
+                ErrorKind::BadTimeout,
+                format!(
+                    "{} is longer than check_interval ({})",
+                    vs.check_timeout, vs.check_interval
+                ),
+            );
+        }
+        for (name, v) in [("check_rise", vs.check_rise), ("check_fall", vs.check_fall)] {
+            if v == 0 {
+                errs.push(
+                    format!("{path}.{name}"),
+                    ErrorKind::BadRiseFall,
+                    "must be at least 1",
+                );
+            }
+        }
+    }
+    let http = matches!(vs.check_type, CheckType::Http | CheckType::Https);
+    let dicom = vs.check_type == CheckType::DicomEcho;
+    let hl7 = vs.check_type == CheckType::Hl7;
+    let unused = |set: bool, used: bool, name: &str, for_type: &str, errs: &mut Errors| {
+        if set && !used {
+            errs.push(
+                format!("{path}.{name}"),
+                ErrorKind::BadCheck,
+                format!("only used by check_type {for_type}"),
+            );
+        }
+    };
+    unused(
+        vs.check_request.is_some(),
+        http,
+        "check_request",
+        "http/https",
+        errs,
+    );
+    unused(
+        vs.check_expect.is_some(),
+        http,
+        "check_expect",
+        "http/https",
+        errs,
+    );
+    unused(
+        vs.check_calling_ae.is_some(),
+        dicom,
+        "check_calling_ae",
+        "dicom_echo",
+        errs,
+    );
+    unused(
+        vs.check_called_ae.is_some(),
+        dicom,
+        "check_called_ae",
+        "dicom_echo",
+        errs,
+    );
+    unused(
+        vs.check_hl7_message.is_some(),
+        hl7,
+        "check_hl7_message",
+        "hl7",
+        errs,
+    );
+
+    if let Some(req) = &vs.check_request
+        && (!req.starts_with('/') || req.len() > 256 || req.bytes().any(|b| b <= b' ' || b == 0x7f))
+    {
+        errs.push(
+            format!("{path}.check_request"),
+            ErrorKind::BadCheck,
+            "an HTTP path starts with '/' and has no spaces or control characters (at most 256 bytes)",
+        );
+    }
+    if let Some(exp) = &vs.check_expect
+        && (exp.is_empty() || exp.len() > 256)
+    {
+        errs.push(
+            format!("{path}.check_expect"),
+            ErrorKind::BadCheck,
+            "expected content must be 1..=256 bytes",
+        );
+    }
+    for (name, ae) in [
+        ("check_calling_ae", &vs.check_calling_ae),
+        ("check_called_ae", &vs.check_called_ae),
+    ] {
+        if let Some(ae) = ae
+            && !valid_ae_title(ae)
+        {
+            errs.push(
+                format!("{path}.{name}"),
+                ErrorKind::BadCheck,
+                "a DICOM AE title is 1..=16 printable ASCII characters, not all spaces, without '\\'",
+            );
+        }
+    }
+    if let Some(msg) = &vs.check_hl7_message
+        && (!msg.starts_with("MSH|")
+            || msg.len() > 4096
+            || msg.bytes().any(|b| b == 0x0b || b == 0x1c))
+    {
+        errs.push(
+            format!("{path}.check_hl7_message"),
+            ErrorKind::BadCheck,
+            "an HL7 v2 message starts with `MSH|`, is at most 4096 bytes and has no MLLP framing bytes",
+        );
+    }
+}
+
+/// DICOM PS3.5: AE titles are up to 16 characters of the default
+/// repertoire, excluding backslash and control characters; leading and
+/// trailing spaces are not significant, so all-spaces is empty.
+fn valid_ae_title(ae: &str) -> bool {
+    !ae.trim().is_empty()
+        && ae.len() <= 16
+        && ae.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+}

@@ -1,0 +1,767 @@
+//! The L4 engine: frames in, decisions out.
+//!
+//! [`Engine::process`] takes a frame as it arrived on a NIC, with the time,
+//! and returns a [`Decision`]. It composes classification and rewriting
+//! ([`crate::frame`]) with the scheduler, the persistence table and the
+//! connection tracker. Nothing here does I/O or reads a clock.
+//!
+//! # Contract with the caller (the data path in `net`)
+//! * NIC `n` is interface `n` of the configuration's `network.interface`
+//!   list.
+//! * [`Decision::Forward`] means the frame was rewritten in place at layer 3
+//!   and 4 (nothing for DR) and must leave on interface `nic`. The engine
+//!   does not touch MAC addresses: the caller looks up `next_hop` in its ARP
+//!   cache and writes that MAC as destination and its own NIC's MAC as
+//!   source (see [`crate::frame::set_macs`]). If `next_hop` is not resolved
+//!   yet, the caller sends an ARP request and queues or drops the frame. For
+//!   DR the next hop is the real server itself (it holds the VIP on its
+//!   loopback), for NAT/SNAT the real server, the client, or the gateway.
+//! * [`Decision::ToStack`]: not L4 virtual-service traffic (ARP, ICMP echo,
+//!   management, layer 7 services, health-check replies...): give the frame,
+//!   unchanged, to the TCP/IP stack.
+//! * [`Decision::Drop`]: discard; it has already been counted.
+//! * Call [`Engine::expire`] periodically (e.g. every 100 ms) so that idle
+//!   flows free their table slots and SNAT ports.
+//!
+//! # Flows
+//! A TCP flow starts only with a SYN (without ACK); other segments that
+//! belong to no tracked flow are dropped as [`DropReason::NoFlow`]. UDP
+//! flows start with any datagram. Each flow is pinned to one real server for
+//! its whole life; the connection table keys it by the client's 5-tuple
+//! (original direction) and, for NAT and SNAT, by the 5-tuple the real
+//! server's replies carry (reply direction):
+//!
+//! | forwarding | original: client → VIP becomes | reply: server → … becomes |
+//! |---|---|---|
+//! | DR   | unchanged, sent to the server's MAC | (replies bypass the appliance) |
+//! | NAT  | client → server                     | server → client ⇒ VIP → client |
+//! | SNAT | appliance:port → server             | server → appliance:port ⇒ VIP → client |
+//!
+//! ICMP errors quoting a packet of a tracked flow are translated the same
+//! way (outer header, quoted header and ports), so that path MTU discovery
+//! and "port unreachable" work through NAT and SNAT; for DR, errors from the
+//! client side about the server's packets are passed on to the server.
+
+mod route;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+use core::ops::RangeInclusive;
+
+use crate::config::{AdminState, Config, Forwarding, RealServer, VirtualService};
+use crate::conntrack::{
+    ConnTable, Direction, Flow, InsertError, TcpFlags as ConnFlags, TcpState, Timeouts,
+};
+use crate::flow::{Endpoint, FlowKey, Protocol};
+use crate::frame::{
+    self, Class, DropCounters, DropReason, IcmpError, IcmpTranslation, L4Packet, PortAllocator, Ttl,
+};
+use crate::persist::PersistTable;
+use crate::schedule::{Health, RealServerState, Scheduler};
+use crate::time::{Duration, Instant};
+
+pub use route::Routes;
+pub use stats::{Counters, ServiceStats};
+
+/// What to do with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send the (rewritten) frame on `nic` to the MAC of `next_hop`.
+    Forward { nic: usize, next_hop: Ipv4Addr },
+    /// Hand the frame, unchanged, to the TCP/IP stack.
+    ToStack,
+    /// Discard the frame (already counted).
+    Drop(DropReason),
+}
+
+/// Table sizes of the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Most tracked flows.
+    pub conntrack: usize,
+    /// Most persistence entries.
+    pub persistence: usize,
+    /// Source ports SNAT may use towards each real server.
+    pub snat_ports: RangeInclusive<u16>,
+    /// Key of the table hashes; give a boot-time random value so that
+    /// nobody can aim traffic at one hash chain.
+    pub hash_seed: u64,
+}
+
+impl Capacities {
+    /// The sizes the configuration asks for, with the default SNAT range.
+    pub fn from_config(config: &Config) -> Self {
+        Capacities {
+            conntrack: config.l4.conntrack_capacity as usize,
+            persistence: config.l4.persistence_capacity as usize,
+            snat_ports: frame::ports::DEFAULT_RANGE,
+            hash_seed: 0x6c62_6d65_6421_0001,
+        }
+    }
+}
+
+/// Why an engine could not be built from a configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    /// More virtual services or real servers than flow entries can name.
+    TooManyServices,
+}
+
+/// The per-service part of the configuration the data path needs, kept in
+/// a compact form.
+#[derive(Debug)]
+struct ServiceRuntime {
+    forwarding: Forwarding,
+    persistence: Option<(Ipv4Addr, Duration)>,
+    established_timeout: Duration,
+    scheduler: Scheduler,
+    servers: Vec<RealServerState>,
+    server_config: Vec<RealServer>,
+    /// Index into `Engine::snat_ports` for SNAT services.
+    snat_allocator: Vec<Option<usize>>,
+    stats: ServiceStats,
+}
+
+impl ServiceRuntime {
+    fn server_endpoint(&self, server: usize, client_dst_port: u16) -> Endpoint {
+        let rs = &self.server_config[server];
+        Endpoint::new(rs.ip, rs.target_port(self.forwarding, client_dst_port))
+    }
+}
+
+/// One (address, port, protocol) of an L4 virtual service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct VipKey {
+    addr: u32,
+    port: u16,
+    proto: Protocol,
+}
+
+/// The sans-IO L4 load balancer.
+pub struct Engine {
+    services: Vec<ServiceRuntime>,
+    /// Sorted, for binary search; layer 7 services are not here (they are
+    /// the stack's).
+    vips: Vec<(VipKey, u16)>,
+    /// Addresses of NAT/SNAT real servers, sorted (to recognise their
+    /// fragments).
+    nat_servers: Vec<Ipv4Addr>,
+    routes: Routes,
+    conntrack: ConnTable,
+    persist: PersistTable,
+    snat_ports: Vec<PortAllocator>,
+    drops: DropCounters,
+}
+
+impl Engine {
+    /// An engine for a validated configuration.
+    pub fn new(config: &Config, capacities: Capacities) -> Result<Engine, EngineError> {
+        // Identities are u16, and the persistence table reserves 0xFFFF.
+        if config.virtual_services.len() >= usize::from(u16::MAX)
+            || config
+                .virtual_services
+                .iter()
+                .any(|s| s.real_servers.len() >= usize::from(u16::MAX))
+        {
+            return Err(EngineError::TooManyServices);
+        }
+        let mut snat_keys: Vec<(Protocol, Ipv4Addr)> = Vec::new();
+        let mut snat_ports = Vec::new();
+        let mut services = Vec::with_capacity(config.virtual_services.len());
+        let mut vips = Vec::new();
+        let mut nat_servers = Vec::new();
+        for (idx, vs) in config.virtual_services.iter().enumerate() {
+            let l4 = vs.forwarding != Forwarding::Layer7;
+            if l4 {
+                for &port in vs.ports.iter() {
+                    vips.push((
+                        VipKey {
+                            addr: u32::from(vs.vip),
+                            port,
+                            proto: vs.protocol,
+                        },
+                        idx as u16,
+                    ));
+                }
+            }
+            let mut snat_allocator = Vec::with_capacity(vs.real_servers.len());
+            for rs in &vs.real_servers {
+                if matches!(vs.forwarding, Forwarding::Nat | Forwarding::Snat) {
+                    nat_servers.push(rs.ip);
+                }
+                snat_allocator.push((vs.forwarding == Forwarding::Snat).then(|| {
+                    // One port space per (protocol, server address): the
+                    // reply 5-tuple is then unique whatever the ports.
+                    let key = (vs.protocol, rs.ip);
+                    match snat_keys.iter().position(|k| *k == key) {
+                        Some(i) => i,
+                        None => {
+                            snat_keys.push(key);
+                            snat_ports.push(PortAllocator::new(capacities.snat_ports.clone()));
+                            snat_ports.len() - 1
+                        }
+                    }
+                }));
+            }
+            services.push(ServiceRuntime::from_config(vs, config, snat_allocator));
+        }
+        vips.sort_unstable();
+        nat_servers.sort_unstable();
+        nat_servers.dedup();
+        Ok(Engine {
+            services,
+            vips,
+            nat_servers,
+            routes: Routes::from_network(&config.network),
+            conntrack: ConnTable::new(
+                capacities.conntrack,
+                Timeouts::from_l4(&config.l4),
+                capacities.hash_seed,
+            ),
+            persist: PersistTable::new(capacities.persistence, capacities.hash_seed ^ 0x7065_7273),
+            snat_ports,
+            drops: DropCounters::default(),
+        })
+    }
+
+    /// Decides what to do with `frame`, which arrived on interface `nic`,
+    /// rewriting it in place when it is forwarded.
+    pub fn process(&mut self, nic: usize, frame: &mut [u8], now: Instant) -> Decision {
+        let decision = match self.decide(nic, frame, now) {
+            Ok(d) => d,
+            Err(reason) => Decision::Drop(reason),
+        };
+        if let Decision::Drop(reason) = decision {
+            self.drops.count(reason);
+        }
+        decision
+    }
+
+    fn decide(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        now: Instant,
+    ) -> Result<Decision, DropReason> {
+        if nic >= self.routes.nic_count() {
+            return Err(DropReason::UnknownInterface);
+        }
+        match frame::classify(frame)? {
+            Class::L4(pkt) => self.l4(nic, frame, &pkt, now),
+            Class::IcmpError(err) => self.icmp_error(nic, frame, &err, now),
+            Class::Fragment(ip) => {
+                if self.is_l4_vip(ip.dst) || self.nat_servers.binary_search(&ip.src).is_ok() {
+                    Err(DropReason::Fragment)
+                } else {
+                    Ok(Decision::ToStack)
+                }
+            }
+            Class::Arp | Class::NotIpv4 | Class::OtherIpv4(_) => Ok(Decision::ToStack),
+        }
+    }
+
+    fn is_l4_vip(&self, addr: Ipv4Addr) -> bool {
+        let a = u32::from(addr);
+        let i = self.vips.partition_point(|(k, _)| k.addr < a);
+        self.vips.get(i).is_some_and(|(k, _)| k.addr == a)
+    }
+
+    fn service_for(&self, dst: Endpoint, proto: Protocol) -> Option<usize> {
+        let key = VipKey {
+            addr: u32::from(dst.addr),
+            port: dst.port,
+            proto,
+        };
+        let i = self.vips.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
+        Some(usize::from(self.vips[i].1))
+    }
+
+    fn l4(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        pkt: &L4Packet,
+        now: Instant,
+    ) -> Result<Decision, DropReason> {
+        if let Some((id, dir)) = self.conntrack.get(&pkt.key, now)
+            && let Some(&flow) = self.conntrack.flow(id)
+        {
+            let (svc, srv) = (usize::from(flow.service), usize::from(flow.server));
+            let halted = self
+                .services
+                .get(svc)
+                .and_then(|s| s.servers.get(srv))
+                .map(|s| s.admin == AdminState::Halt);
+            match halted {
+                None => return Ok(Decision::ToStack),
+                Some(true) => {
+                    return Err(self.count_drop(svc, Some(srv), DropReason::ServerHalted));
+                }
+                Some(false) => {}
+            }
+            let flags = (pkt.key.proto == Protocol::Tcp).then_some(ConnFlags(pkt.tcp_flags.0));
+            self.conntrack.touch(id, dir, flags, now);
+            let service = &self.services[svc];
+            if dir == Direction::Original
+                && let Some((mask, timeout)) = service.persistence
+                && let Some(extended) = self.persistence_refresh(&flow, timeout, now)
+            {
+                self.persist
+                    .touch(flow.service, pkt.key.src.addr, mask, extended, now);
+            }
+            return self.forward(nic, frame, pkt, &flow, dir);
+        }
+        match self.service_for(pkt.key.dst, pkt.key.proto) {
+            Some(svc) => self.new_flow(nic, frame, pkt, svc, now),
+            None => Ok(Decision::ToStack),
+        }
+    }
+
+    /// Whether a packet of `flow` at `now` should refresh the client's
+    /// persistence entry, and for how long.
+    ///
+    /// Refreshing on every packet would cost a second table lookup per
+    /// frame. Instead the entry is refreshed when the flow's traffic enters
+    /// a new period of 1/16 of the persistence timeout, for the timeout plus
+    /// one period: the entry still outlives the client's last packet by at
+    /// least the timeout. The time of the flow's previous packet is what the
+    /// connection table's expiry says (expiry − idle timeout of the state).
+    fn persistence_refresh(
+        &self,
+        flow: &Flow,
+        timeout: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        let period = (timeout.millis() / 16).max(1000);
+        let idle = match flow.state {
+            TcpState::Established => flow.established_timeout(),
+            TcpState::Udp => self.conntrack.timeouts().udp,
+            // Handshake and closing are short-lived: refresh every time.
+            _ => return Some(timeout),
+        };
+        let previous = flow.expires.millis().saturating_sub(idle.millis());
+        (previous / period != now.millis() / period)
+            .then_some(Duration::from_millis(timeout.millis() + period))
+    }
+
+    /// Rewrites and routes a packet of a tracked flow.
+    fn forward(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        pkt: &L4Packet,
+        flow: &Flow,
+        dir: Direction,
+    ) -> Result<Decision, DropReason> {
+        let (svc, srv) = (usize::from(flow.service), usize::from(flow.server));
+        let service = &self.services[svc];
+        let reply = flow.has_reply_key().then_some(flow.reply);
+        let result = match (service.forwarding, dir, reply) {
+            (Forwarding::Dr, Direction::Original, _) => {
+                let rs = service.servers[srv].ip;
+                Ok(Decision::Forward {
+                    nic: self.routes.on_link(rs).unwrap_or(nic),
+                    next_hop: rs,
+                })
+            }
+            (_, Direction::Original, Some(reply)) => {
+                self.route_translated(frame, pkt, reply.dst, reply.src)
+            }
+            (_, Direction::Reply, _) => {
+                self.route_translated(frame, pkt, flow.original.dst, flow.original.src)
+            }
+            // A DR or layer 7 flow seen in the reply direction, or a NAT flow
+            // without reply key: not ours to forward.
+            _ => Ok(Decision::ToStack),
+        };
+        let service = &mut self.services[svc];
+        match result {
+            Ok(Decision::Forward { .. }) => {
+                service.stats.service.forwarded(pkt.ip.total_len);
+                service.stats.servers[srv].forwarded(pkt.ip.total_len);
+            }
+            Err(reason) => {
+                service.stats.service.dropped(reason);
+                service.stats.servers[srv].dropped(reason);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// NAT/SNAT: rewrites the endpoints (the router's TTL step included)
+    /// and finds the way to the new destination.
+    fn route_translated(
+        &self,
+        frame: &mut [u8],
+        pkt: &L4Packet,
+        src: Endpoint,
+        dst: Endpoint,
+    ) -> Result<Decision, DropReason> {
+        let (nic, next_hop) = self.routes.route(dst.addr).ok_or(DropReason::NoRoute)?;
+        frame::translate(frame, pkt, src, dst, Ttl::Decrement)?;
+        Ok(Decision::Forward { nic, next_hop })
+    }
+
+    fn count_drop(&mut self, svc: usize, srv: Option<usize>, reason: DropReason) -> DropReason {
+        if let Some(service) = self.services.get_mut(svc) {
+            service.stats.service.dropped(reason);
+            if let Some(c) = srv.and_then(|s| service.stats.servers.get_mut(s)) {
+                c.dropped(reason);
+            }
+        }
+        reason
+    }
+
+    fn new_flow(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        pkt: &L4Packet,
+        svc: usize,
+        now: Instant,
+    ) -> Result<Decision, DropReason> {
+        let f = pkt.tcp_flags;
+        if pkt.key.proto == Protocol::Tcp && !(f.syn() && !f.ack() && !f.rst() && !f.fin()) {
+            return Err(self.count_drop(svc, None, DropReason::NoFlow));
+        }
+        let client = pkt.key.src.addr;
+        let service = &mut self.services[svc];
+        // Persistence first: the client's server, if it may still take it.
+        let persistent = service.persistence.and_then(|(mask, _)| {
+            let srv = usize::from(self.persist.lookup(svc as u16, client, mask, now)?);
+            service
+                .servers
+                .get(srv)
+                .filter(|s| persistence_allows(s))
+                .map(|_| srv)
+        });
+        let Some(srv) = persistent.or_else(|| service.scheduler.pick(&service.servers, client))
+        else {
+            return Err(self.count_drop(svc, None, DropReason::NoRealServer));
+        };
+        let server = service.server_endpoint(srv, pkt.key.dst.port);
+        let forwarding = service.forwarding;
+        if forwarding != Forwarding::Dr && pkt.ip.ttl <= 1 {
+            return Err(self.count_drop(svc, Some(srv), DropReason::TtlExpired));
+        }
+        let reply = match forwarding {
+            Forwarding::Dr | Forwarding::Layer7 => None,
+            Forwarding::Nat => Some(FlowKey {
+                proto: pkt.key.proto,
+                src: server,
+                dst: pkt.key.src,
+            }),
+            Forwarding::Snat => {
+                let Some((out_nic, _)) = self.routes.route(server.addr) else {
+                    return Err(self.count_drop(svc, Some(srv), DropReason::NoRoute));
+                };
+                let Some(own) = self.routes.address(out_nic) else {
+                    return Err(self.count_drop(svc, Some(srv), DropReason::NoRoute));
+                };
+                let alloc = service.snat_allocator[srv].and_then(|i| self.snat_ports.get_mut(i));
+                let Some(port) = alloc.and_then(PortAllocator::allocate) else {
+                    return Err(self.count_drop(svc, Some(srv), DropReason::PortsExhausted));
+                };
+                Some(FlowKey {
+                    proto: pkt.key.proto,
+                    src: server,
+                    dst: Endpoint::new(own, port),
+                })
+            }
+        };
+        let timeout = service.established_timeout;
+        // Reclaim a little every time a flow starts, so tables and SNAT
+        // ports are recycled even if the caller's expiry tick is late.
+        let Engine {
+            services,
+            conntrack,
+            snat_ports,
+            ..
+        } = self;
+        conntrack.expire(now, 2, &mut |f: &Flow| {
+            on_flow_removed(services, snat_ports, f)
+        });
+        let inserted = conntrack.insert(
+            pkt.key,
+            reply,
+            svc as u16,
+            srv as u16,
+            timeout,
+            now,
+            &mut |f: &Flow| on_flow_removed(services, snat_ports, f),
+        );
+        let id = match inserted {
+            Ok(id) => id,
+            Err(e) => {
+                let (reason, taken) = match e {
+                    InsertError::Full => (DropReason::ConnTableFull, false),
+                    // Another live flow has this 5-tuple; if it is our SNAT
+                    // reply key, that flow owns the port and frees it.
+                    InsertError::KeyInUse { id, .. } => (
+                        DropReason::KeyInUse,
+                        self.conntrack
+                            .flow(id)
+                            .is_some_and(|f| f.has_reply_key() && Some(f.reply) == reply),
+                    ),
+                };
+                if let (Some(reply), Some(i), false) =
+                    (reply, self.services[svc].snat_allocator[srv], taken)
+                {
+                    self.snat_ports[i].free(reply.dst.port);
+                }
+                return Err(self.count_drop(svc, Some(srv), reason));
+            }
+        };
+        let service = &mut self.services[svc];
+        service.servers[srv].flow_opened();
+        service.stats.service.connections += 1;
+        service.stats.servers[srv].connections += 1;
+        if let Some((mask, ptimeout)) = service.persistence {
+            if persistent.is_some() {
+                self.persist.touch(svc as u16, client, mask, ptimeout, now);
+            } else {
+                // A full persistence table only costs stickiness, not the
+                // flow; the table counts the refusal.
+                let _ = self
+                    .persist
+                    .insert(svc as u16, client, mask, srv as u16, ptimeout, now);
+            }
+        }
+        if pkt.key.proto == Protocol::Tcp {
+            self.conntrack.touch(
+                id,
+                Direction::Original,
+                Some(ConnFlags(pkt.tcp_flags.0)),
+                now,
+            );
+        }
+        let Some(&flow) = self.conntrack.flow(id) else {
+            return Ok(Decision::ToStack);
+        };
+        self.forward(nic, frame, pkt, &flow, Direction::Original)
+    }
+
+    fn icmp_error(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        err: &IcmpError,
+        now: Instant,
+    ) -> Result<Decision, DropReason> {
+        // The quote is a packet the appliance sent: its reverse is a key the
+        // connection table knows, in the direction of the packets that
+        // arrive here.
+        let Some(flow) = self
+            .conntrack
+            .get(&err.quoted.key.reversed(), now)
+            .and_then(|(id, dir)| Some((*self.conntrack.flow(id)?, dir)))
+        else {
+            return Ok(Decision::ToStack);
+        };
+        let (flow, dir) = flow;
+        let (svc, srv) = (usize::from(flow.service), usize::from(flow.server));
+        let Some(service) = self.services.get(svc) else {
+            return Ok(Decision::ToStack);
+        };
+        let reply = flow.has_reply_key().then_some(flow.reply);
+        let translation = match (service.forwarding, dir, reply) {
+            (Forwarding::Dr, Direction::Original, _) => {
+                // About a packet the server sent from the VIP: its business.
+                let rs = service.servers[srv].ip;
+                let nic = self.routes.on_link(rs).unwrap_or(nic);
+                self.services[svc].stats.servers[srv].forwarded(err.ip.total_len);
+                return Ok(Decision::Forward { nic, next_hop: rs });
+            }
+            // About a packet sent towards the server: tell the client, as
+            // if it came from the VIP.
+            (_, Direction::Reply, _) => IcmpTranslation {
+                outer_src: flow.original.dst.addr,
+                outer_dst: flow.original.src.addr,
+                quoted_src: flow.original.src,
+                quoted_dst: flow.original.dst,
+            },
+            // About a reply sent towards the client: tell the server, about
+            // the packet it sent.
+            (fwd, Direction::Original, Some(reply)) => IcmpTranslation {
+                outer_src: if fwd == Forwarding::Snat {
+                    reply.dst.addr
+                } else {
+                    err.ip.src
+                },
+                outer_dst: reply.src.addr,
+                quoted_src: reply.src,
+                quoted_dst: reply.dst,
+            },
+            _ => return Ok(Decision::ToStack),
+        };
+        let result = self
+            .routes
+            .route(translation.outer_dst)
+            .ok_or(DropReason::NoRoute)
+            .and_then(|(nic, next_hop)| {
+                frame::translate_icmp_error(frame, err, &translation, Ttl::Decrement)?;
+                Ok(Decision::Forward { nic, next_hop })
+            });
+        match result {
+            Ok(d) => {
+                let s = &mut self.services[svc].stats;
+                s.service.forwarded(err.ip.total_len);
+                s.servers[srv].forwarded(err.ip.total_len);
+                Ok(d)
+            }
+            Err(r) => Err(self.count_drop(svc, Some(srv), r)),
+        }
+    }
+
+    /// Frees table entries and SNAT ports of flows that have been idle past
+    /// their timeout; examines at most `budget` entries of each table.
+    /// Returns the number of entries removed.
+    pub fn expire(&mut self, now: Instant, budget: usize) -> usize {
+        let Engine {
+            services,
+            conntrack,
+            snat_ports,
+            persist,
+            ..
+        } = self;
+        conntrack.expire(now, budget, &mut |f: &Flow| {
+            on_flow_removed(services, snat_ports, f)
+        }) + persist.expire(now, budget)
+    }
+
+    /// Health-check verdict for a real server. A server that goes down
+    /// loses its persistence entries (its clients move on their next new
+    /// flow); its established flows are kept, since the server may still
+    /// serve them and cutting a DICOM association loses a study.
+    pub fn set_server_health(&mut self, service: usize, server: usize, up: bool) -> bool {
+        let Some(state) = self
+            .services
+            .get_mut(service)
+            .and_then(|s| s.servers.get_mut(server))
+        else {
+            return false;
+        };
+        state.health = if up { Health::Up } else { Health::Down };
+        if !up {
+            self.persist.drop_server(service as u16, server as u16);
+        }
+        true
+    }
+
+    /// Administrative state of a real server (online, drain, halt). Halt
+    /// drops the server's flows and persistence entries.
+    pub fn set_server_admin(&mut self, service: usize, server: usize, admin: AdminState) -> bool {
+        let Some(state) = self
+            .services
+            .get_mut(service)
+            .and_then(|s| s.servers.get_mut(server))
+        else {
+            return false;
+        };
+        state.admin = admin;
+        if admin == AdminState::Halt {
+            self.persist.drop_server(service as u16, server as u16);
+            let Engine {
+                services,
+                conntrack,
+                snat_ports,
+                ..
+            } = self;
+            conntrack.remove_server(service as u16, server as u16, &mut |f: &Flow| {
+                on_flow_removed(services, snat_ports, f)
+            });
+        }
+        true
+    }
+
+    /// Sets the address of interface `nic` (after DHCP or the console
+    /// wizard); `None` removes it.
+    pub fn set_interface_address(&mut self, nic: usize, addr: Option<(Ipv4Addr, u8)>) -> bool {
+        self.routes.set_address(nic, addr)
+    }
+
+    pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
+        self.routes.set_gateway(gateway);
+    }
+
+    /// Frames dropped, by reason (all of them, whether or not they could be
+    /// attributed to a virtual service).
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    pub fn service_stats(&self, service: usize) -> Option<&ServiceStats> {
+        Some(&self.services.get(service)?.stats)
+    }
+
+    pub fn server_state(&self, service: usize, server: usize) -> Option<&RealServerState> {
+        self.services.get(service)?.servers.get(server)
+    }
+
+    pub fn conntrack(&self) -> &ConnTable {
+        &self.conntrack
+    }
+
+    pub fn persistence(&self) -> &PersistTable {
+        &self.persist
+    }
+
+    /// SNAT ports in use towards a real server of a SNAT service.
+    pub fn snat_ports(&self, service: usize, server: usize) -> Option<&PortAllocator> {
+        let i = (*self.services.get(service)?.snat_allocator.get(server)?)?;
+        self.snat_ports.get(i)
+    }
+}
+
+impl ServiceRuntime {
+    fn from_config(
+        vs: &VirtualService,
+        config: &Config,
+        snat_allocator: Vec<Option<usize>>,
+    ) -> Self {
+        ServiceRuntime {
+            forwarding: vs.forwarding,
+            persistence: vs.persistence_mask().zip(vs.persistence_duration()),
+            established_timeout: vs.established_timeout(&config.l4),
+            scheduler: Scheduler::for_service(vs),
+            servers: vs
+                .real_servers
+                .iter()
+                .map(RealServerState::from_config)
+                .collect(),
+            server_config: vs.real_servers.clone(),
+            snat_allocator,
+            stats: ServiceStats {
+                service: Counters::default(),
+                servers: alloc::vec![Counters::default(); vs.real_servers.len()],
+            },
+        }
+    }
+}
+
+/// Persistence sends a client back to its server unless the server is down
+/// or halted; a drained server keeps its persistent clients (that is what
+/// lets their sessions finish).
+fn persistence_allows(s: &RealServerState) -> bool {
+    s.admin != AdminState::Halt && s.health != Health::Down
+}
+
+/// Bookkeeping when the connection table lets go of a flow.
+fn on_flow_removed(services: &mut [ServiceRuntime], snat_ports: &mut [PortAllocator], flow: &Flow) {
+    let Some(service) = services.get_mut(usize::from(flow.service)) else {
+        return;
+    };
+    let srv = usize::from(flow.server);
+    if let Some(state) = service.servers.get_mut(srv) {
+        state.flow_closed();
+    }
+    if let (true, Some(Some(i))) = (flow.has_reply_key(), service.snat_allocator.get(srv))
+        && let Some(ports) = snat_ports.get_mut(*i)
+    {
+        ports.free(flow.reply.dst.port);
+    }
+}

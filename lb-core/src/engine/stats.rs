@@ -1,0 +1,38 @@
+//! Counters per virtual service and per real server.
+
+use alloc::vec::Vec;
+
+use crate::frame::{DropCounters, DropReason};
+
+/// Traffic of one virtual service or one real server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Flows started.
+    pub connections: u64,
+    /// Packets forwarded (both directions).
+    pub packets: u64,
+    /// IPv4 bytes forwarded (both directions).
+    pub bytes: u64,
+    pub drops: DropCounters,
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn forwarded(&mut self, bytes: u16) {
+        self.packets = self.packets.wrapping_add(1);
+        self.bytes = self.bytes.wrapping_add(u64::from(bytes));
+    }
+
+    #[inline]
+    pub(crate) fn dropped(&mut self, reason: DropReason) {
+        self.drops.count(reason);
+    }
+}
+
+/// A virtual service's counters and those of its real servers (in
+/// configuration order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub service: Counters,
+    pub servers: Vec<Counters>,
+}

@@ -1,0 +1,463 @@
+//! HL7 v2 check over MLLP: send a configured message framed
+//! `0x0B … 0x1C 0x0D` with a fresh control ID (MSH-10) and expect an ACK
+//! whose MSA-1 accepts (AA or CA) and whose MSA-2 echoes that control ID.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::dialog::{ParamsError, Step};
+use super::verdict::{FailReason, Phase, Verdict};
+
+const START_BLOCK: u8 = 0x0B;
+const END_BLOCK: u8 = 0x1C;
+const CR: u8 = 0x0D;
+/// Largest configured message and largest reply frame accepted.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Longest text kept from the reply for a failure reason.
+const MAX_REASON_TEXT: usize = 64;
+/// Prefix of our control IDs; the check sequence number follows.
+const CONTROL_ID_PREFIX: &str = "LBHC";
+
+/// A read-only patient query: harmless to any receiving system, and every
+/// HL7 v2 receiver must acknowledge it even if it does not support queries.
+pub const DEFAULT_MESSAGE: &str = "MSH|^~\\&|LBHEALTH|LB|||20260101000000||QRY^A19^QRY_A19|LBHC0000000000|P|2.3\r\
+                                   QRD|20260101000000|R|I|LBHEALTH|||1^RD|HEALTHCHECK|DEM\r";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hl7Params {
+    /// The message to send; segments separated by CR (LF or CRLF are
+    /// converted). MSH-10 is replaced by a fresh control ID on every check.
+    pub message: String,
+}
+
+impl Default for Hl7Params {
+    fn default() -> Self {
+        Hl7Params {
+            message: String::from(DEFAULT_MESSAGE),
+        }
+    }
+}
+
+impl Hl7Params {
+    pub(super) fn validate(&self) -> Result<(), ParamsError> {
+        let m = self.message.as_bytes();
+        let bad = ParamsError::BadField("hl7.message");
+        // "MSH" + field separator + encoding characters.
+        if m.len() < 8 || m.len() > MAX_MESSAGE || !m.starts_with(b"MSH") {
+            return Err(bad);
+        }
+        if m[3].is_ascii_alphanumeric() || m[3].is_ascii_whitespace() {
+            return Err(bad);
+        }
+        if m.iter().any(|&b| b == START_BLOCK || b == END_BLOCK) {
+            return Err(bad);
+        }
+        Ok(())
+    }
+}
+
+/// Why an HL7 check failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hl7Failure {
+    /// The reply does not begin with the MLLP start block.
+    NoStartBlock,
+    /// The end block is not followed by a carriage return.
+    BadFrameEnd,
+    FrameTooLarge,
+    /// The reply holds no MSH segment.
+    NoMsh,
+    /// The reply holds no MSA segment.
+    NoMsa,
+    /// MSA-1 is AE, AR, CE or CR; MSA-3 text (truncated) if any.
+    NegativeAck {
+        code: String,
+        text: String,
+    },
+    UnknownAckCode(String),
+    /// MSA-2 does not echo our control ID.
+    ControlIdMismatch {
+        expected: String,
+        got: String,
+    },
+}
+
+fn ack_meaning(code: &str) -> &'static str {
+    match code {
+        "AE" => "application error",
+        "AR" => "application reject",
+        "CE" => "commit error",
+        "CR" => "commit reject",
+        _ => "unknown",
+    }
+}
+
+impl fmt::Display for Hl7Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hl7Failure::NoStartBlock => {
+                f.write_str("reply does not start with MLLP start block 0x0B")
+            }
+            Hl7Failure::BadFrameEnd => f.write_str("MLLP end block 0x1C not followed by 0x0D"),
+            Hl7Failure::FrameTooLarge => write!(f, "reply frame larger than {MAX_MESSAGE} bytes"),
+            Hl7Failure::NoMsh => f.write_str("reply has no MSH segment"),
+            Hl7Failure::NoMsa => f.write_str("reply has no MSA segment"),
+            Hl7Failure::NegativeAck { code, text } => {
+                write!(f, "ACK MSA-1={code} ({})", ack_meaning(code))?;
+                if !text.is_empty() {
+                    write!(f, ": {text}")?;
+                }
+                Ok(())
+            }
+            Hl7Failure::UnknownAckCode(c) => {
+                write!(f, "ACK MSA-1={c:?} is not an acknowledgment code")
+            }
+            Hl7Failure::ControlIdMismatch { expected, got } => {
+                write!(
+                    f,
+                    "ACK MSA-2={got:?} does not match control ID {expected:?}"
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Hl7Check {
+    control_id: String,
+    framed: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+/// Lossy text of at most [`MAX_REASON_TEXT`] bytes for a failure reason.
+fn text(b: &[u8]) -> String {
+    let b = &b[..b.len().min(MAX_REASON_TEXT)];
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| *c != b' ').unwrap_or(b.len());
+    let end = b.iter().rposition(|c| *c != b' ').map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+impl Hl7Check {
+    pub(super) fn new(p: &Hl7Params, seq: u32) -> Self {
+        let control_id = alloc::format!("{CONTROL_ID_PREFIX}{seq:010}");
+        // One segment per line, CR-terminated.
+        let normalized = p.message.replace("\r\n", "\r").replace('\n', "\r");
+        let mut framed = Vec::with_capacity(normalized.len() + 32);
+        framed.push(START_BLOCK);
+        for (i, segment) in normalized.split('\r').filter(|s| !s.is_empty()).enumerate() {
+            if i == 0 {
+                // validate() guarantees MSH and a one-byte field separator.
+                let sep = segment.as_bytes()[3] as char;
+                let mut fields: Vec<&str> = segment.split(sep).collect();
+                // fields[0] is "MSH", fields[1] MSH-2, so MSH-10 is fields[9].
+                if fields.len() < 10 {
+                    fields.resize(10, "");
+                }
+                fields[9] = &control_id;
+                for (j, f) in fields.iter().enumerate() {
+                    if j > 0 {
+                        framed.push(sep as u8);
+                    }
+                    framed.extend_from_slice(f.as_bytes());
+                }
+            } else {
+                framed.extend_from_slice(segment.as_bytes());
+            }
+            framed.push(CR);
+        }
+        framed.extend_from_slice(&[END_BLOCK, CR]);
+        Hl7Check {
+            control_id,
+            framed,
+            buf: Vec::new(),
+        }
+    }
+
+    pub(super) fn request(&self) -> Vec<u8> {
+        self.framed.clone()
+    }
+
+    pub(super) fn on_closed(&self) -> Verdict {
+        Verdict::Fail(FailReason::Closed(Phase::Hl7Ack))
+    }
+
+    pub(super) fn on_data(&mut self, data: &[u8]) -> Step {
+        let old = self.buf.len();
+        let room = (MAX_MESSAGE + 4).saturating_sub(old);
+        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+        // Blank lines some senders put between frames are not content.
+        let start = self.buf.iter().position(|&b| b != CR && b != b'\n');
+        let Some(start) = start else {
+            return Step::Wait;
+        };
+        if self.buf[start] != START_BLOCK {
+            return Step::Done(Hl7Failure::NoStartBlock.into());
+        }
+        // Back one byte: an end block may have arrived without its CR.
+        let from = old.saturating_sub(1).max(start + 1);
+        let Some(end) = self.buf[from..].iter().position(|&b| b == END_BLOCK) else {
+            if self.buf.len() > MAX_MESSAGE {
+                return Step::Done(Hl7Failure::FrameTooLarge.into());
+            }
+            return Step::Wait;
+        };
+        let end = from + end;
+        match self.buf.get(end + 1) {
+            None => return Step::Wait,
+            Some(&CR) => {}
+            Some(_) => return Step::Done(Hl7Failure::BadFrameEnd.into()),
+        }
+        Step::Done(self.judge(&self.buf[start + 1..end]))
+    }
+
+    fn judge(&self, message: &[u8]) -> Verdict {
+        let mut segments = message
+            .split(|&b| b == CR || b == b'\n')
+            .filter(|s| !s.is_empty());
+        let Some(msh) = segments
+            .next()
+            .filter(|s| s.starts_with(b"MSH") && s.len() > 3)
+        else {
+            return Hl7Failure::NoMsh.into();
+        };
+        let sep = msh[3];
+        let Some(msa) = segments.find(|s| s.starts_with(b"MSA") && s.get(3) == Some(&sep)) else {
+            return Hl7Failure::NoMsa.into();
+        };
+        let mut fields = msa.split(|&b| b == sep).skip(1);
+        let code = trim(fields.next().unwrap_or(b""));
+        let got = trim(fields.next().unwrap_or(b""));
+        let reason = fields.next().map(trim).unwrap_or(b"");
+        match code {
+            b"AA" | b"CA" => {}
+            b"AE" | b"AR" | b"CE" | b"CR" => {
+                return Hl7Failure::NegativeAck {
+                    code: text(code),
+                    text: text(reason),
+                }
+                .into();
+            }
+            _ => return Hl7Failure::UnknownAckCode(text(code)).into(),
+        }
+        if got != self.control_id.as_bytes() {
+            return Hl7Failure::ControlIdMismatch {
+                expected: self.control_id.clone(),
+                got: text(got),
+            }
+            .into();
+        }
+        Verdict::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dialog::{Action, CheckKind, CheckParams, Dialog};
+    use super::*;
+    use crate::time::{Duration, Instant};
+    use alloc::string::ToString;
+
+    // Captured from the PyPI `hl7` 0.4.5 MLLP server (testdata/health/README.md);
+    // the request carried control ID LBHC0000000001 (seq 1).
+    const QUERY: &str = include_str!("../../testdata/health/hl7/query.hl7");
+    const SENT: &[u8] = include_bytes!("../../testdata/health/hl7/ack_aa.c2s.bin");
+    const AA: &[u8] = include_bytes!("../../testdata/health/hl7/ack_aa.s2c.bin");
+    const AE: &[u8] = include_bytes!("../../testdata/health/hl7/ack_ae.s2c.bin");
+    const AR: &[u8] = include_bytes!("../../testdata/health/hl7/ack_ar.s2c.bin");
+    const CA: &[u8] = include_bytes!("../../testdata/health/hl7/ack_ca.s2c.bin");
+    const WRONG_ID: &[u8] = include_bytes!("../../testdata/health/hl7/ack_wrong_id.s2c.bin");
+
+    fn dialog(message: &str, seq: u32) -> (Dialog, Vec<u8>) {
+        let p = CheckParams {
+            kind: CheckKind::Hl7(Hl7Params {
+                message: message.to_string(),
+            }),
+            timeout: Duration::from_secs(5),
+        };
+        let mut d = Dialog::new(&p, seq).unwrap();
+        assert_eq!(d.start(Instant(0)), Action::Connect);
+        let Action::Send(req) = d.on_connected(Instant(1)) else {
+            panic!("no request")
+        };
+        (d, req)
+    }
+
+    fn feed(d: &mut Dialog, bytes: &[u8], step: usize) -> Action {
+        for piece in bytes.chunks(step.max(1)) {
+            match d.on_data(piece, Instant(2)) {
+                Action::Wait => {}
+                a => return a,
+            }
+        }
+        Action::Wait
+    }
+
+    fn failed(e: Hl7Failure) -> Action {
+        Action::Done(e.into())
+    }
+
+    #[test]
+    fn request_equals_what_the_library_server_received() {
+        // The library parsed our framing and its re-serialization is identical.
+        let (_, req) = dialog(QUERY, 1);
+        assert_eq!(req, SENT);
+    }
+
+    #[test]
+    fn fresh_control_id_per_check() {
+        let (_, a) = dialog(DEFAULT_MESSAGE, 7);
+        let (_, b) = dialog(DEFAULT_MESSAGE, 8);
+        let a = String::from_utf8(a).unwrap();
+        let b = String::from_utf8(b).unwrap();
+        assert!(a.contains("|QRY^A19^QRY_A19|LBHC0000000007|P|2.3\r"));
+        assert!(b.contains("|LBHC0000000008|"));
+        assert!(a.starts_with("\x0bMSH|^~\\&|") && a.ends_with("\r\x1c\r"));
+    }
+
+    #[test]
+    fn short_msh_is_padded_to_msh_10() {
+        let (_, req) = dialog("MSH|^~\\&|A\nPID|1", 3);
+        assert_eq!(req, b"\x0bMSH|^~\\&|A|||||||LBHC0000000003\rPID|1\r\x1c\r");
+    }
+
+    #[test]
+    fn captured_aa_and_ca_pass_at_any_split() {
+        for reply in [AA, CA] {
+            for step in 1..=reply.len() {
+                let (mut d, _) = dialog(QUERY, 1);
+                assert_eq!(
+                    feed(&mut d, reply, step),
+                    Action::Done(Verdict::Pass),
+                    "step {step}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn captured_negative_acks_fail_with_code() {
+        for (reply, code, meaning) in [
+            (AE, "AE", "application error"),
+            (AR, "AR", "application reject"),
+        ] {
+            let (mut d, _) = dialog(QUERY, 1);
+            let e = Hl7Failure::NegativeAck {
+                code: code.to_string(),
+                text: String::new(),
+            };
+            assert_eq!(feed(&mut d, reply, 5), failed(e));
+            assert_eq!(
+                d.verdict().unwrap().to_string(),
+                alloc::format!("fail: HL7 ACK MSA-1={code} ({meaning})")
+            );
+        }
+    }
+
+    #[test]
+    fn captured_wrong_control_id_fails() {
+        let (mut d, _) = dialog(QUERY, 1);
+        let e = Hl7Failure::ControlIdMismatch {
+            expected: "LBHC0000000001".to_string(),
+            got: "NOT-LBHC0000000001".to_string(),
+        };
+        assert_eq!(feed(&mut d, WRONG_ID, 4), failed(e));
+        // The captured AA answers seq 1, not seq 2.
+        let (mut d, _) = dialog(QUERY, 2);
+        assert!(matches!(
+            feed(&mut d, AA, 1000),
+            Action::Done(Verdict::Fail(FailReason::Hl7(
+                Hl7Failure::ControlIdMismatch { .. }
+            )))
+        ));
+    }
+
+    #[test]
+    fn commit_error_and_reject_with_text() {
+        for code in ["CE", "CR"] {
+            let (mut d, _) = dialog(QUERY, 1);
+            let r = alloc::format!("\x0bMSH|^~\\&|X\rMSA|{code}|LBHC0000000001|queue full\r\x1c\r");
+            let e = Hl7Failure::NegativeAck {
+                code: code.to_string(),
+                text: "queue full".to_string(),
+            };
+            assert_eq!(feed(&mut d, r.as_bytes(), 3), failed(e));
+        }
+    }
+
+    #[test]
+    fn malformed_replies() {
+        let cases: &[(&[u8], Hl7Failure)] = &[
+            (
+                b"HTTP/1.0 400 Bad Request\r\n\r\n",
+                Hl7Failure::NoStartBlock,
+            ),
+            (
+                b"\x0bMSH|^~\\&|X\rMSA|AA|LBHC0000000001\r\x1cX",
+                Hl7Failure::BadFrameEnd,
+            ),
+            (b"\x0bPID|1\r\x1c\r", Hl7Failure::NoMsh),
+            (b"\x0bMSH|^~\\&|X\rERR|1\r\x1c\r", Hl7Failure::NoMsa),
+            (
+                b"\x0bMSH|^~\\&|X\rMSA|ZZ|LBHC0000000001\r\x1c\r",
+                Hl7Failure::UnknownAckCode("ZZ".to_string()),
+            ),
+            (b"\x0bMSH|^~\\&|X\rMSA\r\x1c\r", Hl7Failure::NoMsa),
+        ];
+        for (reply, e) in cases {
+            let (mut d, _) = dialog(QUERY, 1);
+            assert_eq!(feed(&mut d, reply, 2), failed(e.clone()), "{reply:?}");
+        }
+    }
+
+    #[test]
+    fn leading_blank_lines_and_lf_segments_are_tolerated() {
+        let (mut d, _) = dialog(QUERY, 1);
+        let r = b"\r\n\x0bMSH|^~\\&|X\nMSA|AA|LBHC0000000001\n\x1c\r";
+        assert_eq!(feed(&mut d, r, 1), Action::Done(Verdict::Pass));
+    }
+
+    #[test]
+    fn endless_frame_is_bounded() {
+        let (mut d, _) = dialog(QUERY, 1);
+        let mut last = d.on_data(b"\x0bMSH|^~\\&|", Instant(2));
+        let junk = [b'x'; 4096];
+        for _ in 0..(MAX_MESSAGE / junk.len() + 2) {
+            last = d.on_data(&junk, Instant(2));
+            if last != Action::Wait {
+                break;
+            }
+        }
+        assert_eq!(last, failed(Hl7Failure::FrameTooLarge));
+    }
+
+    #[test]
+    fn closed_or_timeout_without_ack() {
+        let (mut d, _) = dialog(QUERY, 1);
+        d.on_data(b"\x0bMSH", Instant(2));
+        let v = Verdict::Fail(FailReason::Closed(Phase::Hl7Ack));
+        assert_eq!(d.on_closed(Instant(3)), Action::Done(v));
+        let (mut d, _) = dialog(QUERY, 1);
+        let v = Verdict::Fail(FailReason::Timeout(Phase::Hl7Ack));
+        assert_eq!(d.on_timeout(Instant(5000)), Action::Done(v.clone()));
+        assert_eq!(v.to_string(), "fail: timeout waiting for HL7 ACK");
+    }
+
+    #[test]
+    fn bad_messages_are_rejected() {
+        for m in ["", "PID|1", "MSHX^~\\&", "MSH|^~\\&|\x1c", "MSH|^~\\&|\x0b"] {
+            let p = Hl7Params {
+                message: m.to_string(),
+            };
+            assert_eq!(
+                p.validate(),
+                Err(ParamsError::BadField("hl7.message")),
+                "{m:?}"
+            );
+        }
+        assert_eq!(Hl7Params::default().validate(), Ok(()));
+    }
+}

@@ -1,0 +1,51 @@
+//! The hook that sees every received frame before the IP stack does.
+//!
+//! The L4 data path (lb-core's classifier and rewriter) implements
+//! [`FrameHook`]: it may rewrite the frame in place and send it out of a NIC
+//! ([`Verdict::Transmit`]), swallow it ([`Verdict::Consumed`]), or let the
+//! stack have it ([`Verdict::PassToStack`]). [`PassThrough`] gives every frame
+//! to the stack.
+
+use lb_core::time::Instant;
+
+/// What happens to a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the (possibly modified) frame to the IP stack of its NIC.
+    PassToStack,
+    /// The hook dealt with it; drop the buffer.
+    Consumed,
+    /// Send the (rewritten) frame out of NIC `n` (may be the one it came from).
+    Transmit(usize),
+}
+
+/// Sees each received Ethernet frame (no virtio header) before the stack.
+pub trait FrameHook {
+    /// `nic` is the index of the receiving NIC (0 = eth0); `now` is
+    /// milliseconds since kernel entry.
+    fn on_frame(&mut self, nic: usize, frame: &mut [u8], now: Instant) -> Verdict;
+}
+
+/// Default hook: every frame goes to the stack.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough;
+
+impl FrameHook for PassThrough {
+    fn on_frame(&mut self, _nic: usize, _frame: &mut [u8], _now: Instant) -> Verdict {
+        Verdict::PassToStack
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_passes_everything() {
+        let mut f = [0u8; 60];
+        assert_eq!(
+            PassThrough.on_frame(1, &mut f, Instant(5)),
+            Verdict::PassToStack
+        );
+    }
+}
