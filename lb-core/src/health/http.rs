@@ -173,7 +173,9 @@ pub(super) struct HttpCheck {
     accept: StatusAccept,
     finder: Finder,
     stage: Stage,
+    /// Body bytes scanned so far.
     scanned: u64,
+    found: bool,
 }
 
 enum Progress {
@@ -203,6 +205,7 @@ impl HttpCheck {
             },
             stage: Stage::Head(Vec::new()),
             scanned: 0,
+            found: false,
         }
     }
 
@@ -266,15 +269,16 @@ impl HttpCheck {
                     } else {
                         Body::UntilClose
                     };
+                    let empty = matches!(body, Body::Length(0));
                     self.stage = Stage::Body(body);
-                    if let Some(Body::Length(0)) = self.stage_body() {
+                    if empty {
                         return Step::Done(HttpFailure::ExpectedTextMissing.into());
                     }
                 }
                 Stage::Body(_) => {
                     return match self.body(data) {
                         Progress::More => Step::Wait,
-                        Progress::Complete if self.found() => Step::Done(Verdict::Pass),
+                        Progress::Complete if self.found => Step::Done(Verdict::Pass),
                         Progress::Complete => Step::Done(HttpFailure::ExpectedTextMissing.into()),
                         Progress::Failed(e) => Step::Done(e.into()),
                     };
@@ -290,25 +294,13 @@ impl HttpCheck {
         }
     }
 
-    fn stage_body(&self) -> Option<&Body> {
-        match &self.stage {
-            Stage::Body(b) => Some(b),
-            Stage::Head(_) => None,
-        }
-    }
-
-    /// Whether the expected text has been seen (`scan` latches it).
-    fn found(&self) -> bool {
-        self.scanned == u64::MAX
-    }
-
     /// Scans decoded body bytes; `Complete` once the text is found.
     fn scan(&mut self, bytes: &[u8]) -> Progress {
         if bytes.is_empty() {
             return Progress::More;
         }
         if self.finder.feed(bytes) {
-            self.scanned = u64::MAX;
+            self.found = true;
             return Progress::Complete;
         }
         self.scanned = self.scanned.saturating_add(bytes.len() as u64);
