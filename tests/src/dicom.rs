@@ -53,10 +53,34 @@ impl Study {
         element(&mut ds, 0x0008, 0x0016, b"UI", &ui(SECONDARY_CAPTURE));
         element(&mut ds, 0x0008, 0x0018, b"UI", &ui(&uid));
         element(&mut ds, 0x0008, 0x0060, b"CS", &text("OT", b"CS"));
-        element(&mut ds, 0x0010, 0x0010, b"PN", &text(&format!("TEST^PATIENT{index}"), b"PN"));
-        element(&mut ds, 0x0010, 0x0020, b"LO", &text(&format!("PID{index:05}"), b"LO"));
-        element(&mut ds, 0x0020, 0x000D, b"UI", &ui(&format!("{UID_ROOT}.9.{}", seed % 1_000_000)));
-        element(&mut ds, 0x0020, 0x000E, b"UI", &ui(&format!("{UID_ROOT}.8.{}", seed % 1_000_000)));
+        element(
+            &mut ds,
+            0x0010,
+            0x0010,
+            b"PN",
+            &text(&format!("TEST^PATIENT{index}"), b"PN"),
+        );
+        element(
+            &mut ds,
+            0x0010,
+            0x0020,
+            b"LO",
+            &text(&format!("PID{index:05}"), b"LO"),
+        );
+        element(
+            &mut ds,
+            0x0020,
+            0x000D,
+            b"UI",
+            &ui(&format!("{UID_ROOT}.9.{}", seed % 1_000_000)),
+        );
+        element(
+            &mut ds,
+            0x0020,
+            0x000E,
+            b"UI",
+            &ui(&format!("{UID_ROOT}.8.{}", seed % 1_000_000)),
+        );
         element(&mut ds, 0x0028, 0x0002, b"US", &1u16.to_le_bytes());
         element(&mut ds, 0x0028, 0x0004, b"CS", &text("MONOCHROME2", b"CS"));
         element(&mut ds, 0x0028, 0x0010, b"US", &rows.to_le_bytes());
@@ -78,20 +102,53 @@ impl Study {
             pixels.push(0);
         }
         element(&mut ds, 0x7FE0, 0x0010, b"OB", &pixels);
-        Study { sop_instance_uid: uid, dataset: ds }
+        Study {
+            sop_instance_uid: uid,
+            dataset: ds,
+        }
     }
 
     /// The Part 10 file: preamble, `DICM`, file meta group, data set.
     pub fn file_bytes(&self) -> Vec<u8> {
         let mut meta = Vec::new();
         element(&mut meta, 0x0002, 0x0001, b"OB", &[0, 1]);
-        element(&mut meta, 0x0002, 0x0002, b"UI", &text(SECONDARY_CAPTURE, b"UI"));
-        element(&mut meta, 0x0002, 0x0003, b"UI", &text(&self.sop_instance_uid, b"UI"));
-        element(&mut meta, 0x0002, 0x0010, b"UI", &text(EXPLICIT_VR_LE, b"UI"));
-        element(&mut meta, 0x0002, 0x0012, b"UI", &text(IMPLEMENTATION_UID, b"UI"));
+        element(
+            &mut meta,
+            0x0002,
+            0x0002,
+            b"UI",
+            &text(SECONDARY_CAPTURE, b"UI"),
+        );
+        element(
+            &mut meta,
+            0x0002,
+            0x0003,
+            b"UI",
+            &text(&self.sop_instance_uid, b"UI"),
+        );
+        element(
+            &mut meta,
+            0x0002,
+            0x0010,
+            b"UI",
+            &text(EXPLICIT_VR_LE, b"UI"),
+        );
+        element(
+            &mut meta,
+            0x0002,
+            0x0012,
+            b"UI",
+            &text(IMPLEMENTATION_UID, b"UI"),
+        );
         let mut out = vec![0u8; 128];
         out.extend_from_slice(b"DICM");
-        element(&mut out, 0x0002, 0x0000, b"UL", &(meta.len() as u32).to_le_bytes());
+        element(
+            &mut out,
+            0x0002,
+            0x0000,
+            b"UL",
+            &(meta.len() as u32).to_le_bytes(),
+        );
         out.extend_from_slice(&meta);
         out.extend_from_slice(&self.dataset);
         out
@@ -106,14 +163,17 @@ pub fn dataset_of(file: &[u8]) -> Result<&[u8]> {
     // (0002,0000) UL, explicit VR: tag 4 + VR 2 + length 2 + value 4.
     let group_len = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
     let start = 144 + group_len;
-    file.get(start..).context("file meta group longer than the file")
+    file.get(start..)
+        .context("file meta group longer than the file")
 }
 
 /// `count` studies; every `big_every`-th one is over 1 MiB.
 pub fn studies(count: u32, big_every: u32, seed: u64) -> Vec<Study> {
     (0..count)
         .map(|i| {
-            let s = seed.wrapping_mul(6364136223846793005).wrapping_add(i as u64 + 1);
+            let s = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i as u64 + 1);
             if big_every > 0 && i % big_every == 0 {
                 Study::new(i, s, 1024, 1100 + (i % 7) as u16)
             } else {

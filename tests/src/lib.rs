@@ -6,6 +6,8 @@
 //! its PID), then the namespaces (which takes their bridges, taps and veths).
 
 pub mod dicom;
+pub mod l4;
+pub mod peers;
 
 pub use tools::{console, lab};
 

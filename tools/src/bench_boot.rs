@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-const APPLIANCE_MEMORY: &[u32] = &[64, 32, 24, 16, 12, 8, 6, 4];
+const APPLIANCE_MEMORY: &[u32] = &[64, 32, 16, 8, 6, 4, 3, 2];
 const DEBIAN_MEMORY: &[u32] = &[512, 256, 192, 128, 96, 80, 64, 48, 40, 32];
 
 struct Side {
@@ -32,7 +32,8 @@ fn measure(bench: &Bench, guest: &Guest, accel: Accel, boots: usize, memory: &[u
                 ping.push(f.first_ping_ms);
             }
             Err(e) => {
-                let first = format!("{e:#}").lines().next().unwrap_or("").to_string();
+                let text = format!("{e:#}");
+                let first = text.split("; console:").next().unwrap_or("").to_string();
                 eprintln!("  boot {i} failed: {first}");
                 failure = Some(first);
                 break;

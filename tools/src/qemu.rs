@@ -42,7 +42,10 @@ impl Accel {
     /// does not (its SEC phase stops with a KVM emulation failure).
     pub fn host_is_pvm() -> bool {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+        let flags = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .unwrap_or("");
         let hw = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
         !hw && std::path::Path::new("/dev/kvm").exists()
     }

@@ -1,0 +1,185 @@
+//! Layer 4 virtual services end to end: DR, NAT and SNAT through the booted
+//! appliance with real DICOM peers (dcmtk's storescu/echoscu as modalities,
+//! storescp as PACS real servers, a pynetdicom association left idle) and a
+//! UDP service.
+//!
+//! Each test runs one scenario (see `tests::l4`):
+//! 1. an association is opened and left idle for 130 s, then used again;
+//! 2. two clients send 25 studies each (one in five over 1 MiB), one on port
+//!    104 and one on 11112 of a multi-port VIP with source-IP persistence:
+//!    every data set arrives byte-identical exactly once, each client's
+//!    studies all on one PACS, which saw the client's own address (DR, NAT)
+//!    or the appliance's (SNAT);
+//! 3. 30 associations to a VIP without persistence, weights 2:1 (weighted
+//!    round robin), split 20:10;
+//! 4. a UDP datagram round-trips through a UDP VIP;
+//! 5. after the idle association ended, PACS1's storescp is killed: once its
+//!    health check marked it down (interval 1 s, fall 2), every new
+//!    association succeeds, on PACS2.
+
+use std::time::Duration;
+use tests::l4::{Method, Plan, Scenario, check_sent, holder};
+use tests::peers::{Process, echoscu, storescu};
+
+fn associations_received(s: &Scenario, pacs: usize) -> usize {
+    let log = s.tmp.path().join(format!("pacs{pacs}-104.log"));
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("Association Received")
+        .count()
+}
+
+fn scenario(method: Method, third_octet: u8) {
+    let s = Scenario::start(Plan::new(method, third_octet)).unwrap();
+    let plan = &s.plan;
+    let (vip_p, vip_s, vip_u) = (plan.vip_persistent(), plan.vip_spread(), plan.vip_udp());
+    s.wait_service(&vip_p, 104).unwrap();
+    s.wait_service(&vip_s, 104).unwrap();
+
+    // 1. An association left idle for longer than two minutes.
+    let mut idle = Process::spawn(
+        &s.clients[1],
+        &[
+            "python3",
+            &Scenario::peers_script("dicom_idle_echo.py"),
+            &vip_p,
+            "104",
+            "--idle",
+            "130",
+        ],
+        &s.tmp.path().join("idle.log"),
+    )
+    .unwrap();
+
+    // 2. Studies from two clients on the two ports of the persistent VIP.
+    let (studies0, files0) = s.studies_for(0, 25, 1).unwrap();
+    let (studies1, files1) = s.studies_for(1, 25, 2).unwrap();
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| storescu(&s.clients[0], &vip_p, 104, &files0));
+        let b = scope.spawn(|| storescu(&s.clients[1], &vip_p, 11112, &files1));
+        check_sent(
+            a.join().unwrap().unwrap(),
+            "storescu from client 0 to port 104",
+        )
+        .unwrap();
+        check_sent(
+            b.join().unwrap().unwrap(),
+            "storescu from client 1 to port 11112",
+        )
+        .unwrap();
+    });
+    let arrivals = s.arrivals().unwrap();
+    let peers = s.peer_addresses().unwrap();
+    for (c, studies) in [(0, &studies0), (1, &studies1)] {
+        let holders: Vec<usize> = studies
+            .iter()
+            .map(|st| holder(&arrivals, st).unwrap())
+            .collect();
+        assert!(
+            holders.iter().all(|h| *h == holders[0]),
+            "persistence keeps client {c} on one PACS: {holders:?}"
+        );
+        let seen = &peers[holders[0]];
+        let expected = match method {
+            Method::Snat => plan.appliance(),
+            _ => plan.client(c),
+        };
+        let from_expected = seen.iter().filter(|a| **a == expected).count();
+        assert!(
+            from_expected >= studies.len(),
+            "PACS{} saw {expected} for client {c}'s studies; it recorded {seen:?}",
+            holders[0] + 1
+        );
+    }
+    if method == Method::Snat {
+        assert!(
+            peers.iter().flatten().all(|a| *a == plan.appliance()),
+            "SNAT real servers see only the appliance: {peers:?}"
+        );
+    }
+
+    // 3. Without persistence, new associations follow the weights 2:1.
+    let before = [associations_received(&s, 0), associations_received(&s, 1)];
+    for _ in 0..30 {
+        assert!(
+            echoscu(&s.clients[0], &vip_s, 104).unwrap(),
+            "echo through {vip_s}; {}",
+            s.context()
+        );
+    }
+    let spread = [
+        associations_received(&s, 0) - before[0],
+        associations_received(&s, 1) - before[1],
+    ];
+    assert_eq!(
+        spread,
+        [20, 10],
+        "weighted round robin 2:1 over 30 associations"
+    );
+
+    // 4. UDP round trip.
+    let out = s.clients[0]
+        .command(&[
+            "python3",
+            &Scenario::peers_script("udp_query.py"),
+            &vip_u,
+            "7777",
+            "hello-udp",
+        ])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "UDP reply through {vip_u}; {}",
+        s.context()
+    );
+    assert!(
+        reply.contains(&format!("{vip_u}:7777 ECHO")),
+        "reply from the VIP: {reply}"
+    );
+    assert!(
+        reply.trim_end().ends_with(":hello-udp"),
+        "payload intact: {reply}"
+    );
+
+    // 1, continued: the idle association is still usable.
+    let status = idle.wait_timeout(Duration::from_secs(200)).unwrap();
+    let idle_log = std::fs::read_to_string(s.tmp.path().join("idle.log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "idle association survived 130 s: {idle_log}\n{}",
+        s.context()
+    );
+
+    // 5. A dead PACS gets no new associations once its check marks it down.
+    let mut s = s;
+    for p in s.pacs[0].storescp.iter_mut() {
+        p.stop();
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let before = associations_received(&s, 1);
+    for _ in 0..10 {
+        assert!(
+            echoscu(&s.clients[0], &vip_s, 104).unwrap(),
+            "echo after PACS1 died; {}",
+            s.context()
+        );
+    }
+    assert_eq!(associations_received(&s, 1) - before, 10, "all on PACS2");
+}
+
+#[test]
+fn direct_routing_carries_dicom_transparently() {
+    scenario(Method::Dr, 10);
+}
+
+#[test]
+fn nat_carries_dicom_transparently() {
+    scenario(Method::Nat, 20);
+}
+
+#[test]
+fn snat_carries_dicom_from_the_appliance_address() {
+    scenario(Method::Snat, 30);
+}
