@@ -164,7 +164,12 @@ pub fn parse(cmdline: &str) -> Result<Ipv4Setting, CmdlineError> {
         }
         Some(v) => parse_static(v, gateway)?,
     };
-    if let (Ipv4Setting::Static { gateway: Some(g), .. }, Some(v)) = (setting, gw)
+    if let (
+        Ipv4Setting::Static {
+            gateway: Some(g), ..
+        },
+        Some(v),
+    ) = (setting, gw)
         && !same_subnet(setting, g)
     {
         return Err(CmdlineError::new("gw", v, Reason::GatewayOutsideSubnet));
@@ -197,7 +202,9 @@ fn parse_static(value: &str, gateway: Option<Ipv4Addr>) -> Result<Ipv4Setting, C
 }
 
 fn mask(prefix_len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0)
 }
 
 fn is_host_address(address: Ipv4Addr, prefix_len: u8) -> bool {
@@ -335,13 +342,22 @@ mod tests {
     #[test]
     fn gateway_errors() {
         assert_eq!(reason("ip=10.0.2.15/24 gw="), ("gw", Reason::Empty));
-        assert_eq!(reason("ip=10.0.2.15/24 gw=10.0.2"), ("gw", Reason::NotAnAddress));
+        assert_eq!(
+            reason("ip=10.0.2.15/24 gw=10.0.2"),
+            ("gw", Reason::NotAnAddress)
+        );
         assert_eq!(
             reason("ip=10.0.2.15/24 gw=10.0.3.1"),
             ("gw", Reason::GatewayOutsideSubnet)
         );
-        assert_eq!(reason("ip=dhcp gw=10.0.2.2"), ("gw", Reason::GatewayWithoutStaticIp));
-        assert_eq!(reason("gw=10.0.2.2"), ("gw", Reason::GatewayWithoutStaticIp));
+        assert_eq!(
+            reason("ip=dhcp gw=10.0.2.2"),
+            ("gw", Reason::GatewayWithoutStaticIp)
+        );
+        assert_eq!(
+            reason("gw=10.0.2.2"),
+            ("gw", Reason::GatewayWithoutStaticIp)
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! Input layout: byte 0 chooses the interface (bit 0), whether the IPv4
 //! header checksum is repaired before processing (bit 1; otherwise almost
-//! every mutated header would stop at the checksum check), and whether the
-//! frame is first preceded by a SYN that opens a flow for one of the
-//! services (bits 2..3: none, DR, NAT, SNAT). The rest is the frame.
+//! every mutated header would stop at the checksum check), whether a SYN
+//! first opens a flow for one of the services (bits 2..3: none, DR, NAT,
+//! SNAT), and whether the rest is the frame itself (bit 4 clear) or
+//! changes to a valid frame of that flow (bit 4 set; bits 5..7 pick it:
+//! next segment, server reply, ICMP errors, UDP, FIN).
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -15,8 +17,8 @@ use lb_core::config::{
     Ports, RealServer, SchedulerKind, Secs, VirtualService,
 };
 use lb_core::engine::{Capacities, Decision, Engine};
-use lb_core::flow::{Endpoint, Protocol};
-use lb_core::frame::build;
+use lb_core::flow::{Endpoint, FlowKey, Protocol};
+use lb_core::frame::{self, Class, build};
 use lb_core::time::Instant;
 use libfuzzer_sys::fuzz_target;
 
@@ -134,6 +136,35 @@ fn engine() -> Engine {
     Engine::new(&config, caps).expect("fuzz config builds")
 }
 
+const CLIENT: Endpoint = Endpoint::new(Ipv4Addr::new(198, 51, 100, 7), 40000);
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// Frames that reach deep into the engine once the flow of `opened` (the
+/// opener SYN after the engine rewrote it) exists: the client's next
+/// segment, the server's reply, ICMP errors from either side, UDP.
+fn template(which: u8, vip: Endpoint, opened: &[u8]) -> Vec<u8> {
+    let inside = match frame::classify(opened) {
+        Ok(Class::L4(p)) => p.key,
+        _ => FlowKey {
+            proto: Protocol::Tcp,
+            src: CLIENT,
+            dst: vip,
+        },
+    };
+    match which % 6 {
+        0 => build::tcp(CLIENT, vip, ACK, b"P-DATA"),
+        1 => build::tcp(inside.dst, inside.src, SYN | ACK, b"A-ASSOCIATE-AC"),
+        2 => build::icmp(inside.dst.addr, CLIENT.addr, 3, 4, &opened[14..]),
+        3 => {
+            let reply = build::tcp(vip, CLIENT, SYN | ACK, b"");
+            build::icmp(CLIENT.addr, vip.addr, 3, 3, &reply[14..])
+        }
+        4 => build::udp(CLIENT, Endpoint::new(vip.addr, 514), b"<14>msg"),
+        _ => build::tcp(CLIENT, vip, 0x11, b""),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else {
         return;
@@ -142,19 +173,31 @@ fuzz_target!(|data: &[u8]| {
     let nic = usize::from(ctl & 1);
     let now = Instant::from_secs(1);
     let opener = usize::from((ctl >> 2) & 3);
+    let mut opened = Vec::new();
+    let vip = Endpoint::new(Ipv4Addr::from(VIPS[opener.max(1) - 1]), 104);
     if opener > 0 {
-        // A flow the fuzzed frame may belong to (client 198.51.100.7:40000).
-        let vip = Endpoint::new(Ipv4Addr::from(VIPS[opener - 1]), 104);
-        let mut syn = build::tcp(
-            Endpoint::new(Ipv4Addr::new(198, 51, 100, 7), 40000),
-            vip,
-            0x02,
-            b"",
-        );
-        let d = e.process(0, &mut syn, now);
+        // A flow the fuzzed frame may belong to.
+        opened = build::tcp(CLIENT, vip, SYN, b"");
+        let d = e.process(0, &mut opened, now);
         assert!(matches!(d, Decision::Forward { .. }), "{d:?}");
     }
-    let mut frame = rest.to_vec();
+    let mut frame = if ctl & 0x10 != 0 && opener > 0 {
+        // Structured: a valid frame of that flow, XORed with the input
+        // from an offset the input chooses.
+        let mut f = template(ctl >> 5, vip, &opened);
+        if let Some((&offset, flips)) = rest.split_first() {
+            let len = f.len();
+            for (i, b) in flips.iter().enumerate() {
+                f[(usize::from(offset) + i) % len] ^= b;
+            }
+            if flips.len() > len {
+                f.extend_from_slice(&flips[len..]);
+            }
+        }
+        f
+    } else {
+        rest.to_vec()
+    };
     if ctl & 2 != 0 {
         build::fix_ip_checksum(&mut frame);
     }

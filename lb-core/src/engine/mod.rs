@@ -325,9 +325,10 @@ impl Engine {
     ///
     /// Refreshing on every packet would cost a second table lookup per
     /// frame. Instead the entry is refreshed when the flow's traffic enters
-    /// a new period of 1/16 of the persistence timeout, for the timeout plus
-    /// one period: the entry still outlives the client's last packet by at
-    /// least the timeout. The time of the flow's previous packet is what the
+    /// a new period (a power of two of milliseconds, about 1/16 to 1/32 of
+    /// the persistence timeout, at least 1 s), for the timeout plus one
+    /// period: the entry still outlives the client's last packet by at least
+    /// the timeout. The time of the flow's previous packet is what the
     /// connection table's expiry says (expiry − idle timeout of the state).
     fn persistence_refresh(
         &self,
@@ -335,16 +336,16 @@ impl Engine {
         timeout: Duration,
         now: Instant,
     ) -> Option<Duration> {
-        let period = (timeout.millis() / 16).max(1000);
         let idle = match flow.state {
             TcpState::Established => flow.established_timeout(),
             TcpState::Udp => self.conntrack.timeouts().udp,
             // Handshake and closing are short-lived: refresh every time.
             _ => return Some(timeout),
         };
+        let shift = refresh_period_shift(timeout);
         let previous = flow.expires.millis().saturating_sub(idle.millis());
-        (previous / period != now.millis() / period)
-            .then_some(Duration::from_millis(timeout.millis() + period))
+        ((previous >> shift) != (now.millis() >> shift))
+            .then_some(Duration::from_millis(timeout.millis() + (1 << shift)))
     }
 
     /// Rewrites and routes a packet of a tracked flow.
@@ -450,11 +451,16 @@ impl Engine {
         }
         let reply = match forwarding {
             Forwarding::Dr | Forwarding::Layer7 => None,
-            Forwarding::Nat => Some(FlowKey {
-                proto: pkt.key.proto,
-                src: server,
-                dst: pkt.key.src,
-            }),
+            Forwarding::Nat => {
+                if self.routes.route(server.addr).is_none() {
+                    return Err(self.count_drop(svc, Some(srv), DropReason::NoRoute));
+                }
+                Some(FlowKey {
+                    proto: pkt.key.proto,
+                    src: server,
+                    dst: pkt.key.src,
+                })
+            }
             Forwarding::Snat => {
                 let Some((out_nic, _)) = self.routes.route(server.addr) else {
                     return Err(self.count_drop(svc, Some(srv), DropReason::NoRoute));
@@ -741,6 +747,13 @@ impl ServiceRuntime {
             },
         }
     }
+}
+
+/// log2 of the persistence refresh period: the largest power of two of
+/// milliseconds not above timeout/16, and at least 2^10 ms.
+fn refresh_period_shift(timeout: Duration) -> u32 {
+    let sixteenth = (timeout.millis() / 16).max(1024);
+    63 - sixteenth.leading_zeros()
 }
 
 /// Persistence sends a client back to its server unless the server is down

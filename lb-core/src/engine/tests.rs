@@ -766,17 +766,24 @@ proptest! {
     /// persistence).
     #[test]
     fn a_flow_keeps_its_server(
-        ops in proptest::collection::vec((0usize..4, 0u8..6, any::<bool>(), 0usize..2, any::<bool>()), 1..120),
+        ops in proptest::collection::vec((0usize..4, 0u8..6, 0u8..4, 0usize..2, any::<bool>()), 1..120),
     ) {
         let mut e = engine();
         let mut pinned: std::collections::BTreeMap<(usize, u8), Ipv4Addr> = Default::default();
         let mut now = 0;
-        for (svc, client, health_op, srv, up) in ops {
+        for (svc, client, op, srv, up) in ops {
             now += 100;
-            if health_op {
-                // Health changes, never halt: established flows must stay.
-                e.set_server_health(svc, srv, up);
-                continue;
+            // Health and drain changes, never halt: established flows stay.
+            match op {
+                0 => {
+                    e.set_server_health(svc, srv, up);
+                    continue;
+                }
+                1 => {
+                    e.set_server_admin(svc, srv, if up { AdminState::Online } else { AdminState::Drain });
+                    continue;
+                }
+                _ => {}
             }
             let (vip, port, is_udp) = [(DR_VIP, 104, false), (NAT_VIP, 104, false), (SNAT_VIP, 2575, false), (UDP_VIP, 514, true)][svc];
             let c = Ipv4Addr::new(198, 51, 100, client % 3);
@@ -869,4 +876,94 @@ fn persistence_lasts_its_timeout_after_the_clients_last_packet() {
         panic!()
     };
     assert_ne!(a, b, "round robin, no persistence left");
+}
+
+#[test]
+fn persistence_refresh_period() {
+    assert_eq!(refresh_period_shift(Duration::from_secs(3600)), 17); // 131 s
+    assert_eq!(refresh_period_shift(Duration::from_secs(1)), 10);
+    assert_eq!(refresh_period_shift(Duration::from_millis(0)), 10);
+    let p = 1u64 << refresh_period_shift(Duration::from_secs(300));
+    assert!(p <= 300_000 / 16 && p > 300_000 / 32);
+}
+
+#[test]
+fn icmp_port_unreachable_from_snat_server_reaches_the_client() {
+    let mut e = engine();
+    let mut f = tcp(CLIENT, 40000, SNAT_VIP, 2575, SYN);
+    let Decision::Forward { next_hop: rs, .. } = e.process(EXT, &mut f, t(0)) else {
+        panic!()
+    };
+    // The server itself answers the appliance's packet with an error.
+    let mut err = build::icmp(rs, LB_INT, 3, 3, &f[ETHERNET_HEADER_LEN..]);
+    assert_eq!(
+        e.process(INT, &mut err, t(1)),
+        Decision::Forward {
+            nic: EXT,
+            next_hop: GW
+        }
+    );
+    assert!(checksums_ok(&err));
+    let Ok(Class::IcmpError(x)) = frame::classify(&err) else {
+        panic!()
+    };
+    assert_eq!((x.ip.src, x.ip.dst), (SNAT_VIP, CLIENT));
+    assert_eq!(x.quoted.key, key(&tcp(CLIENT, 40000, SNAT_VIP, 2575, SYN)));
+    // The quote is now exactly what the client sent, checksums included.
+    let mut sent = tcp(CLIENT, 40000, SNAT_VIP, 2575, SYN);
+    crate::frame::testutil::set_ip_field(&mut sent, |ip| ip.set_hop_limit(63));
+    assert_eq!(
+        &err[ETHERNET_HEADER_LEN + 28..],
+        &sent[ETHERNET_HEADER_LEN..]
+    );
+}
+
+#[test]
+fn icmp_error_from_client_side_about_nat_reply_reaches_the_server() {
+    let mut e = engine();
+    let (_, inside, rs) = nat_flow(&mut e);
+    // The client's host says the reply VIP:104 -> C:40000 was unwelcome.
+    let reply = tcp(NAT_VIP, 104, CLIENT, 40000, SYN | ACK);
+    let mut err = build::icmp(CLIENT, NAT_VIP, 3, 3, &reply[ETHERNET_HEADER_LEN..]);
+    assert_eq!(
+        e.process(EXT, &mut err, t(1)),
+        Decision::Forward {
+            nic: INT,
+            next_hop: rs
+        }
+    );
+    assert!(checksums_ok(&err));
+    let Ok(Class::IcmpError(x)) = frame::classify(&err) else {
+        panic!()
+    };
+    // NAT keeps the client's address as the error's source.
+    assert_eq!((x.ip.src, x.ip.dst), (CLIENT, rs));
+    assert_eq!(x.quoted.key, inside.reversed());
+}
+
+#[test]
+fn no_route_to_the_server_creates_no_flow() {
+    let mut e = engine();
+    // The internal interface loses its address (DHCP lease gone), and
+    // there is no gateway to fall back on.
+    assert!(e.set_interface_address(INT, None));
+    e.set_gateway(None);
+    for (vip, port) in [(NAT_VIP, 104), (SNAT_VIP, 2575)] {
+        let mut f = tcp(CLIENT, 40000, vip, port, SYN);
+        assert_eq!(
+            e.process(EXT, &mut f, t(0)),
+            Decision::Drop(DropReason::NoRoute)
+        );
+    }
+    assert_eq!(e.conntrack().len(), 0);
+    assert_eq!(
+        e.snat_ports(2, 0).unwrap().in_use() + e.snat_ports(2, 1).unwrap().in_use(),
+        0
+    );
+    assert!(e.set_interface_address(INT, Some((LB_INT, 16))));
+    let mut f = tcp(CLIENT, 40000, NAT_VIP, 104, SYN);
+    assert!(matches!(
+        e.process(EXT, &mut f, t(1)),
+        Decision::Forward { nic: INT, .. }
+    ));
 }

@@ -22,19 +22,16 @@ pub const fn fold(mut acc: u32) -> u16 {
 /// One's-complement sum of `data` as big-endian 16-bit words (a trailing odd
 /// byte is padded with zero), folded but not complemented.
 pub fn sum(data: &[u8]) -> u16 {
-    let mut acc: u32 = 0;
+    // A u64 holds 2^48 words without overflow: no carry handling in the loop.
+    let mut acc: u64 = 0;
     let mut words = data.chunks_exact(2);
     for w in &mut words {
-        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
-        // Fold early so a 64 KiB buffer can never overflow the accumulator.
-        if acc >= 0x8000_0000 {
-            acc = u32::from(fold(acc));
-        }
+        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
     }
     if let [last] = words.remainder() {
-        acc += u32::from(*last) << 8;
+        acc += u64::from(*last) << 8;
     }
-    fold(acc)
+    fold((acc >> 32) as u32 + u32::from(fold(acc as u32)))
 }
 
 /// The checksum to store for `data` (whose checksum field reads as zero).
