@@ -107,7 +107,11 @@ fn medical_example_loads_and_validates() {
 fn default_config_is_valid_and_forwards_nothing() {
     let cfg = from_toml(DEFAULT).unwrap_or_else(|e| panic!("{e}"));
     assert!(cfg.virtual_services.is_empty());
-    assert!(cfg.network.interfaces[0].dhcp);
+    // The vendor guide's factory default address.
+    let eth0 = &cfg.network.interfaces[0];
+    assert!(!eth0.dhcp);
+    assert_eq!(eth0.address, Some(core::net::Ipv4Addr::new(192, 168, 2, 21)));
+    assert_eq!(eth0.prefix, Some(24));
     assert!(validate(&Config::empty()).is_ok());
 }
 
