@@ -967,3 +967,30 @@ fn no_route_to_the_server_creates_no_flow() {
         Decision::Forward { nic: INT, .. }
     ));
 }
+
+#[test]
+fn ethernet_padding_is_carried_through_untouched() {
+    let mut e = engine();
+    let mut f = build::udp(ep(CLIENT, 5000), ep(UDP_VIP, 514), b"x");
+    let ip_end = f.len();
+    f.resize(60, 0xa5); // short frame padded by the sender's NIC
+    assert_eq!(
+        e.process(EXT, &mut f, t(0)),
+        Decision::Forward {
+            nic: INT,
+            next_hop: UDP_RS
+        }
+    );
+    assert!(f[ip_end..].iter().all(|&b| b == 0xa5));
+    let ip = Ipv4Packet::new_checked(&f[ETHERNET_HEADER_LEN..ip_end]).unwrap();
+    let (s, d) = (
+        IpAddress::Ipv4(ip.src_addr()),
+        IpAddress::Ipv4(ip.dst_addr()),
+    );
+    assert!(ip.verify_checksum());
+    assert!(
+        UdpPacket::new_checked(ip.payload())
+            .unwrap()
+            .verify_checksum(&s, &d)
+    );
+}

@@ -2,6 +2,9 @@
 //!
 //! Built with smoltcp's emitters (not with the code under test), so a frame
 //! from here is an independent reference: valid checksums, exact lengths.
+//! These are helpers for code that makes its own frames; they panic on
+//! arguments that make no frame (see each function), never on received
+//! data.
 
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
@@ -128,6 +131,10 @@ pub fn fix_ip_checksum(frame: &mut [u8]) {
 
 /// `frame` with `options` (a multiple of 4 bytes) inserted after its fixed
 /// IPv4 header; IHL, total length and header checksum are adjusted.
+///
+/// # Panics
+/// If `options` is not a multiple of 4 bytes up to 40, or `frame` is
+/// shorter than Ethernet + IPv4 headers.
 pub fn with_ip_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
     assert!(options.len().is_multiple_of(4) && options.len() <= 40);
     let ip = ETHERNET_HEADER_LEN;
@@ -144,6 +151,9 @@ pub fn with_ip_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
 
 /// `frame` cut to an IPv4 datagram of `ip_len` bytes, total length and
 /// header checksum adjusted (a truncated packet that is otherwise sound).
+///
+/// # Panics
+/// If `frame` holds fewer than `ip_len` bytes after the Ethernet header.
 pub fn truncate_ip(frame: &[u8], ip_len: usize) -> Vec<u8> {
     let mut out = frame[..ETHERNET_HEADER_LEN + ip_len].to_vec();
     out[ETHERNET_HEADER_LEN + 2..ETHERNET_HEADER_LEN + 4]

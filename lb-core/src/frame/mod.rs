@@ -1,13 +1,13 @@
 //! Frames on the L4 data path: classification and in-place rewriting.
 //!
-//! * [`classify`] reads an Ethernet frame through `smoltcp::wire` views and
+//! * [`classify()`] reads an Ethernet frame through `smoltcp::wire` views and
 //!   says what it is (ARP, TCP/UDP with its [`FlowKey`](crate::flow::FlowKey),
 //!   an ICMP error quoting a TCP/UDP packet, a fragment, something else), or
 //!   why it must be dropped.
 //! * [`rewrite`] changes addresses, ports, TTL and MACs in place with
 //!   RFC 1624 incremental checksum updates.
 //! * [`ports`] hands out SNAT source ports per real server.
-//! * [`drop`] names the reasons a frame is dropped and counts them.
+//! * [`mod@drop`] names the reasons a frame is dropped and counts them.
 //!
 //! Decisions documented here because they shape the data path:
 //! * **IP options** are accepted: the transport header is found through the

@@ -2,7 +2,7 @@
 //!
 //! The rewrites never change a length or move a header, so IPv4 options and
 //! Ethernet padding are carried through untouched. The caller passes the
-//! [`L4Packet`] or [`IcmpError`] that [`super::classify`] returned for the
+//! [`L4Packet`] or [`IcmpError`] that [`super::classify()`] returned for the
 //! same bytes; lengths are still re-checked so a mismatch is an error, not a
 //! panic.
 
