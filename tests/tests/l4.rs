@@ -213,15 +213,28 @@ fn malformed_traffic_is_counted_and_service_continues() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "scapy sender: {}", String::from_utf8_lossy(&out.stderr));
-    let loss = s.clients[0].ping_loss(&plan.appliance(), 10, "0.05").unwrap();
+    assert!(
+        out.status.success(),
+        "scapy sender: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loss = s.clients[0]
+        .ping_loss(&plan.appliance(), 10, "0.05")
+        .unwrap();
     assert_eq!(loss, 0.0, "still answers ping; {}", s.context());
-    assert!(echoscu(&s.clients[0], &vip, 104).unwrap(), "service continues; {}", s.context());
+    assert!(
+        echoscu(&s.clients[0], &vip, 104).unwrap(),
+        "service continues; {}",
+        s.context()
+    );
     let mut s = s;
     s.vm.send_line("status").unwrap();
-    let drops = s
-        .vm
-        .wait_for("the drop counters in status", Duration::from_secs(10), |l| l.starts_with("drops:"))
+    let drops =
+        s.vm.wait_for(
+            "the drop counters in status",
+            Duration::from_secs(10),
+            |l| l.starts_with("drops:"),
+        )
         .unwrap();
     let total: u64 = drops
         .split_whitespace()
@@ -230,6 +243,9 @@ fn malformed_traffic_is_counted_and_service_continues() {
     assert!(total > 0, "malformed frames counted: {drops}");
     let console = s.vm.console().to_lowercase();
     for bad in ["panic", "fatal", "exception"] {
-        assert!(!console.contains(bad), "no {bad} on the console:\n{console}");
+        assert!(
+            !console.contains(bad),
+            "no {bad} on the console:\n{console}"
+        );
     }
 }
