@@ -57,7 +57,10 @@ boot_pd:
 
     .section .bss.boot, "aw", @nobits
     .balign 4096
-boot_stack_bottom:
+    /* Guard page: the kernel unmaps it so a stack overflow faults. */
+    .skip 4096
+    .global boot_stack_limit
+boot_stack_limit:
     .skip {stack_size}
 boot_stack_top:
 
@@ -147,6 +150,7 @@ boot_no_lm_msg:
 );
 
 unsafe extern "C" {
+    static boot_stack_limit: u8;
     static boot_entry_tsc: u64;
     static boot_pml4: u8;
 }
@@ -161,3 +165,8 @@ pub fn boot_pml4_phys() -> u64 {
     (&raw const boot_pml4) as u64
 }
 
+/// Lowest address of the boot stack (page-aligned; the stack grows down to
+/// it). The 4 KiB page below it is reserved as a guard page.
+pub fn boot_stack_bottom() -> u64 {
+    (&raw const boot_stack_limit) as u64
+}

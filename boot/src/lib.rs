@@ -22,6 +22,15 @@
 //!
 //! Nothing here relies on BIOS state (no real-mode calls, no VGA), so the
 //! same path works when GRUB started under UEFI.
+//!
+//! Hypervisors: on the development hosts `/dev/kvm` is KVM-PVM (nested,
+//! paravirtual; no vmx/svm in the CPU flags). The appliance boots there with
+//! `-accel kvm -cpu host,-arch-capabilities` (plain `-cpu host`/`-cpu max`
+//! make QEMU 7.2 abort on MSR 0x10a) or with the default CPU model. PVM
+//! emulates code that runs before paging instruction by instruction, which
+//! is why the trampoline is a handful of instructions with assembler-built
+//! page tables; every later VM exit (port I/O, MMIO, CLI/STI, RDTSC) costs
+//! about 10-20 µs there, so boot code avoids needless exits.
 #![no_std]
 
 pub mod multiboot;
@@ -40,4 +49,4 @@ pub fn entry_tsc() -> u64 {
 
 /// Page-table pages the trampoline built; the kernel extends them on demand.
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
-pub use entry::boot_pml4_phys;
+pub use entry::{boot_pml4_phys, boot_stack_bottom};

@@ -44,6 +44,8 @@ pub struct BootInfo {
     /// The highest physical address the loader used for modules or the
     /// information itself; the heap starts above the kernel and avoids these.
     pub reserved: [(u64, u64); 4],
+    /// Physical range (start, end) of the first boot module, if any.
+    first_module: Option<(u64, u64)>,
 }
 
 impl BootInfo {
@@ -59,6 +61,7 @@ impl BootInfo {
             }; MAX_REGIONS],
             region_count: 0,
             reserved: [(0, 0); 4],
+            first_module: None,
         }
     }
 
@@ -96,6 +99,9 @@ impl BootInfo {
                 let (start, end) = unsafe { (*mods.add(i * 4), *mods.add(i * 4 + 1)) };
                 lo = lo.min(u64::from(start));
                 hi = hi.max(u64::from(end));
+                if i == 0 && end >= start {
+                    out.first_module = Some((u64::from(start), u64::from(end)));
+                }
             }
             out.reserved[2] = (lo, hi);
             out.reserved[3] = (mods as u64, mods as u64 + count as u64 * 16);
@@ -137,6 +143,12 @@ impl BootInfo {
     /// The kernel command line (lossy: invalid UTF-8 yields an empty line).
     pub fn cmdline(&self) -> &str {
         core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+
+    /// Physical (start, end) of the first boot module (the config blob). The
+    /// heap avoids it (see `reserved`), so it stays readable.
+    pub fn first_module(&self) -> Option<(u64, u64)> {
+        self.first_module
     }
 
     /// The memory map as given by the firmware.

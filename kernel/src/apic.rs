@@ -48,14 +48,21 @@ pub fn init() {
     if base & (1 << 11) == 0 {
         cpu::wrmsr(IA32_APIC_BASE, base | (1 << 11));
     }
-    write(REG_SVR, 0x100 | u32::from(crate::interrupts::SPURIOUS_VECTOR));
+    write(
+        REG_SVR,
+        0x100 | u32::from(crate::interrupts::SPURIOUS_VECTOR),
+    );
     write(REG_TIMER_DIVIDE, 0b1011); // divide by 1
     write(REG_LVT_TIMER, 1 << 16); // masked until armed
 }
 
 pub fn id() -> u32 {
     let id = read(REG_ID);
-    if X2APIC.load(Ordering::Relaxed) { id } else { id >> 24 }
+    if X2APIC.load(Ordering::Relaxed) {
+        id
+    } else {
+        id >> 24
+    }
 }
 
 pub fn eoi() {

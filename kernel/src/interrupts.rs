@@ -256,8 +256,16 @@ fn exception(f: &Frame) -> ! {
             "  CR2 {:#018x} ({} {}{})",
             cpu::read_cr2(),
             if f.error & 2 != 0 { "write" } else { "read" },
-            if f.error & 1 != 0 { "protection violation" } else { "page not present" },
-            if f.error & 16 != 0 { ", instruction fetch" } else { "" },
+            if f.error & 1 != 0 {
+                "protection violation"
+            } else {
+                "page not present"
+            },
+            if f.error & 16 != 0 {
+                ", instruction fetch"
+            } else {
+                ""
+            },
         );
     }
     println!(

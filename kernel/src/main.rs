@@ -12,12 +12,17 @@
 extern crate alloc;
 
 mod apic;
+mod config_load;
 mod cpu;
+mod datapath;
 mod gdt;
 mod hal;
+mod health;
 mod interrupts;
 mod memory;
 mod serial;
+mod services;
+mod shell;
 mod time;
 mod trace;
 
@@ -28,7 +33,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use embassy_executor::raw::Executor;
 use embassy_net::{Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use hal::KernelHal;
-use lb_core::cmdline::{self, FACTORY_DEFAULT, Ipv4Setting};
+use lb_core::cmdline::Ipv4Setting;
 use net::driver::NicDriver;
 use net::pci::{self, PortIoCam};
 use net::{Nic, NicSet, PassThrough};
@@ -125,7 +130,10 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         .regions()
         .iter()
         .any(|r| r.is_ram() && r.base <= 0xB8000 && r.end() > 0xB8000)
-        && boot_info.regions().iter().any(|r| r.is_ram() && r.base == 0);
+        && boot_info
+            .regions()
+            .iter()
+            .any(|r| r.is_ram() && r.base == 0);
     if bios_text {
         serial::enable_vga();
     }
@@ -134,6 +142,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     if heap_size == 0 {
         fatal("no usable RAM for the heap in the memory map");
     }
+    memory::guard_boot_stack();
     trace::mark("heap");
     time::calibrate();
     trace::mark("clock calibrated");
@@ -147,14 +156,10 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         time::tsc_hz() / 1_000_000
     );
 
-    let setting = match cmdline::parse(boot_info.cmdline()) {
-        Ok(s) => s,
-        Err(e) => {
-            println!("error: {e}");
-            println!("using factory default {FACTORY_DEFAULT}");
-            FACTORY_DEFAULT
-        }
-    };
+    crash_test(boot_info.cmdline());
+
+    let loaded = config_load::load(&boot_info);
+    let setting = config_load::eth0_setting(boot_info.cmdline(), loaded.config.as_ref());
 
     trace::mark("banner");
     let (nics, irqs) = probe_nics();
@@ -186,6 +191,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         s => println!("eth0 address: {s}"),
     }
 
+    trace::mark("nics and address printed");
     let config = match setting {
         Ipv4Setting::Static {
             address,
@@ -199,20 +205,56 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         Ipv4Setting::Dhcp => embassy_net::Config::dhcpv4(Default::default()),
     };
     let resources = Box::leak(Box::new(StackResources::<8>::new()));
-    let (stack, runner) = embassy_net::new(NicDriver::new(nics, 0), config, resources, cpu::rdtsc());
+    trace::mark("stack resources");
+    let (stack, runner) =
+        embassy_net::new(NicDriver::new(nics, 0), config, resources, cpu::rdtsc());
 
     trace::mark("stack created");
     let executor: &'static Executor = Box::leak(Box::new(Executor::new(core::ptr::null_mut())));
     let spawner = executor.spawner();
-    let trace = boot_info.cmdline().split_ascii_whitespace().any(|w| w == "boottrace");
-    match (net_task(runner), announce_task(stack, setting == Ipv4Setting::Dhcp, trace)) {
+    let trace = boot_info
+        .cmdline()
+        .split_ascii_whitespace()
+        .any(|w| w == "boottrace");
+    match (
+        net_task(runner),
+        announce_task(stack, setting == Ipv4Setting::Dhcp, trace),
+    ) {
         (Ok(a), Ok(b)) => {
             spawner.spawn(a);
             spawner.spawn(b);
         }
         _ => fatal("cannot spawn the network tasks"),
     }
+    services::start(spawner, nics, stack, setting, loaded.config, cpu::rdtsc());
     idle_loop(Some(executor), nics, irqs)
+}
+
+/// `crash=pagefault|stack|panic` on the command line provokes that failure,
+/// so tests can see the exception report (or panic message) instead of a reset.
+fn crash_test(cmdline: &str) {
+    for word in cmdline.split_ascii_whitespace() {
+        match word {
+            "crash=pagefault" => {
+                // SAFETY: deliberately faults: nothing is mapped at 1 TiB.
+                unsafe { core::ptr::read_volatile(0x100_0000_0000 as *const u64) };
+            }
+            "crash=stack" => {
+                overflow_stack(0);
+            }
+            "crash=panic" => panic!("crash test requested on the command line"),
+            _ => {}
+        }
+    }
+}
+
+/// Recurses until the stack runs into its guard page.
+fn overflow_stack(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    if core::hint::black_box(depth) == u64::MAX {
+        return frame[0];
+    }
+    overflow_stack(depth + 1).wrapping_add(frame[1])
 }
 
 /// Finds virtio-net functions, names them eth0.. in PCI order, and sets up
@@ -234,7 +276,9 @@ fn probe_nics() -> (Nics, bool) {
         let transport = match PciTransport::new::<KernelHal, _>(&mut root, df) {
             Ok(t) => t,
             Err(e) => {
-                println!("warning: virtio-net at {df}: {e} (legacy-only devices are not supported)");
+                println!(
+                    "warning: virtio-net at {df}: {e} (legacy-only devices are not supported)"
+                );
                 continue;
             }
         };
@@ -294,6 +338,9 @@ async fn announce_task(stack: Stack<'static>, dhcp: bool, trace: bool) {
 fn idle_loop(executor: Option<&'static Executor>, nics: &'static Nics, irqs: bool) -> ! {
     let cap = if irqs { IDLE_MAX_US } else { IDLE_POLL_US };
     loop {
+        // Cleared before looking for work, so an interrupt that arrives while
+        // we look (after the NIC check, say) keeps us from halting below.
+        interrupts::WOKEN.store(false, Ordering::SeqCst);
         if PENDING.swap(false, Ordering::AcqRel)
             && let Some(ex) = executor
         {
@@ -302,20 +349,19 @@ fn idle_loop(executor: Option<&'static Executor>, nics: &'static Nics, irqs: boo
         }
         let next = time::wake_expired();
         nics.poll_events();
+        for i in (1..nics.len()).filter(|&i| !datapath::has_stack(i)) {
+            nics.drain_without_stack(i);
+        }
         if READY.load(Ordering::Relaxed) {
             // Deferred until the appliance serves: both cost VM exits and page faults.
             nics.top_up();
             serial::flush_vga();
         }
-        for i in 1..nics.len() {
-            nics.drain_without_stack(i);
-        }
         cpu::disable_interrupts();
-        if PENDING.load(Ordering::Acquire) {
+        if PENDING.load(Ordering::Acquire) || interrupts::WOKEN.load(Ordering::SeqCst) {
             cpu::enable_interrupts();
             continue;
         }
-        interrupts::WOKEN.store(false, Ordering::Relaxed);
         time::arm_timer(next, cap);
         cpu::enable_interrupts_and_halt();
     }

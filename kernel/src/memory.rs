@@ -134,8 +134,38 @@ pub fn map_mmio(phys: u64, size: u64) {
                     *e = page | PRESENT_WRITABLE | HUGE | UNCACHED;
                 }
             }
+            crate::cpu::invalidate_page(page);
             page += 0x20_0000;
         }
-        crate::cpu::flush_tlb();
     });
+}
+
+/// Unmaps the 4 KiB guard page the boot crate reserves below the boot stack,
+/// so that an overflow faults (and is reported from the double-fault IST
+/// stack) instead of overwriting the kernel data below it. Splits the 2 MiB page that holds it into 4 KiB pages.
+pub fn guard_boot_stack() {
+    let guard = boot::boot_stack_bottom() - 0x1000;
+    let pml4 = boot::boot_pml4_phys() as *mut u64;
+    let layout = Layout::from_size_align(4096, 4096).expect("page layout");
+    // SAFETY: non-zero-sized layout.
+    let pt = unsafe { alloc::alloc::alloc_zeroed(layout) } as *mut u64;
+    if pt.is_null() {
+        return;
+    }
+    let big = guard & !0x1F_FFFF;
+    // SAFETY: the boot page tables are identity-mapped kernel data; the 2 MiB
+    // entry is replaced by a table mapping the same frames, minus the guard.
+    unsafe {
+        for i in 0..512u64 {
+            let page = big + i * 0x1000;
+            if page != guard {
+                *pt.add(i as usize) = page | PRESENT_WRITABLE;
+            }
+        }
+        let pdpt = (*pml4.add(((big >> 39) & 0x1FF) as usize) & ADDR_MASK) as *mut u64;
+        let pd = (*pdpt.add(((big >> 30) & 0x1FF) as usize) & ADDR_MASK) as *mut u64;
+        *pd.add(((big >> 21) & 0x1FF) as usize) = pt as u64 | PRESENT_WRITABLE;
+    }
+    // INVLPG on any address in a large page drops the whole large-page entry.
+    crate::cpu::invalidate_page(guard);
 }

@@ -4,8 +4,8 @@
 //! trampoline recorded), so an `embassy_time::Instant` is "time since kernel
 //! entry". Its rate comes from KVM's pvclock when running under KVM (exact,
 //! and the LAPIC timer is then measured against the TSC over 200 µs);
-//! otherwise both are calibrated against PIT channel 2 (2 ms, polled through
-//! the speaker gate, no interrupts). Under TCG QEMU derives the TSC from the
+//! otherwise both are calibrated against PIT channel 2 (the shortest of three
+//! 1 ms windows, polled through the speaker gate, no interrupts). Under TCG QEMU derives the TSC from the
 //! host clock, which is close enough for timeouts.
 //!
 //! Alarms: `schedule_wake` puts (deadline, waker) into a small list; the idle
@@ -20,8 +20,8 @@ use core::task::Waker;
 use critical_section::Mutex;
 
 const PIT_HZ: u64 = 1_193_182;
-/// Calibration window: 2 ms of PIT counts.
-const PIT_COUNT: u16 = 2386;
+/// Calibration window: 1 ms of PIT counts.
+const PIT_COUNT: u16 = 1193;
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 /// TSC ticks -> microseconds: `(delta * MULT) >> 32`.
@@ -38,7 +38,10 @@ pub fn calibrate() {
     };
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
     LAPIC_HZ.store(lapic_hz, Ordering::Relaxed);
-    US_MULT.store(((1_000_000u128 << 32) / u128::from(tsc_hz)) as u64, Ordering::Relaxed);
+    US_MULT.store(
+        ((1_000_000u128 << 32) / u128::from(tsc_hz)) as u64,
+        Ordering::Relaxed,
+    );
 }
 
 /// LAPIC timer ticks per second, counted over 200 µs of a known TSC.
@@ -56,9 +59,34 @@ fn lapic_against_tsc(tsc_hz: u64) -> u64 {
     if hz < 1_000 { 1_000_000_000 } else { hz as u64 }
 }
 
-/// (TSC Hz, LAPIC timer Hz) measured over 2 ms of PIT channel 2.
+/// (TSC Hz, LAPIC timer Hz) against PIT channel 2: the shortest of three
+/// 1 ms windows, since a window can only look longer than it is (the vCPU
+/// may be descheduled inside it on a busy host), never shorter.
 fn against_pit() -> (u64, u64) {
-    // Speaker off, gate low; channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count).
+    let mut best: Option<(u64, u32)> = None;
+    for _ in 0..3 {
+        if let Some((tsc, lapic)) = pit_window()
+            && best.is_none_or(|(t, _)| tsc < t)
+        {
+            best = Some((tsc, lapic));
+        }
+    }
+    let (tsc, lapic) = best.unwrap_or((0, 0));
+    let mut tsc_hz = tsc * PIT_HZ / u64::from(PIT_COUNT);
+    let mut lapic_hz = u64::from(lapic) * PIT_HZ / u64::from(PIT_COUNT);
+    // No PIT: assume common rates rather than divide by zero.
+    if tsc_hz < 1_000_000 {
+        tsc_hz = 2_000_000_000;
+    }
+    if lapic_hz < 1_000 {
+        lapic_hz = 1_000_000_000;
+    }
+    (tsc_hz, lapic_hz)
+}
+
+/// TSC and LAPIC ticks over one PIT window of `PIT_COUNT` counts.
+fn pit_window() -> Option<(u64, u32)> {
+    // Speaker off, gate low; channel 2, lobyte/hibyte, mode 0 (OUT rises at terminal count).
     let gate = cpu::inb(0x61) & 0xFC;
     cpu::outb(0x61, gate);
     cpu::outb(0x43, 0b1011_0000);
@@ -69,23 +97,17 @@ fn against_pit() -> (u64, u64) {
     let t0 = cpu::rdtsc();
     cpu::outb(0x61, gate | 1); // gate high: counting starts
     let mut spins = 0u32;
-    while cpu::inb(0x61) & 0x20 == 0 && spins < 10_000_000 {
+    while cpu::inb(0x61) & 0x20 == 0 {
         spins += 1;
+        if spins > 10_000_000 {
+            cpu::outb(0x61, gate);
+            return None;
+        }
     }
     let t1 = cpu::rdtsc();
     let lapic1 = apic::timer_calibration_elapsed();
     cpu::outb(0x61, gate);
-
-    let mut tsc_hz = (t1 - t0) * PIT_HZ / u64::from(PIT_COUNT);
-    let mut lapic_hz = u64::from(lapic1 - lapic0) * PIT_HZ / u64::from(PIT_COUNT);
-    // No PIT (OUT never rose, or it rose at once): assume common rates rather than divide by zero.
-    if spins >= 10_000_000 || tsc_hz < 1_000_000 {
-        tsc_hz = 2_000_000_000;
-    }
-    if lapic_hz < 1_000 {
-        lapic_hz = 1_000_000_000;
-    }
-    (tsc_hz, lapic_hz)
+    Some((t1 - t0, lapic1 - lapic0))
 }
 
 pub fn tsc_hz() -> u64 {
@@ -188,7 +210,10 @@ fn kvmclock_tsc_hz() -> Option<u64> {
     // with volatile loads, then turn the updates off before `area` goes away.
     let (mul, shift) = unsafe {
         let p = &raw const area.0;
-        ((*p).as_ptr().add(6).read_volatile(), (*p).as_ptr().add(7).read_volatile() as u8 as i8)
+        (
+            (*p).as_ptr().add(6).read_volatile(),
+            (*p).as_ptr().add(7).read_volatile() as u8 as i8,
+        )
     };
     cpu::wrmsr(MSR_KVM_SYSTEM_TIME_NEW, 0);
     if mul == 0 {
@@ -196,6 +221,10 @@ fn kvmclock_tsc_hz() -> Option<u64> {
     }
     let denom = u128::from(mul);
     let num = 1_000_000_000u128 << 32;
-    let hz = if shift >= 0 { num / (denom << shift) } else { (num << (-shift)) / denom };
+    let hz = if shift >= 0 {
+        num / (denom << shift)
+    } else {
+        (num << (-shift)) / denom
+    };
     u64::try_from(hz).ok()
 }

@@ -41,4 +41,8 @@ pub fn print() {
             crate::println!("boottrace {us:>8} us  {stage}");
         }
     });
+    crate::println!(
+        "boottrace heap free {} KiB",
+        crate::memory::heap_free() >> 10
+    );
 }

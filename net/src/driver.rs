@@ -16,7 +16,9 @@ pub struct NicDriver<H: Hal + 'static> {
 }
 
 impl<H: Hal + 'static> NicDriver<H> {
+    /// The driver for NIC `index`; from now on only this driver takes its frames.
     pub fn new(nics: &'static NicSet<H>, index: usize) -> Self {
+        nics.attach_stack(index);
         NicDriver { nics, index }
     }
 }
@@ -34,7 +36,10 @@ pub struct TxToken<H: Hal + 'static> {
 
 impl<H: Hal + 'static> embassy_net_driver::RxToken for RxToken<H> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(mut self, f: F) -> R {
-        let mut frame = self.frame.take().expect("RxToken holds its frame until consumed");
+        let mut frame = self
+            .frame
+            .take()
+            .expect("RxToken holds its frame until consumed");
         let r = f(frame.frame_mut());
         self.nics.recycle(self.index, frame);
         r
@@ -119,4 +124,3 @@ impl<H: Hal + 'static> embassy_net_driver::Driver for NicDriver<H> {
         HardwareAddress::Ethernet(self.nics.with(self.index, |n| n.mac))
     }
 }
-

@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+pub mod arp;
 pub mod driver;
 pub mod hook;
 pub mod nic;

@@ -14,7 +14,7 @@ use crate::hook::{FrameHook, Verdict};
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::task::Waker;
 use lb_core::time::Instant;
 use virtio_drivers::Hal;
@@ -69,7 +69,11 @@ pub struct Nic<H: Hal> {
 
 impl<H: Hal> Nic<H> {
     /// Initialises the device and posts the first receive buffers.
-    pub fn new(index: usize, pci: DeviceFunction, transport: PciTransport) -> Result<Self, virtio_drivers::Error> {
+    pub fn new(
+        index: usize,
+        pci: DeviceFunction,
+        transport: PciTransport,
+    ) -> Result<Self, virtio_drivers::Error> {
         let dev = VirtIONetRaw::<H, PciTransport, QUEUE_SIZE>::new(transport)?;
         let mut name = *b"eth\0\0\0\0\0";
         let mut name_len = 3;
@@ -201,7 +205,11 @@ impl<H: Hal> Nic<H> {
     fn take_rx(&mut self) -> Option<(Box<[u8]>, usize, usize)> {
         loop {
             let token = self.dev.poll_receive()?;
-            let Some(mut buf) = self.rx_posted.get_mut(usize::from(token)).and_then(Option::take) else {
+            let Some(mut buf) = self
+                .rx_posted
+                .get_mut(usize::from(token))
+                .and_then(Option::take)
+            else {
                 self.stats.errors += 1;
                 return None;
             };
@@ -238,6 +246,8 @@ impl RxFrame {
 /// access): interior mutability through `RefCell`.
 pub struct NicSet<H: Hal> {
     nics: Vec<RefCell<Nic<H>>>,
+    /// Which NICs have a stack (a [`crate::driver::NicDriver`]) reading them.
+    has_stack: Vec<Cell<bool>>,
     hook: RefCell<Box<dyn FrameHook>>,
     now: fn() -> Instant,
 }
@@ -246,6 +256,7 @@ impl<H: Hal> NicSet<H> {
     /// `now` gives milliseconds since kernel entry for the hook.
     pub fn new(nics: Vec<Nic<H>>, hook: Box<dyn FrameHook>, now: fn() -> Instant) -> Self {
         NicSet {
+            has_stack: nics.iter().map(|_| Cell::new(false)).collect(),
             nics: nics.into_iter().map(RefCell::new).collect(),
             hook: RefCell::new(hook),
             now,
@@ -318,7 +329,12 @@ impl<H: Hal> NicSet<H> {
     }
 
     /// Sends a frame of `len` bytes written by `fill` on NIC `i`.
-    pub fn transmit_with<R, F: FnOnce(&mut [u8]) -> R>(&self, i: usize, len: usize, fill: F) -> Result<R, F> {
+    pub fn transmit_with<R, F: FnOnce(&mut [u8]) -> R>(
+        &self,
+        i: usize,
+        len: usize,
+        fill: F,
+    ) -> Result<R, F> {
         self.nics[i].borrow_mut().transmit_with(len, fill)
     }
 
@@ -365,9 +381,17 @@ impl<H: Hal> NicSet<H> {
         }
     }
 
-    /// Drains NIC `i`, which has no stack: frames not taken by the hook are
+    /// Records that a stack reads NIC `i` (so [`Self::drain_without_stack`] leaves it alone).
+    pub(crate) fn attach_stack(&self, i: usize) {
+        self.has_stack[i].set(true);
+    }
+
+    /// Drains NIC `i` if no stack reads it: frames not taken by the hook are
     /// dropped and counted. Returns how many frames were drained.
     pub fn drain_without_stack(&self, i: usize) -> usize {
+        if self.has_stack[i].get() {
+            return 0;
+        }
         let mut count = 0;
         while let Some(frame) = self.receive_for_stack(i) {
             self.nics[i].borrow_mut().stats.dropped += 1;

@@ -5,8 +5,7 @@
 use alloc::vec::Vec;
 use virtio_drivers::Hal;
 use virtio_drivers::transport::pci::bus::{
-    Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType,
-    PciRoot,
+    Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
 };
 
 /// Configuration mechanism #1 over I/O ports 0xCF8/0xCFC.
@@ -35,12 +34,16 @@ mod port {
     use core::arch::asm;
     pub fn out32(port: u16, v: u32) {
         // SAFETY: PortIoCam::new's caller owns the configuration ports.
-        unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
+        unsafe {
+            asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
+        }
     }
     pub fn in32(port: u16) -> u32 {
         let v: u32;
         // SAFETY: as for `out32`.
-        unsafe { asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
+        unsafe {
+            asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack, preserves_flags))
+        }
         v
     }
 }
@@ -91,7 +94,11 @@ pub fn enumerate() -> Vec<(DeviceFunction, DeviceFunctionInfo)> {
         }
         for device in 0..32u8 {
             for function in 0..8u8 {
-                let df = DeviceFunction { bus, device, function };
+                let df = DeviceFunction {
+                    bus,
+                    device,
+                    function,
+                };
                 let id = cam.read_word(df, 0);
                 if id & 0xFFFF == 0xFFFF {
                     if function == 0 {
@@ -134,7 +141,10 @@ pub fn enumerate() -> Vec<(DeviceFunction, DeviceFunctionInfo)> {
 /// Lets the device decode its BARs and master DMA.
 pub fn enable_device<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction) {
     let (_, cmd) = root.get_status_command(df);
-    root.set_command(df, cmd | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER);
+    root.set_command(
+        df,
+        cmd | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER,
+    );
 }
 
 const CAP_MSIX: u8 = 0x11;
@@ -180,9 +190,10 @@ pub fn enable_virtio_msix<H: Hal>(
     let Some(msix) = caps.iter().find(|c| c.id == CAP_MSIX) else {
         return false;
     };
-    let Some(common) = caps.iter().find(|c| {
-        c.id == CAP_VENDOR && (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_COMMON_CFG
-    }) else {
+    let Some(common) = caps
+        .iter()
+        .find(|c| c.id == CAP_VENDOR && (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_COMMON_CFG)
+    else {
         return false;
     };
     let ctrl = msix.private_header;

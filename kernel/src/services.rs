@@ -1,0 +1,111 @@
+//! Bringing the configuration to life once eth0's stack exists: stacks for
+//! the other NICs that have an address, the L4 data path as frame hook,
+//! gratuitous ARP and housekeeping, the health checkers and the console.
+
+use crate::config_load::interface_setting;
+use crate::datapath::{self, Datapath};
+use crate::hal::KernelHal;
+use crate::health::{self, Board, StackRef};
+use crate::{Nics, fatal, println, shell};
+use alloc::boxed::Box;
+use core::cell::RefCell;
+use core::net::Ipv4Addr;
+use embassy_executor::Spawner;
+use embassy_net::{Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
+use lb_core::cmdline::Ipv4Setting;
+use lb_core::config::Config;
+use net::driver::NicDriver;
+
+/// Sockets per extra stack: the health checkers' plus slack.
+const SOCKETS: usize = health::WORKERS + 4;
+
+fn cidr(s: &Ipv4Setting) -> Option<(Ipv4Addr, u8)> {
+    match *s {
+        Ipv4Setting::Static {
+            address,
+            prefix_len,
+            ..
+        } => Some((address, prefix_len)),
+        Ipv4Setting::Dhcp => None,
+    }
+}
+
+#[embassy_executor::task(pool_size = 8)]
+async fn stack_task(mut runner: Runner<'static, NicDriver<KernelHal>>) -> ! {
+    runner.run().await
+}
+
+/// Starts everything the configuration asks for. `eth0` is eth0's stack,
+/// configured with `eth0_setting`.
+pub fn start(
+    spawner: Spawner,
+    nics: &'static Nics,
+    eth0: Stack<'static>,
+    eth0_setting: Ipv4Setting,
+    config: Option<Config>,
+    seed: u64,
+) {
+    let mut addrs = alloc::vec![cidr(&eth0_setting)];
+    let mut stacks = alloc::vec![StackRef {
+        stack: eth0,
+        net: addrs[0],
+    }];
+    for i in 1..nics.len() {
+        let setting = interface_setting(config.as_ref(), i);
+        let net = setting.as_ref().and_then(cidr);
+        addrs.push(net);
+        let Some((address, prefix)) = net else {
+            continue;
+        };
+        println!("eth{i} address: {address}/{prefix}");
+        let cfg = embassy_net::Config::ipv4_static(StaticConfigV4 {
+            address: Ipv4Cidr::new(address, prefix),
+            gateway: None,
+            dns_servers: Default::default(),
+        });
+        let resources = Box::leak(Box::new(StackResources::<SOCKETS>::new()));
+        let (stack, runner) = embassy_net::new(
+            NicDriver::new(nics, i),
+            cfg,
+            resources,
+            seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        match stack_task(runner) {
+            Ok(t) => spawner.spawn(t),
+            Err(_) => {
+                println!("error: eth{i}: no task slot for its stack");
+                continue;
+            }
+        }
+        datapath::mark_stack(i);
+        stacks.push(StackRef { stack, net });
+    }
+    let gateway = match eth0_setting {
+        Ipv4Setting::Static {
+            gateway: Some(g), ..
+        } => Some(g),
+        _ => config.as_ref().and_then(|c| c.network.gateway),
+    };
+    let mut dp = Datapath::new(config, nics, addrs, gateway, seed);
+    let board = Board::new(&mut dp, stacks, datapath::now());
+    if dp.vip_count() > 0 {
+        println!(
+            "datapath: {} VIP(s), {} health check(s)",
+            dp.vip_count(),
+            board.len()
+        );
+    }
+    let dp = datapath::install(dp);
+    let board: &'static RefCell<Board> = Box::leak(Box::new(RefCell::new(board)));
+    let spawned = (|| {
+        spawner.spawn(datapath::housekeeping_task(dp).ok()?);
+        spawner.spawn(shell::console_task(dp).ok()?);
+        for _ in 0..health::WORKERS {
+            spawner.spawn(health::worker(board, dp).ok()?);
+        }
+        Some(())
+    })();
+    if spawned.is_none() {
+        fatal("cannot spawn the data path tasks");
+    }
+}

@@ -1,0 +1,177 @@
+//! The serial console's command line: COM1 input polled every
+//! [`POLL_MS`], a line editor (printable ASCII, backspace/delete, Enter)
+//! and the commands `status` and `help`. Any byte sequence is safe: control
+//! and non-ASCII bytes are ignored and an over-long line is cut at
+//! [`LINE_MAX`] bytes.
+
+use crate::cpu::inb;
+use crate::datapath::Datapath;
+use crate::{print, println};
+use core::cell::RefCell;
+use embassy_time::Timer;
+use lb_core::config::{AdminState, Forwarding};
+use lb_core::frame::DropReason;
+use lb_core::schedule::Health;
+
+const COM1: u16 = 0x3F8;
+const POLL_MS: u64 = 20;
+const LINE_MAX: usize = 128;
+
+/// The line being typed.
+struct LineEditor {
+    buf: [u8; LINE_MAX],
+    len: usize,
+}
+
+impl LineEditor {
+    /// Feeds one byte; returns the finished line on Enter.
+    fn feed(&mut self, b: u8) -> Option<&str> {
+        match b {
+            b'\r' | b'\n' => {
+                println!();
+                let n = core::mem::take(&mut self.len);
+                Some(core::str::from_utf8(&self.buf[..n]).unwrap_or(""))
+            }
+            0x08 | 0x7f => {
+                if self.len > 0 {
+                    self.len -= 1;
+                    print!("\x08 \x08");
+                }
+                None
+            }
+            0x20..=0x7e if self.len < LINE_MAX => {
+                self.buf[self.len] = b;
+                self.len += 1;
+                print!("{}", b as char);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+fn forwarding(f: Forwarding) -> &'static str {
+    match f {
+        Forwarding::Dr => "dr",
+        Forwarding::Nat => "nat",
+        Forwarding::Snat => "snat",
+        Forwarding::Layer7 => "layer7",
+    }
+}
+
+fn health(h: Health) -> &'static str {
+    match h {
+        Health::Up => "up",
+        Health::Down => "down",
+        Health::Unknown => "unknown",
+    }
+}
+
+fn admin(a: AdminState) -> &'static str {
+    match a {
+        AdminState::Online => "online",
+        AdminState::Drain => "drain",
+        AdminState::Halt => "halt",
+    }
+}
+
+/// `status`: services, real servers, drop counters, ARP.
+fn status(dp: &Datapath) {
+    let e = &dp.engine;
+    for (si, vs) in dp.config.virtual_services.iter().enumerate() {
+        let Some(stats) = e.service_stats(si) else {
+            continue;
+        };
+        let active: u64 = (0..vs.real_servers.len())
+            .filter_map(|ri| e.server_state(si, ri))
+            .map(|s| u64::from(s.active))
+            .sum();
+        print!("vs {} {}:", vs.label, vs.vip);
+        for (i, p) in vs.ports.iter().enumerate() {
+            print!("{}{p}", if i > 0 { "," } else { "" });
+        }
+        println!(
+            " {} conns={active} pkts={} bytes={}",
+            forwarding(vs.forwarding),
+            stats.service.packets,
+            stats.service.bytes
+        );
+        for (ri, rs) in vs.real_servers.iter().enumerate() {
+            let (Some(st), Some(c)) = (e.server_state(si, ri), stats.servers.get(ri)) else {
+                continue;
+            };
+            let port = rs.target_port(vs.forwarding, vs.ports.first().copied().unwrap_or(0));
+            println!(
+                "  rs {} {}:{port} {} {} weight={} active={} conns={} pkts={} bytes={}",
+                rs.label,
+                rs.ip,
+                health(st.health),
+                admin(st.admin),
+                st.weight,
+                st.active,
+                c.connections,
+                c.packets,
+                c.bytes
+            );
+        }
+    }
+    let drops = e.drops();
+    print!("drops:");
+    for r in DropReason::ALL {
+        print!(" {}={}", r.name(), drops.get(r));
+    }
+    let a = &dp.arp.stats;
+    println!(
+        " arp-full={} arp-queue-full={} arp-unanswered={} tx-full={}",
+        a.full, a.queue_full, a.unanswered, dp.stats.tx_full
+    );
+    println!(
+        "arp: {} entries (max {}), {} frames waiting, {} requests sent, {} VIP replies",
+        dp.arp.len(),
+        dp.arp.capacity(),
+        dp.arp.queued(),
+        a.requests_sent,
+        dp.stats.vip_arp_replies
+    );
+    println!("conntrack: {} flows", e.conntrack().len());
+}
+
+fn help() {
+    println!("commands:");
+    println!("  status   virtual services, real servers, drop counters, ARP");
+    println!("  help     this list");
+}
+
+fn run(line: &str, dp: &RefCell<Datapath>) {
+    let line = line.trim();
+    match line {
+        "" => {}
+        "status" => status(&dp.borrow()),
+        "help" | "?" => help(),
+        other => println!("unknown command: {other} (try help)"),
+    }
+}
+
+/// Polls COM1 and runs each line typed.
+#[embassy_executor::task]
+pub async fn console_task(dp: &'static RefCell<Datapath>) {
+    let mut ed = LineEditor {
+        buf: [0; LINE_MAX],
+        len: 0,
+    };
+    // A missing UART reads 0xFF everywhere: never treat that as input.
+    if inb(COM1 + 5) == 0xFF {
+        return;
+    }
+    loop {
+        let mut budget = 256;
+        while budget > 0 && inb(COM1 + 5) & 1 != 0 {
+            budget -= 1;
+            let b = inb(COM1);
+            if let Some(line) = ed.feed(b) {
+                run(line, dp);
+            }
+        }
+        Timer::after_millis(POLL_MS).await;
+    }
+}
