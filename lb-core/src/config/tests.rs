@@ -90,7 +90,8 @@ fn medical_example_loads_and_validates() {
     let xds = &cfg.virtual_services[2];
     assert_eq!(xds.forwarding, Forwarding::Nat);
     assert_eq!(xds.vip, Ipv4Addr::new(10, 12, 1, 40));
-    assert_eq!(xds.real_servers[0].ip, Ipv4Addr::new(10, 12, 1, 150));
+    // NAT real servers sit on the internal arm, behind the appliance.
+    assert_eq!(xds.real_servers[0].ip, Ipv4Addr::new(10, 12, 2, 150));
     assert_eq!(
         cfg.virtual_services[4].real_servers[0].ip,
         Ipv4Addr::new(10, 12, 1, 170)
