@@ -38,6 +38,10 @@ enum Cmd {
         /// Boot the ISO instead of the kernel ELF: bios or uefi.
         #[arg(long)]
         iso: Option<String>,
+        /// A TOML config to compile and hand to the appliance as its boot
+        /// module (without it, the appliance runs its embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check or compile a configuration file.
     Config {
@@ -80,6 +84,28 @@ enum BenchCmd {
         #[arg(long, value_delimiter = ',', default_value = "kvm,tcg")]
         accel: Vec<String>,
     },
+    /// L4 forwarding (DR, NAT, SNAT) against a Debian VM forwarding and doing
+    /// IPVS, and the direct path; packets/s and Gbit/s with iperf3.
+    L4 {
+        /// Accelerator of both VMs (a stock Debian kernel hangs under KVM-PVM).
+        #[arg(long, default_value = "tcg")]
+        accel: String,
+        /// Forwarding methods to measure.
+        #[arg(long, value_delimiter = ',', default_value = "dr,nat,snat")]
+        modes: Vec<String>,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Memory of both VMs in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u32,
+        /// iperf3 runs per figure (the median is reported).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Also measure the appliance under KVM (an extra column).
+        #[arg(long)]
+        also_kvm: bool,
+    },
 }
 
 /// Host TCP ports forwarded to the appliance by `run` (host 127.0.0.1:port).
@@ -100,7 +126,8 @@ fn main() -> Result<()> {
             cmdline,
             memory,
             iso,
-        } => run(cmdline, memory, iso)?,
+            config,
+        } => run(cmdline, memory, iso, config)?,
         Cmd::Test { args } => test(args)?,
         Cmd::Config {
             which: ConfigCmd::Check { file },
@@ -142,18 +169,72 @@ fn main() -> Result<()> {
             println!("{report}");
             eprintln!("report written to {}", out.display());
         }
+        Cmd::Bench {
+            which:
+                BenchCmd::L4 {
+                    accel,
+                    modes,
+                    seconds,
+                    memory,
+                    runs,
+                    also_kvm,
+                },
+        } => {
+            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
+            let accel = match accel.as_str() {
+                "kvm" => Accel::Kvm,
+                "tcg" => Accel::Tcg,
+                other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
+            };
+            let modes = modes
+                .iter()
+                .map(|m| tools::bench_l4::Mode::parse(m))
+                .collect::<Result<Vec<_>>>()?;
+            let kernel = image::build_kernel(Profile::Release)?;
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let report = tools::bench_l4::run(&tools::bench_l4::Options {
+                kernel,
+                accel,
+                modes,
+                seconds,
+                memory_mib: memory,
+                runs,
+                also_kvm,
+                command,
+            })?;
+            let out = workspace::root().join("target").join("bench").join("l4.md");
+            std::fs::create_dir_all(out.parent().unwrap())?;
+            std::fs::write(&out, &report)?;
+            println!("{report}");
+            eprintln!("report written to {}", out.display());
+        }
     }
     Ok(())
 }
 
-fn run(cmdline: String, memory: u32, iso: Option<String>) -> Result<()> {
+fn run(cmdline: String, memory: u32, iso: Option<String>, config: Option<PathBuf>) -> Result<()> {
     setup::ensure(&[setup::BUILD, setup::RUN])?;
-    let images = image::build_all(Profile::Release)?;
+    let mut images = image::build_all(Profile::Release)?;
+    let module = match &config {
+        Some(file) => {
+            let blob = workspace::appliance_dir().join("config.bin");
+            config_cmd::compile(file, &blob)?;
+            eprintln!("run: config {} compiled to {}", file.display(), blob.display());
+            Some(blob)
+        }
+        None => None,
+    };
+    if iso.is_some() && module.is_some() {
+        // The ISO carries the config as a GRUB module, with the command line.
+        let iso_path = workspace::appliance_dir().join("appliance-config.iso");
+        image::build_iso(&images.kernel, &iso_path, &cmdline, module.as_deref())?;
+        images.iso = iso_path;
+    }
     let boot = match iso.as_deref() {
         None => Boot::Kernel {
             elf: images.kernel,
             cmdline,
-            module: None,
+            module,
         },
         Some("bios") => Boot::IsoBios(images.iso),
         Some("uefi") => {

@@ -1,0 +1,848 @@
+//! `tools bench l4`: L4 forwarding throughput of the appliance against, in
+//! the same run, a stock Debian kernel VM of the same shape (1 vCPU, same
+//! NIC model, memory and accelerator) doing plain IP forwarding and IPVS in
+//! the same forwarding method, and against the direct path with no VM.
+//!
+//! Each figure is one bounded iperf3 run from a client namespace to a real
+//! server namespace: received packets/s of small UDP datagrams (`-u -l 64
+//! -b 0`) and TCP Gbit/s.
+
+use crate::console::Appliance;
+use crate::debian::{self, DebianGuest};
+use crate::lab::{Host, Lab};
+use crate::qemu::{Accel, Backend, Boot, Machine, Nic};
+use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// iperf3's port: the TCP control connection and the data stream use it.
+const PORT: u16 = 5201;
+/// UDP payload bytes of the small-packet test (a 106-byte Ethernet frame).
+const SMALL: u32 = 64;
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a path may take to carry its first iperf3 test after boot.
+const PATH_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Layer 4 forwarding method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Dr,
+    Nat,
+    Snat,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode> {
+        Ok(match s {
+            "dr" => Mode::Dr,
+            "nat" => Mode::Nat,
+            "snat" => Mode::Snat,
+            other => bail!("unknown forwarding method {other:?} (dr, nat or snat)"),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Dr => "dr",
+            Mode::Nat => "nat",
+            Mode::Snat => "snat",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Mode::Dr => "DR",
+            Mode::Nat => "NAT",
+            Mode::Snat => "SNAT",
+        }
+    }
+
+    /// `ipvsadm`'s method letter; IPVS has no SNAT (it needs iptables).
+    fn ipvs_method(self) -> Option<&'static str> {
+        match self {
+            Mode::Dr => Some("g"),
+            Mode::Nat => Some("m"),
+            Mode::Snat => None,
+        }
+    }
+
+    /// First three octets of the external subnet; NAT's internal one is next.
+    fn net(self) -> u8 {
+        match self {
+            Mode::Dr => 10,
+            Mode::Nat => 20,
+            Mode::Snat => 30,
+        }
+    }
+}
+
+/// What carries the traffic between client and real server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Appliance(Accel),
+    LinuxForward,
+    LinuxIpvs,
+    Direct,
+}
+
+/// Addresses of one measurement.
+struct Net {
+    mode: Mode,
+    ext: String,
+    int: String,
+}
+
+impl Net {
+    fn new(mode: Mode) -> Net {
+        Net {
+            mode,
+            ext: format!("10.231.{}", mode.net()),
+            int: format!("10.231.{}", mode.net() + 1),
+        }
+    }
+    fn balancer(&self) -> String {
+        format!("{}.2", self.ext)
+    }
+    fn balancer_internal(&self) -> String {
+        format!("{}.1", self.int)
+    }
+    fn vip(&self) -> String {
+        format!("{}.100", self.ext)
+    }
+    fn client(&self) -> String {
+        format!("{}.11", self.ext)
+    }
+    fn server(&self) -> String {
+        let net = if self.mode == Mode::Nat {
+            &self.int
+        } else {
+            &self.ext
+        };
+        format!("{net}.21")
+    }
+
+    /// The appliance's config: one TCP and one UDP virtual service on the
+    /// iperf3 port, one real server, no health check (IPVS has none either).
+    fn appliance_toml(&self) -> String {
+        let mut t = format!(
+            "[network]\nhostname = \"l4bench\"\n\n[[network.interface]]\nname = \"eth0\"\naddress = \"{}\"\nprefix = 24\nrole = \"external\"\n",
+            self.balancer()
+        );
+        if self.mode == Mode::Nat {
+            t += &format!(
+                "\n[[network.interface]]\nname = \"eth1\"\naddress = \"{}\"\nprefix = 24\nrole = \"internal\"\n",
+                self.balancer_internal()
+            );
+        }
+        for proto in ["tcp", "udp"] {
+            t += &format!(
+                "\n[[virtual_service]]\nlabel = \"iperf3-{proto}\"\nvip = \"{}\"\nports = \"{PORT}\"\nprotocol = \"{proto}\"\nforwarding = \"{}\"\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{}\"\n",
+                self.vip(),
+                self.mode.name(),
+                self.server()
+            );
+        }
+        t
+    }
+
+    /// The Debian guest's kernel command line for `side`.
+    fn linux_cmdline(&self, side: Side) -> String {
+        let mut ips = vec![format!("eth0={}/24", self.balancer())];
+        if side == Side::LinuxIpvs {
+            // IPVS takes packets in LOCAL_IN: the director owns the VIP.
+            ips.push(format!("eth0={}/32", self.vip()));
+        }
+        if self.mode == Mode::Nat {
+            ips.push(format!("eth1={}/24", self.balancer_internal()));
+        }
+        let mut c = format!(
+            "console=ttyS0 quiet panic=-1 bench_forward=1 bench_ip={}",
+            ips.join(",")
+        );
+        if side == Side::LinuxForward && self.mode == Mode::Dr {
+            // Plain routing of VIP packets to the server that holds it on lo:
+            // the same one-arm, MAC-rewriting path DR takes.
+            c += &format!(" bench_route={}/32@{}", self.vip(), self.server());
+        }
+        if side == Side::LinuxIpvs
+            && let Some(m) = self.mode.ipvs_method()
+        {
+            let rules: Vec<String> = ["t", "u"]
+                .iter()
+                .map(|p| format!("{p}:{}:{PORT}:{}:{m}", self.vip(), self.server()))
+                .collect();
+            c += &format!(" bench_ipvs={}", rules.join(","));
+        }
+        c
+    }
+}
+
+/// One side's figures.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    pps: f64,
+    gbps: f64,
+}
+
+type Outcome = std::result::Result<Figures, String>;
+
+/// A table row's figure: its name, how to read it and how to print it.
+type FigureSpec = (&'static str, fn(&Figures) -> f64, fn(f64) -> String);
+
+/// What `tools bench l4` was asked for.
+pub struct Options {
+    pub kernel: PathBuf,
+    pub accel: Accel,
+    pub modes: Vec<Mode>,
+    /// Seconds per iperf3 run.
+    pub seconds: u32,
+    /// Guest memory of both VMs, MiB.
+    pub memory_mib: u32,
+    /// Runs per figure; the median is reported.
+    pub runs: usize,
+    /// Also measure the appliance under KVM (an extra column).
+    pub also_kvm: bool,
+    /// The command line as typed, for the report.
+    pub command: String,
+}
+
+/// Runs everything and returns the Markdown report.
+pub fn run(opts: &Options) -> Result<String> {
+    let work = crate::workspace::root()
+        .join("target")
+        .join("bench")
+        .join("l4-work");
+    std::fs::create_dir_all(&work)?;
+    let debian = debian::prepare_spec(
+        &crate::workspace::root()
+            .join("target")
+            .join("bench")
+            .join("debian"),
+        &debian::L4,
+    )?;
+    let ctx = Ctx {
+        opts,
+        debian: &debian,
+        work: &work,
+    };
+    let started = Instant::now();
+    eprintln!("direct path:");
+    let direct = ctx.measure(Mode::Dr, Side::Direct);
+    let mut rows = Vec::new();
+    for &mode in &opts.modes {
+        eprintln!("{}:", mode.title());
+        let appliance = ctx.measure(mode, Side::Appliance(opts.accel));
+        let forward = ctx.measure(mode, Side::LinuxForward);
+        let ipvs = mode
+            .ipvs_method()
+            .map(|_| ctx.measure(mode, Side::LinuxIpvs));
+        let kvm = (opts.also_kvm && opts.accel != Accel::Kvm)
+            .then(|| ctx.measure(mode, Side::Appliance(Accel::Kvm)));
+        rows.push(Row {
+            mode,
+            appliance,
+            forward,
+            ipvs,
+            kvm,
+        });
+    }
+    report(opts, &debian, &direct, &rows, started.elapsed())
+}
+
+struct Row {
+    mode: Mode,
+    appliance: Outcome,
+    forward: Outcome,
+    ipvs: Option<Outcome>,
+    kvm: Option<Outcome>,
+}
+
+struct Ctx<'a> {
+    opts: &'a Options,
+    debian: &'a DebianGuest,
+    work: &'a Path,
+}
+
+impl Ctx<'_> {
+    /// Measures one side, turning a failure into its first line.
+    fn measure(&self, mode: Mode, side: Side) -> Outcome {
+        let t = Instant::now();
+        let what = side_name(side);
+        match self.try_measure(mode, side) {
+            Ok(f) => {
+                eprintln!(
+                    "  {what}: {:.0} packets/s, {:.3} Gbit/s ({:.0} s)",
+                    f.pps,
+                    f.gbps,
+                    t.elapsed().as_secs_f64()
+                );
+                Ok(f)
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                eprintln!("  {what} failed: {text}");
+                Err(text
+                    .split("; console:")
+                    .next()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string())
+            }
+        }
+    }
+
+    fn try_measure(&self, mode: Mode, side: Side) -> Result<Figures> {
+        let net = Net::new(mode);
+        // Declaration order is drop order reversed: QEMU and iperf3 end
+        // before the namespaces go.
+        let mut lab = Lab::new()?;
+        let with_vm = side != Side::Direct;
+        let two_arm = with_vm && mode == Mode::Nat;
+        let mut taps = Vec::new();
+        if with_vm {
+            taps.push(lab.tap("ext")?);
+            if two_arm {
+                taps.push(lab.tap("int")?);
+            }
+        }
+        let client = lab.host("c", "ext", &format!("{}/24", net.client()), None)?;
+        let (bridge, gateway) = if two_arm {
+            ("int", Some(net.balancer_internal()))
+        } else {
+            ("ext", None)
+        };
+        let server = lab.host(
+            "s",
+            bridge,
+            &format!("{}/24", net.server()),
+            gateway.as_deref(),
+        )?;
+        let uses_vip = matches!(side, Side::Appliance(_) | Side::LinuxIpvs)
+            || (side == Side::LinuxForward && mode == Mode::Dr);
+        if uses_vip && mode == Mode::Dr {
+            hold_vip_on_loopback(&server, &net.vip())?;
+        }
+        if side == Side::LinuxForward {
+            match mode {
+                Mode::Dr => route(&client, &format!("{}/32", net.vip()), &net.balancer())?,
+                Mode::Nat => route(&client, &format!("{}.0/24", net.int), &net.balancer())?,
+                // One arm, both directions through the VM, as SNAT carries them.
+                Mode::Snat => {
+                    route(&client, &format!("{}/32", net.server()), &net.balancer())?;
+                    route(&server, &format!("{}/32", net.client()), &net.balancer())?;
+                }
+            }
+        }
+        let target = if uses_vip { net.vip() } else { net.server() };
+        // A DR server's UDP replies must leave from the VIP, which only a
+        // socket bound to it guarantees (else routing picks eth0's address).
+        let bind = (uses_vip && mode == Mode::Dr).then(|| net.vip());
+        let _iperf3 = Iperf3Server::start(&server, bind.as_deref())?;
+        let _vm = match side {
+            Side::Direct => None,
+            _ => Some(self.boot(&net, side, &lab, &taps)?),
+        };
+        let scratch = self
+            .work
+            .join(format!("{}-{}.json", mode.name(), side_file(side)));
+        wait_path(&client, &target, &scratch)?;
+        let mut pps = Vec::new();
+        let mut gbps = Vec::new();
+        for _ in 0..self.opts.runs.max(1) {
+            gbps.push(iperf3_tcp(&client, &target, self.opts.seconds, &scratch)?);
+            pps.push(iperf3_udp(&client, &target, self.opts.seconds, &scratch)?);
+        }
+        Ok(Figures {
+            pps: median(pps),
+            gbps: median(gbps),
+        })
+    }
+
+    /// Boots the appliance or the Debian guest on `taps` and waits until it is up.
+    fn boot(&self, net: &Net, side: Side, lab: &Lab, taps: &[String]) -> Result<Appliance> {
+        let (boot, accel) = match side {
+            Side::Appliance(accel) => {
+                let toml = self.work.join(format!("{}.toml", net.mode.name()));
+                std::fs::write(&toml, net.appliance_toml())?;
+                let blob = self.work.join(format!("{}.bin", net.mode.name()));
+                crate::config_cmd::compile(&toml, &blob)?;
+                (
+                    Boot::Kernel {
+                        elf: self.opts.kernel.clone(),
+                        cmdline: String::new(),
+                        module: Some(blob),
+                    },
+                    accel,
+                )
+            }
+            _ => (
+                Boot::Kernel {
+                    elf: self.debian.vmlinuz.clone(),
+                    cmdline: net.linux_cmdline(side),
+                    module: Some(self.debian.initramfs.clone()),
+                },
+                self.opts.accel,
+            ),
+        };
+        let mut machine = Machine::new(boot);
+        machine.accel = accel;
+        machine.memory_mib = self.opts.memory_mib;
+        for tap in taps {
+            machine.nics.push(Nic::virtio(Backend::Tap {
+                ifname: tap.clone(),
+            }));
+        }
+        let vm = Appliance::boot(&machine, Some(lab))?;
+        match side {
+            Side::Appliance(_) => {
+                vm.wait_ready(BOOT_TIMEOUT)?;
+            }
+            _ => {
+                let line = vm.wait_for("the guest's ready line", BOOT_TIMEOUT, |l| {
+                    l.trim_end().ends_with("] ready") || l.contains("bench-failed")
+                })?;
+                if line.contains("bench-failed") {
+                    bail!("{line}; console:\n{}", vm.console());
+                }
+            }
+        }
+        Ok(vm)
+    }
+}
+
+fn side_name(side: Side) -> String {
+    match side {
+        Side::Appliance(a) => format!("appliance ({})", a.name()),
+        Side::LinuxForward => "Linux forwarding".into(),
+        Side::LinuxIpvs => "Linux IPVS".into(),
+        Side::Direct => "direct".into(),
+    }
+}
+
+fn side_file(side: Side) -> String {
+    match side {
+        Side::Appliance(a) => format!("appliance-{}", a.name()),
+        Side::LinuxForward => "forward".into(),
+        Side::LinuxIpvs => "ipvs".into(),
+        Side::Direct => "direct".into(),
+    }
+}
+
+/// The DR real server's half of the ARP problem: the VIP on loopback,
+/// never announced or answered for on eth0.
+fn hold_vip_on_loopback(server: &Host, vip: &str) -> Result<()> {
+    server.exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+    for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+        for dev in ["all", "eth0"] {
+            server.exec(&[
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("net.ipv4.conf.{dev}.{k}={v}"),
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn route(host: &Host, dest: &str, via: &str) -> Result<()> {
+    host.exec(&["ip", "route", "add", dest, "via", via])?;
+    Ok(())
+}
+
+/// `iperf3 -s` in the real server's namespace, killed (by PID) on drop.
+struct Iperf3Server {
+    child: Child,
+}
+
+impl Iperf3Server {
+    fn start(server: &Host, bind: Option<&str>) -> Result<Iperf3Server> {
+        let port = PORT.to_string();
+        let mut argv = vec!["iperf3", "-s", "-p", &port];
+        if let Some(addr) = bind {
+            argv.extend(["-B", addr]);
+        }
+        let child = server
+            .command(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting iperf3 -s")?;
+        Ok(Iperf3Server { child })
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one iperf3 client test, killed if it overruns its time by 20 s, and
+/// returns its JSON report.
+fn iperf3_client(client: &Host, args: &[&str], seconds: u32, scratch: &Path) -> Result<String> {
+    let out = std::fs::File::create(scratch)?;
+    let secs = seconds.to_string();
+    let port = PORT.to_string();
+    let mut argv = vec![
+        "iperf3",
+        "-J",
+        "-p",
+        &port,
+        "-t",
+        &secs,
+        "--connect-timeout",
+        "3000",
+    ];
+    argv.extend_from_slice(args);
+    let mut child = client
+        .command(&argv)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 -c")?;
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 20);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("iperf3 {} did not finish in time", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let json = std::fs::read_to_string(scratch)?;
+    if !status.success() {
+        let why = json_string(&json, "error").unwrap_or_else(|| status.to_string());
+        bail!("iperf3 {}: {why}", args.join(" "));
+    }
+    Ok(json)
+}
+
+/// Waits until a short TCP test through the path succeeds (ARP, boot
+/// settling, the balancer's own setup).
+fn wait_path(client: &Host, target: &str, scratch: &Path) -> Result<()> {
+    let deadline = Instant::now() + PATH_TIMEOUT;
+    loop {
+        match iperf3_client(client, &["-c", target], 1, scratch) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!("no iperf3 path to {target}")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// TCP goodput the receiver saw, in Gbit/s.
+fn iperf3_tcp(client: &Host, target: &str, seconds: u32, scratch: &Path) -> Result<f64> {
+    let json = iperf3_client(client, &["-c", target], seconds, scratch)?;
+    let bps = json_number(&json, "sum_received", "bits_per_second")
+        .context("no sum_received.bits_per_second in iperf3's report")?;
+    Ok(bps / 1e9)
+}
+
+/// Small UDP datagrams sent as fast as the client can; packets/s received.
+fn iperf3_udp(client: &Host, target: &str, seconds: u32, scratch: &Path) -> Result<f64> {
+    let len = SMALL.to_string();
+    let json = iperf3_client(
+        client,
+        &["-c", target, "-u", "-l", &len, "-b", "0"],
+        seconds,
+        scratch,
+    )?;
+    let bytes = json_number(&json, "sum_received", "bytes")
+        .context("no sum_received.bytes in iperf3's report")?;
+    let secs = json_number(&json, "sum_received", "seconds")
+        .filter(|s| *s > 0.0)
+        .context("no sum_received.seconds in iperf3's report")?;
+    Ok(bytes / f64::from(SMALL) / secs)
+}
+
+/// The number at `"key":` in the flat object that follows `"section":` in
+/// iperf3's JSON (enough for its report; no JSON crate needed).
+fn json_number(json: &str, section: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{section}\""))?;
+    let open = at + json[at..].find('{')?;
+    let close = open + json[open..].find('}')?;
+    let object = &json[open..close];
+    let k = object.find(&format!("\"{key}\""))?;
+    let rest = object[k + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The string at top-level-ish `"key":` (iperf3's `"error"`).
+fn json_string(json: &str, key: &str) -> Option<String> {
+    let k = json.find(&format!("\"{key}\""))?;
+    let rest = json[k + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn cell(o: &Outcome, figure: fn(&Figures) -> f64, fmt: fn(f64) -> String) -> String {
+    match o {
+        Ok(f) => fmt(figure(f)),
+        Err(_) => "failed¹".into(),
+    }
+}
+
+fn ratio(ours: &Outcome, theirs: Option<&Outcome>, figure: fn(&Figures) -> f64) -> String {
+    match (ours, theirs) {
+        (Ok(o), Some(Ok(t))) if figure(t) > 0.0 => format!("{:.2}", figure(o) / figure(t)),
+        _ => "—".into(),
+    }
+}
+
+fn kpps(v: f64) -> String {
+    format!("{:.1} kpps", v / 1000.0)
+}
+
+fn gbit(v: f64) -> String {
+    format!("{v:.3} Gbit/s")
+}
+
+fn report(
+    opts: &Options,
+    debian: &DebianGuest,
+    direct: &Outcome,
+    rows: &[Row],
+    elapsed: Duration,
+) -> Result<String> {
+    let accel = opts.accel.name();
+    let kvm_col = rows.iter().any(|r| r.kvm.is_some());
+    let mut md = String::new();
+    write!(
+        md,
+        "| method | figure | appliance ({accel}) | Linux forwarding | Linux IPVS | direct (no VM) | appliance ÷ Linux forwarding | appliance ÷ Linux IPVS | appliance ÷ direct |"
+    )?;
+    if kvm_col {
+        write!(md, " appliance (kvm) |")?;
+    }
+    writeln!(md)?;
+    writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|{}",
+        if kvm_col { "---|" } else { "" }
+    )?;
+    let figures: [FigureSpec; 2] = [
+        ("UDP 64 B received packets/s", |f| f.pps, kpps),
+        ("TCP throughput", |f| f.gbps, gbit),
+    ];
+    let mut failures: Vec<String> = Vec::new();
+    let mut note = |what: String, o: &Outcome| {
+        if let Err(e) = o {
+            failures.push(format!("{what}: {e}"));
+        }
+    };
+    note("direct path".into(), direct);
+    for r in rows {
+        let m = r.mode.title();
+        note(format!("{m}, appliance ({accel})"), &r.appliance);
+        note(format!("{m}, Linux forwarding"), &r.forward);
+        if let Some(i) = &r.ipvs {
+            note(format!("{m}, Linux IPVS"), i);
+        }
+        if let Some(k) = &r.kvm {
+            note(format!("{m}, appliance (kvm)"), k);
+        }
+    }
+    for r in rows {
+        for (name, figure, fmt) in figures {
+            let ipvs = match &r.ipvs {
+                Some(o) => cell(o, figure, fmt),
+                None => "n/a²".into(),
+            };
+            write!(
+                md,
+                "| {} | {name} | {} | {} | {ipvs} | {} | {} | {} | {} |",
+                r.mode.title(),
+                cell(&r.appliance, figure, fmt),
+                cell(&r.forward, figure, fmt),
+                cell(direct, figure, fmt),
+                ratio(&r.appliance, Some(&r.forward), figure),
+                ratio(&r.appliance, r.ipvs.as_ref(), figure),
+                ratio(&r.appliance, Some(direct), figure),
+            )?;
+            if kvm_col {
+                let k = match &r.kvm {
+                    Some(o) => cell(o, figure, fmt),
+                    None => "—".into(),
+                };
+                write!(md, " {k} |")?;
+            }
+            writeln!(md)?;
+        }
+    }
+    writeln!(md)?;
+    writeln!(
+        md,
+        "- Command: `{}` ({:.0} s in all)",
+        opts.command,
+        elapsed.as_secs_f64()
+    )?;
+    writeln!(
+        md,
+        "- Accelerator: {accel} for the appliance and the Debian VM alike; both get 1 vCPU, {} MiB, virtio-net-pci on taps in a network-namespace lab (QEMU q35).",
+        opts.memory_mib
+    )?;
+    writeln!(
+        md,
+        "- Machine: {} CPUs ({}), host kernel {}; Debian guest kernel {}.",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cpu_model(),
+        host_kernel(),
+        debian.version
+    )?;
+    writeln!(
+        md,
+        "- Each figure: median of {} iperf3 run(s) of {} s from a client namespace to a real server namespace. UDP: `-u -l {SMALL} -b 0`, packets/s the server received; TCP: one stream, receiver's Gbit/s. Ratios above 1 mean the appliance is faster.",
+        opts.runs.max(1),
+        opts.seconds
+    )?;
+    writeln!(
+        md,
+        "- Linux forwarding: the VM routes with `ip_forward=1` and no netfilter rules — DR: client → VIP routed via the VM to the server that holds the VIP on lo (one arm, replies direct); NAT: client → server's internal address routed through the VM's two NICs; SNAT: one arm, both directions routed through the VM. Linux IPVS: `ipvsadm` round robin, `-g` for DR and `-m` for NAT, the VIP on the VM's eth0."
+    )?;
+    writeln!(
+        md,
+        "- ² IPVS has no SNAT method: one-arm SNAT needs iptables/nftables masquerading on top, left out; SNAT compares with plain forwarding of both directions."
+    )?;
+    if !failures.is_empty() {
+        writeln!(md, "- ¹ Failures:")?;
+        for f in &failures {
+            writeln!(md, "  - {f}")?;
+        }
+    }
+    Ok(md)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn host_kernel() -> String {
+    Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UDP_REPORT: &str = r#"{"start":{},"intervals":[{"sum":{"bytes":1}}],
+      "end":{"sum":{"bytes":12303360,"packets":192240},
+      "sum_sent":{"start":0,"bytes":12303360,"seconds":2.000095},
+      "sum_received":{"start":0,"end":2.000202,"seconds":2.000202,"bytes":5456832,"bits_per_second":2.1825123e7,"sender":false}}}"#;
+
+    #[test]
+    fn iperf3_report_numbers() {
+        assert_eq!(
+            json_number(UDP_REPORT, "sum_received", "bytes"),
+            Some(5456832.0)
+        );
+        assert_eq!(
+            json_number(UDP_REPORT, "sum_received", "seconds"),
+            Some(2.000202)
+        );
+        assert_eq!(
+            json_number(UDP_REPORT, "sum_received", "bits_per_second"),
+            Some(2.1825123e7)
+        );
+        assert_eq!(json_number(UDP_REPORT, "sum_received", "missing"), None);
+        assert_eq!(json_number("{}", "sum_received", "bytes"), None);
+        assert_eq!(
+            json_number("\"sum_received\"", "sum_received", "bytes"),
+            None
+        );
+    }
+
+    #[test]
+    fn iperf3_error() {
+        let j = r#"{"start":{}, "error": "unable to connect to server: Connection refused"}"#;
+        assert_eq!(
+            json_string(j, "error").as_deref(),
+            Some("unable to connect to server: Connection refused")
+        );
+        assert_eq!(json_string("{}", "error"), None);
+    }
+
+    #[test]
+    fn linux_guest_command_lines() {
+        let dr = Net::new(Mode::Dr);
+        let c = dr.linux_cmdline(Side::LinuxIpvs);
+        assert!(c.contains("bench_ip=eth0=10.231.10.2/24,eth0=10.231.10.100/32"));
+        assert!(c.contains(
+            "bench_ipvs=t:10.231.10.100:5201:10.231.10.21:g,u:10.231.10.100:5201:10.231.10.21:g"
+        ));
+        let c = dr.linux_cmdline(Side::LinuxForward);
+        assert!(c.contains("bench_route=10.231.10.100/32@10.231.10.21"));
+        assert!(!c.contains("bench_ipvs"));
+        let nat = Net::new(Mode::Nat);
+        let c = nat.linux_cmdline(Side::LinuxIpvs);
+        assert!(c.contains("eth1=10.231.21.1/24"));
+        assert!(c.contains(":10.231.21.21:m"));
+        let snat = Net::new(Mode::Snat).linux_cmdline(Side::LinuxIpvs);
+        assert!(!snat.contains("bench_ipvs"));
+    }
+
+    #[test]
+    fn appliance_configs_validate() {
+        for mode in [Mode::Dr, Mode::Nat, Mode::Snat] {
+            let toml = Net::new(mode).appliance_toml();
+            let config = lb_core::config::from_toml(&toml)
+                .unwrap_or_else(|e| panic!("{mode:?}: {e}\n{toml}"));
+            assert_eq!(config.virtual_services.len(), 2);
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}
