@@ -152,6 +152,9 @@ impl Machine {
         ]);
         push(&self.accel.args());
         push(&["-m", &format!("{}M", self.memory_mib)]);
+        // Back guest RAM with host pages up front: under KVM a guest page's
+        // first touch otherwise costs a host page fault on the boot path.
+        push(&["-mem-prealloc"]);
         // A guest that faults must stay visible on the console, never reboot silently.
         push(&["-no-reboot"]);
         // The kernel's test and power-off path: writing to port 0xf4 exits QEMU.
