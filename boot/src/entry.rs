@@ -35,23 +35,24 @@ boot_gdt_ptr:
 
     /* Page tables, filled in by the assembler: code running before paging
        is on is emulated instruction by instruction on some hypervisors
-       (KVM-PVM), where building them at run time took 20 ms. */
+       (KVM-PVM), where building them at run time took 20 ms. Every entry
+       allows ring 3 (bit 2): the kernel runs there after CPU setup. */
     .section .data.boot.tables, "aw"
     .balign 4096
     .global boot_pml4
 boot_pml4:
-    .quad boot_pdpt + 0x3
+    .quad boot_pdpt + 0x7
     .fill 511, 8, 0
 boot_pdpt:
-    .quad boot_pd + 0x3
-    .quad boot_pd + 0x1000 + 0x3
-    .quad boot_pd + 0x2000 + 0x3
-    .quad boot_pd + 0x3000 + 0x3
+    .quad boot_pd + 0x7
+    .quad boot_pd + 0x1000 + 0x7
+    .quad boot_pd + 0x2000 + 0x7
+    .quad boot_pd + 0x3000 + 0x7
     .fill 508, 8, 0
 boot_pd:
     .set page, 0
     .rept 2048
-    .quad (page << 21) | 0x83
+    .quad (page << 21) | 0x87
     .set page, page + 1
     .endr
 

@@ -27,10 +27,11 @@
 //! paravirtual; no vmx/svm in the CPU flags). The appliance boots there with
 //! `-accel kvm -cpu host,-arch-capabilities` (plain `-cpu host`/`-cpu max`
 //! make QEMU 7.2 abort on MSR 0x10a) or with the default CPU model. PVM
-//! emulates code that runs before paging instruction by instruction, which
-//! is why the trampoline is a handful of instructions with assembler-built
-//! page tables; every later VM exit (port I/O, MMIO, CLI/STI, RDTSC) costs
-//! about 10-20 µs there, so boot code avoids needless exits.
+//! emulates all guest ring-0 code instruction by instruction (~2 µs each;
+//! ring-3 code runs natively), which is why the trampoline is a handful of
+//! instructions with assembler-built page tables (every entry allows ring 3)
+//! and why the kernel drops to ring 3 right after CPU setup (see the
+//! kernel's `cpu` module). VM exits (port I/O, MMIO) cost 10-30 µs there.
 #![no_std]
 
 pub mod multiboot;

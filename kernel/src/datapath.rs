@@ -8,7 +8,7 @@
 //! borrows never overlap; the hook uses `try_borrow_mut` anyway and passes
 //! the frame to the stack rather than panic if that ever changed.
 
-use crate::{Nics, println, time};
+use crate::{Nics, println, time, unreachable};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -63,6 +63,8 @@ pub struct PathStats {
     pub tx_full: u64,
     /// Forward decisions to a NIC that does not exist.
     pub no_nic: u64,
+    /// ICMP "network unreachable" sent for packets routed to us.
+    pub unreachable_sent: u64,
 }
 
 /// The engine plus everything around it that needs the NICs.
@@ -73,6 +75,7 @@ pub struct Datapath {
     pub config: Config,
     pub arp: ArpCache,
     pub stats: PathStats,
+    unreachable: unreachable::Limiter,
     nics: &'static Nics,
     macs: Vec<[u8; 6]>,
     /// Address and prefix of each NIC (as the engine routes).
@@ -137,6 +140,7 @@ impl Datapath {
             config,
             arp: ArpCache::new(ARP_CAPACITY),
             stats: PathStats::default(),
+            unreachable: Default::default(),
             nics,
             macs,
             addrs,
@@ -186,6 +190,11 @@ impl Datapath {
         }
     }
 
+    /// Counters of NIC `i` (receive, transmit, hook verdicts, drops).
+    pub fn nic_stats(&self, i: usize) -> Option<net::NicStats> {
+        (i < self.nics.len()).then(|| self.nics.with(i, |n| n.stats))
+    }
+
     pub fn vip_count(&self) -> usize {
         self.vips.len()
     }
@@ -228,7 +237,7 @@ impl Datapath {
             return self.on_arp(nic, frame, &a, now);
         }
         match self.engine.process(nic, frame, now) {
-            Decision::ToStack => Verdict::PassToStack,
+            Decision::ToStack => self.to_stack(nic, frame, now),
             Decision::Drop(_) => Verdict::Consumed,
             Decision::Forward { nic: out, next_hop } => {
                 let Some(&src) = self.macs.get(out) else {
@@ -254,6 +263,31 @@ impl Datapath {
                 }
             }
         }
+    }
+
+    /// A frame for the stack, unless it was routed to us for a destination
+    /// we do not serve: then ICMP "network unreachable" (see [`unreachable`]).
+    fn to_stack(&mut self, nic: usize, frame: &[u8], now: Instant) -> Verdict {
+        let (Some(&mac), Some(Some((own, _)))) = (self.macs.get(nic), self.addrs.get(nic)) else {
+            return Verdict::PassToStack;
+        };
+        let own = *own;
+        let is_local = |ip: Ipv4Addr| self.is_own(ip) || self.vips.iter().any(|v| v.0 == ip);
+        let Some(u) = unreachable::check(frame, mac, is_local) else {
+            return Verdict::PassToStack;
+        };
+        if self.unreachable.allow(now) {
+            let mut reply = lb_core::frame::build::icmp(own, u.to_ip, 3, 0, u.quote);
+            let to = u.to_mac;
+            if set_macs(&mut reply, EthernetAddress(to), EthernetAddress(mac)).is_ok() {
+                self.send(nic, reply.len().max(MIN_FRAME), |b| {
+                    b.fill(0);
+                    b[..reply.len()].copy_from_slice(&reply);
+                });
+                self.stats.unreachable_sent += 1;
+            }
+        }
+        Verdict::Consumed
     }
 
     /// Periodic work: idle flows leave the tables, unanswered ARP is retried.

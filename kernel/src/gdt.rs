@@ -1,5 +1,8 @@
 //! The kernel's GDT with a TSS whose IST1 stack catches double faults (so a
-//! kernel stack overflow is reported instead of triple-faulting).
+//! kernel stack overflow is reported instead of triple-faulting), and the
+//! user-mode (ring 3) segments the kernel runs in after setup (see
+//! [`crate::cpu::enter_user_mode`]): interrupts and exceptions from ring 3
+//! switch to the TSS's ring-0 stack.
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
@@ -7,6 +10,9 @@ use core::cell::UnsafeCell;
 pub const KERNEL_CODE: u16 = 0x08;
 pub const KERNEL_DATA: u16 = 0x10;
 const TSS_SELECTOR: u16 = 0x18;
+/// Ring-3 data and code selectors (RPL 3).
+pub const USER_DATA: u16 = 0x28 | 3;
+pub const USER_CODE: u16 = 0x30 | 3;
 /// IST index (1-based, as the IDT encodes it) of the double-fault stack.
 pub const DOUBLE_FAULT_IST: u8 = 1;
 
@@ -25,9 +31,11 @@ struct Tss {
 struct Stack([u8; 16 * 1024]);
 
 struct Tables {
-    gdt: [u64; 5],
+    gdt: [u64; 7],
     tss: Tss,
     df_stack: Stack,
+    /// Ring-0 stack for interrupts, exceptions and service calls from ring 3.
+    ring0_stack: Stack,
 }
 
 struct Cell(UnsafeCell<Tables>);
@@ -35,7 +43,7 @@ struct Cell(UnsafeCell<Tables>);
 unsafe impl Sync for Cell {}
 
 static TABLES: Cell = Cell(UnsafeCell::new(Tables {
-    gdt: [0; 5],
+    gdt: [0; 7],
     tss: Tss {
         reserved0: 0,
         rsp: [0; 3],
@@ -46,6 +54,7 @@ static TABLES: Cell = Cell(UnsafeCell::new(Tables {
         iomap_base: size_of::<Tss>() as u16,
     },
     df_stack: Stack([0; 16 * 1024]),
+    ring0_stack: Stack([0; 16 * 1024]),
 }));
 
 #[repr(C, packed(2))]
@@ -69,8 +78,11 @@ pub fn init() {
         | (((limit >> 16) & 0xF) << 48)
         | (((tss >> 24) & 0xFF) << 56);
     t.gdt[4] = tss >> 32;
+    t.gdt[5] = 0x00CF_F200_0000_FFFF; // ring-3 data
+    t.gdt[6] = 0x00AF_FA00_0000_FFFF; // ring-3 64-bit code
+    t.tss.rsp[0] = (&raw const t.ring0_stack) as u64 + size_of::<Stack>() as u64;
     let ptr = Pointer {
-        limit: (size_of::<[u64; 5]>() - 1) as u16,
+        limit: (size_of::<[u64; 7]>() - 1) as u16,
         base: (&raw const t.gdt) as u64,
     };
     // SAFETY: the GDT lives in a static and has valid code/data/TSS descriptors;

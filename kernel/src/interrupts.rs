@@ -7,6 +7,9 @@
 //! (name, error code, RIP, CR2 for page faults, registers) and halt; the double
 //! fault runs on its own IST stack so even a stack overflow gets reported.
 //!
+//! The kernel runs in ring 3 (see `cpu`): interrupts and exceptions switch to
+//! the TSS's ring-0 stack; the double fault keeps its IST stack.
+//!
 //! Rule for handlers: touch only atomics and the LAPIC, never a
 //! `critical_section` (it does not mask interrupts; see `CriticalSection` in
 //! main.rs). All waking happens in the idle loop.
@@ -145,7 +148,40 @@ static IDT: Idt = Idt(UnsafeCell::new(
 /// Set by the timer and NIC interrupts; the idle loop reads and clears it.
 pub static WOKEN: AtomicBool = AtomicBool::new(false);
 
-/// Remaps and masks the 8259 PICs, fills and loads the IDT.
+/// The gate for vector `v`: its stub; #UD first passes the service-call
+/// handler (ring 3 asks for privileged operations with a tagged UD2; see
+/// `cpu`), which falls back to the stub.
+fn gate(v: usize) -> Gate {
+    // SAFETY: `isr_stubs` is the start of 256 stubs of 16 bytes each (see the asm above).
+    let stubs = (&raw const isr_stubs) as u64;
+    let addr = if v == 6 {
+        cpu::service_handler(stubs + 6 * 16)
+    } else {
+        stubs + v as u64 * 16
+    };
+    Gate {
+        offset_lo: addr as u16,
+        selector: gdt::KERNEL_CODE,
+        ist: if v == 8 { gdt::DOUBLE_FAULT_IST } else { 0 },
+        attr: 0x8E, // present, ring 0, 64-bit interrupt gate
+        offset_mid: (addr >> 16) as u16,
+        offset_hi: (addr >> 32) as u32,
+        reserved: 0,
+    }
+}
+
+/// Writes every gate. Called once, in ring 3 with interrupts still disabled,
+/// before anything can raise a vector other than those `init` set.
+pub fn fill_gates() {
+    // SAFETY: single-threaded setup with interrupts disabled; the CPU reads
+    // the IDT only on an interrupt or exception.
+    let idt = unsafe { &mut *IDT.0.get() };
+    for (v, g) in idt.iter_mut().enumerate() {
+        *g = gate(v);
+    }
+}
+
+/// Remaps and masks the 8259 PICs and loads the IDT (see [`fill_gates`]).
 pub fn init() {
     // ICW1..ICW4: cascade, vectors PIC_BASE.., 8086 mode; then mask every line.
     for (cmd, data, base, cascade) in [(0x20, 0x21, PIC_BASE, 4), (0xA0, 0xA1, PIC_BASE + 8, 2)] {
@@ -155,21 +191,13 @@ pub fn init() {
         cpu::outb(data, 0x01);
         cpu::outb(data, 0xFF);
     }
-    // SAFETY: `isr_stubs` is the start of 256 stubs of 16 bytes each (see the asm above).
-    let stubs = (&raw const isr_stubs) as u64;
+    // Only the gates needed to get into ring 3 are written here: ring-0 code
+    // is emulated instruction by instruction under KVM-PVM, so the loop over
+    // all 256 runs in ring 3 ([`fill_gates`], right after the switch).
     // SAFETY: interrupts are disabled and nothing else references the IDT yet.
     let idt = unsafe { &mut *IDT.0.get() };
-    for (v, gate) in idt.iter_mut().enumerate() {
-        let addr = stubs + v as u64 * 16;
-        *gate = Gate {
-            offset_lo: addr as u16,
-            selector: gdt::KERNEL_CODE,
-            ist: if v == 8 { gdt::DOUBLE_FAULT_IST } else { 0 },
-            attr: 0x8E, // present, ring 0, 64-bit interrupt gate
-            offset_mid: (addr >> 16) as u16,
-            offset_hi: (addr >> 32) as u32,
-            reserved: 0,
-        };
+    for v in [6, 8, 13, 14] {
+        idt[v] = gate(v);
     }
     #[repr(C, packed(2))]
     struct Pointer {
@@ -267,6 +295,10 @@ fn exception(f: &Frame) -> ! {
                 ""
             },
         );
+    }
+    let guard = boot::boot_stack_bottom() - 0x1000;
+    if f.vector == 14 && (guard..guard + 0x1000).contains(&cpu::read_cr2()) {
+        println!("  stack overflow: the boot stack ran into its guard page");
     }
     println!(
         "  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}",

@@ -25,6 +25,7 @@ mod services;
 mod shell;
 mod time;
 mod trace;
+mod unreachable;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -116,6 +117,8 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     gdt::init();
     interrupts::init();
     apic::init();
+    // From here on ring 3: native speed under KVM-PVM (see `cpu`).
+    cpu::enter_user_mode();
 
     let boot_info = if magic == boot::MULTIBOOT_BOOTLOADER_MAGIC {
         // SAFETY: a Multiboot loader passed `info`; low memory is identity-mapped.
@@ -352,6 +355,8 @@ fn idle_loop(executor: Option<&'static Executor>, nics: &'static Nics, irqs: boo
         for i in (1..nics.len()).filter(|&i| !datapath::has_stack(i)) {
             nics.drain_without_stack(i);
         }
+        // Console output waits in RAM until here (sets WOKEN while more is queued).
+        serial::drain();
         if READY.load(Ordering::Relaxed) {
             // Deferred until the appliance serves: both cost VM exits and page faults.
             nics.top_up();

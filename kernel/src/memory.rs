@@ -95,7 +95,8 @@ pub fn heap_free() -> usize {
     critical_section::with(|cs| HEAP.0.borrow_ref(cs).free())
 }
 
-const PRESENT_WRITABLE: u64 = 0x3;
+/// Present, writable, and reachable from ring 3, where the kernel runs.
+const PRESENT_WRITABLE: u64 = 0x7;
 const HUGE: u64 = 0x80;
 const UNCACHED: u64 = 0x18; // PWT | PCD
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
@@ -141,8 +142,10 @@ pub fn map_mmio(phys: u64, size: u64) {
 }
 
 /// Unmaps the 4 KiB guard page the boot crate reserves below the boot stack,
-/// so that an overflow faults (and is reported from the double-fault IST
-/// stack) instead of overwriting the kernel data below it. Splits the 2 MiB page that holds it into 4 KiB pages.
+/// so that an overflow faults instead of overwriting the kernel data below it.
+/// The kernel runs in ring 3, so the page fault is taken on the TSS's ring-0
+/// stack and reported (the exception report names the guard page). Splits
+/// the 2 MiB page that holds it into 4 KiB pages.
 pub fn guard_boot_stack() {
     let guard = boot::boot_stack_bottom() - 0x1000;
     let pml4 = boot::boot_pml4_phys() as *mut u64;

@@ -1,7 +1,16 @@
 //! The console: 16550 UART on COM1 at 115200 8N1, mirrored to the VGA text
 //! buffer when the machine was booted in text mode (BIOS, not UEFI).
+//!
+//! Output from thread context (ring 3) goes into a RAM ring buffer that the
+//! idle loop drains to the UART ([`drain`]) when there is nothing else to do:
+//! every UART access is a VM exit (a trap to ring 0 and one to the
+//! hypervisor), so printing never sits on the boot path. Order is kept, and
+//! nothing is lost: a full buffer is drained on the spot. Exception handlers
+//! (ring 0) flush the buffer and then print directly, and [`flush`] runs
+//! before the CPU halts for good, so crash reports always come out.
 
-use crate::cpu::{inb, outb};
+use crate::cpu::{self, inb, outb};
+use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -27,12 +36,10 @@ pub fn init() {
     FIFO_DEPTH.store(if iir & 0xC0 == 0xC0 { 16 } else { 1 }, Ordering::Relaxed);
 }
 
-fn serial_byte(b: u8) {
-    if !SERIAL_PRESENT.load(Ordering::Relaxed) {
-        return;
-    }
+/// Sends up to one FIFO-full (`chunk.len() <= FIFO_DEPTH`) with one trap.
+fn serial_chunk(chunk: &[u8]) {
     let mut budget = TX_BUDGET.load(Ordering::Relaxed);
-    if budget == 0 {
+    if budget < chunk.len() {
         // Bounded wait for an empty FIFO: a wedged UART must not hang the kernel.
         for _ in 0..100_000 {
             if inb(COM1 + 5) & 0x20 != 0 {
@@ -41,8 +48,71 @@ fn serial_byte(b: u8) {
         }
         budget = FIFO_DEPTH.load(Ordering::Relaxed);
     }
-    outb(COM1, b);
-    TX_BUDGET.store(budget - 1, Ordering::Relaxed);
+    cpu::outsb(COM1, chunk);
+    TX_BUDGET.store(budget.saturating_sub(chunk.len()), Ordering::Relaxed);
+}
+
+/// Output waiting for the UART. One writer (thread context); readers are
+/// thread context ([`drain`], [`flush`]) and halting exception handlers, which
+/// at worst repeat a few bytes of a chunk they interrupted.
+const BUF_SIZE: usize = 16 * 1024;
+struct Pending(UnsafeCell<[u8; BUF_SIZE]>);
+// SAFETY: one CPU; bytes between TAIL and HEAD are written before HEAD moves
+// past them and only read afterwards.
+unsafe impl Sync for Pending {}
+static PENDING: Pending = Pending(UnsafeCell::new([0; BUF_SIZE]));
+/// Bytes ever queued / ever sent (positions modulo BUF_SIZE).
+static HEAD: AtomicUsize = AtomicUsize::new(0);
+static TAIL: AtomicUsize = AtomicUsize::new(0);
+
+fn queue_byte(b: u8) {
+    let head = HEAD.load(Ordering::Relaxed);
+    if head - TAIL.load(Ordering::Relaxed) >= BUF_SIZE {
+        flush();
+    }
+    // SAFETY: slot `head` is free (not between TAIL and HEAD); see `Pending`.
+    unsafe { (*PENDING.0.get())[head % BUF_SIZE] = b };
+    HEAD.store(head + 1, Ordering::Release);
+}
+
+/// Sends up to `max` queued bytes; returns whether more are waiting.
+fn send_queued(max: usize) -> bool {
+    let head = HEAD.load(Ordering::Acquire);
+    let mut tail = TAIL.load(Ordering::Relaxed);
+    let end = head.min(tail.saturating_add(max));
+    if !SERIAL_PRESENT.load(Ordering::Relaxed) {
+        TAIL.store(head, Ordering::Relaxed);
+        return false;
+    }
+    let depth = FIFO_DEPTH.load(Ordering::Relaxed).max(1);
+    while tail < end {
+        let at = tail % BUF_SIZE;
+        let n = (end - tail).min(depth).min(BUF_SIZE - at);
+        // SAFETY: bytes between TAIL and HEAD are written and stay put until TAIL passes them.
+        let chunk = unsafe { &(&*PENDING.0.get())[at..at + n] };
+        serial_chunk(chunk);
+        tail += n;
+        TAIL.store(tail, Ordering::Relaxed);
+    }
+    tail < head
+}
+
+/// Bytes the idle loop sends per pass, so a long backlog does not delay
+/// network work by more than about a millisecond.
+const DRAIN_PER_PASS: usize = 128;
+
+/// Sends part of the queued output (called by the idle loop). If more is
+/// waiting, the idle loop is kept from halting so it comes back for it.
+pub fn drain() {
+    if send_queued(DRAIN_PER_PASS) {
+        crate::interrupts::WOKEN.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sends all queued output now (before halting, from exception handlers,
+/// and when the buffer is full).
+pub fn flush() {
+    send_queued(usize::MAX);
 }
 
 /// VGA text mirror, kept in a shadow buffer and copied to the screen by
@@ -119,9 +189,9 @@ pub fn flush_vga() {
 
 fn put(b: u8) {
     if b == b'\n' {
-        serial_byte(b'\r');
+        queue_byte(b'\r');
     }
-    serial_byte(b);
+    queue_byte(b);
 }
 
 pub struct Console;
@@ -129,6 +199,10 @@ pub struct Console;
 impl fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         s.bytes().for_each(put);
+        if !cpu::in_user_mode() {
+            // Exception handlers (ring 0) halt next: print synchronously.
+            flush();
+        }
         critical_section::with(|cs| {
             // Busy only if an exception hit while printing: skip the mirror then.
             if let Ok(mut v) = VGA_STATE.borrow(cs).try_borrow_mut()

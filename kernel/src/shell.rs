@@ -126,14 +126,23 @@ fn status(dp: &Datapath) {
         a.full, a.queue_full, a.unanswered, dp.stats.tx_full
     );
     println!(
-        "arp: {} entries (max {}), {} frames waiting, {} requests sent, {} VIP replies",
+        "arp: {} entries (max {}), {} frames waiting, {} requests sent, {} VIP replies; {} ICMP unreachable sent",
         dp.arp.len(),
         dp.arp.capacity(),
         dp.arp.queued(),
         a.requests_sent,
-        dp.stats.vip_arp_replies
+        dp.stats.vip_arp_replies,
+        dp.stats.unreachable_sent
     );
     println!("conntrack: {} flows", e.conntrack().len());
+    let mut i = 0;
+    while let Some(n) = dp.nic_stats(i) {
+        println!(
+            "nic eth{i} rx={} tx={} consumed={} redirected={} dropped={} errors={}",
+            n.rx_frames, n.tx_frames, n.rx_consumed, n.rx_redirected, n.dropped, n.errors
+        );
+        i += 1;
+    }
 }
 
 fn help() {

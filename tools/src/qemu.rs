@@ -38,7 +38,8 @@ impl Accel {
     }
 
     /// KVM-PVM, the paravirtual nested KVM of some cloud hosts: `/dev/kvm`
-    /// works but the CPU has no VMX/SVM. The appliance boots under it; OVMF
+    /// works but the CPU has no VMX/SVM, and ring-0 guest code is emulated.
+    /// The appliance boots under it (it runs its own code in ring 3); OVMF
     /// does not (its SEC phase stops with a KVM emulation failure).
     pub fn host_is_pvm() -> bool {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -126,7 +127,11 @@ pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 impl Machine {
     pub fn new(boot: Boot) -> Machine {
         let mut accel = Accel::detect();
-        if matches!(boot, Boot::IsoUefi(_)) && accel == Accel::Kvm && Accel::host_is_pvm() {
+        // Under KVM-PVM, firmware runs emulated instruction by instruction:
+        // SeaBIOS plus GRUB take about a minute and OVMF stops outright.
+        // Booting the ISO there is a firmware test, so it runs under TCG.
+        let iso = matches!(boot, Boot::IsoBios(_) | Boot::IsoUefi(_));
+        if iso && accel == Accel::Kvm && Accel::host_is_pvm() {
             accel = Accel::Tcg;
         }
         Machine {
