@@ -24,6 +24,9 @@ const SMALL: u32 = 64;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a path may take to carry its first iperf3 test after boot.
 const PATH_TIMEOUT: Duration = Duration::from_secs(45);
+/// The NIC model with every checksum and segmentation offload off, for
+/// `--offloads off` (same device for both VMs).
+const NIC_NO_OFFLOADS: &str = "virtio-net-pci,csum=off,guest_csum=off,gso=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off";
 
 /// Layer 4 forwarding method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,12 +62,12 @@ impl Mode {
         }
     }
 
-    /// `ipvsadm`'s method letter; IPVS has no SNAT (it needs iptables).
+    /// `ipvsadm`'s method letter. IPVS has no SNAT method: SNAT is its NAT
+    /// method (`-m`) with netfilter masquerading what leaves for the server.
     fn ipvs_method(self) -> Option<&'static str> {
         match self {
             Mode::Dr => Some("g"),
-            Mode::Nat => Some("m"),
-            Mode::Snat => None,
+            Mode::Nat | Mode::Snat => Some("m"),
         }
     }
 
@@ -174,6 +177,9 @@ impl Net {
                 .map(|p| format!("{p}:{}:{PORT}:{}:{m}", self.vip(), self.server()))
                 .collect();
             c += &format!(" bench_ipvs={}", rules.join(","));
+            if self.mode == Mode::Snat {
+                c += " bench_masq=eth0";
+            }
         }
         c
     }
@@ -204,6 +210,9 @@ pub struct Options {
     pub runs: usize,
     /// Also measure the appliance under KVM (an extra column).
     pub also_kvm: bool,
+    /// Segmentation and checksum offloads on the NICs and veths (GSO/TSO
+    /// frames of 64 KiB cross the taps); off compares frame for frame.
+    pub offloads: bool,
     /// The command line as typed, for the report.
     pub command: String,
 }
@@ -228,27 +237,98 @@ pub fn run(opts: &Options) -> Result<String> {
         work: &work,
     };
     let started = Instant::now();
-    eprintln!("direct path:");
-    let direct = ctx.measure(Mode::Dr, Side::Direct);
+    let load_before = load_average();
+    // Every round boots and measures each side once, in turn, so drift in
+    // the machine's other load hits all sides alike.
+    let mut sides: Vec<(Mode, Side)> = vec![(Mode::Dr, Side::Direct)];
+    for &mode in &opts.modes {
+        sides.push((mode, Side::Appliance(opts.accel)));
+        sides.push((mode, Side::LinuxForward));
+        if mode.ipvs_method().is_some() {
+            sides.push((mode, Side::LinuxIpvs));
+        }
+        if opts.also_kvm && opts.accel != Accel::Kvm {
+            sides.push((mode, Side::Appliance(Accel::Kvm)));
+        }
+    }
+    let rounds = opts.runs.max(1);
+    let mut results: Vec<Vec<Outcome>> = vec![Vec::new(); sides.len()];
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}:");
+        for (i, &(mode, side)) in sides.iter().enumerate() {
+            if side == Side::Direct {
+                eprint!("  ");
+            } else {
+                eprint!("  {}, ", mode.title());
+            }
+            results[i].push(ctx.measure(mode, side));
+        }
+    }
+    let mut partial = Vec::new();
+    let mut get = |mode: Mode, side: Side| -> Option<Outcome> {
+        let i = sides.iter().position(|&s| s == (mode, side))?;
+        let (outcome, note) = combine(&results[i]);
+        if let Some(n) = note {
+            partial.push(format!("{}, {}: {n}", mode.title(), side_name(side)));
+        }
+        Some(outcome)
+    };
+    let direct = get(Mode::Dr, Side::Direct).context("direct path not measured")?;
     let mut rows = Vec::new();
     for &mode in &opts.modes {
-        eprintln!("{}:", mode.title());
-        let appliance = ctx.measure(mode, Side::Appliance(opts.accel));
-        let forward = ctx.measure(mode, Side::LinuxForward);
-        let ipvs = mode
-            .ipvs_method()
-            .map(|_| ctx.measure(mode, Side::LinuxIpvs));
-        let kvm = (opts.also_kvm && opts.accel != Accel::Kvm)
-            .then(|| ctx.measure(mode, Side::Appliance(Accel::Kvm)));
         rows.push(Row {
             mode,
-            appliance,
-            forward,
-            ipvs,
-            kvm,
+            appliance: get(mode, Side::Appliance(opts.accel)).context("appliance not measured")?,
+            forward: get(mode, Side::LinuxForward).context("Linux forwarding not measured")?,
+            ipvs: get(mode, Side::LinuxIpvs),
+            kvm: get(mode, Side::Appliance(Accel::Kvm)).filter(|_| opts.accel != Accel::Kvm),
         });
     }
-    report(opts, &debian, &direct, &rows, started.elapsed())
+    let load = (load_before, load_average());
+    report(
+        opts,
+        &debian,
+        &direct,
+        &rows,
+        &partial,
+        started.elapsed(),
+        load,
+    )
+}
+
+/// The median of the rounds that worked, and a note when some failed.
+fn combine(runs: &[Outcome]) -> (Outcome, Option<String>) {
+    let ok: Vec<Figures> = runs
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    let first_error = runs.iter().find_map(|r| r.as_ref().err().cloned());
+    match first_error {
+        None => {}
+        Some(e) if ok.is_empty() => return (Err(e), None),
+        Some(e) => {
+            let failed = runs.len() - ok.len();
+            let note = format!("{failed} of {} rounds failed ({e})", runs.len());
+            return (Ok(median_figures(&ok)), Some(note));
+        }
+    }
+    (Ok(median_figures(&ok)), None)
+}
+
+fn median_figures(v: &[Figures]) -> Figures {
+    Figures {
+        pps: median(v.iter().map(|f| f.pps).collect()),
+        gbps: median(v.iter().map(|f| f.gbps).collect()),
+    }
+}
+
+/// The host's 1-minute load average: other work on the machine skews
+/// every figure, so the report states it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 struct Row {
@@ -273,7 +353,7 @@ impl Ctx<'_> {
         match self.try_measure(mode, side) {
             Ok(f) => {
                 eprintln!(
-                    "  {what}: {:.0} packets/s, {:.3} Gbit/s ({:.0} s)",
+                    "{what}: {:.0} packets/s, {:.3} Gbit/s ({:.0} s)",
                     f.pps,
                     f.gbps,
                     t.elapsed().as_secs_f64()
@@ -282,7 +362,7 @@ impl Ctx<'_> {
             }
             Err(e) => {
                 let text = format!("{e:#}");
-                eprintln!("  {what} failed: {text}");
+                eprintln!("{what} failed: {text}");
                 Err(text
                     .split("; console:")
                     .next()
@@ -321,6 +401,13 @@ impl Ctx<'_> {
             &format!("{}/24", net.server()),
             gateway.as_deref(),
         )?;
+        if !self.opts.offloads {
+            for host in [&client, &server] {
+                host.exec(&[
+                    "ethtool", "-K", "eth0", "tso", "off", "gso", "off", "gro", "off",
+                ])?;
+            }
+        }
         let uses_vip = matches!(side, Side::Appliance(_) | Side::LinuxIpvs)
             || (side == Side::LinuxForward && mode == Mode::Dr);
         if uses_vip && mode == Mode::Dr {
@@ -350,16 +437,9 @@ impl Ctx<'_> {
             .work
             .join(format!("{}-{}.json", mode.name(), side_file(side)));
         wait_path(&client, &target, &scratch)?;
-        let mut pps = Vec::new();
-        let mut gbps = Vec::new();
-        for _ in 0..self.opts.runs.max(1) {
-            gbps.push(iperf3_tcp(&client, &target, self.opts.seconds, &scratch)?);
-            pps.push(iperf3_udp(&client, &target, self.opts.seconds, &scratch)?);
-        }
-        Ok(Figures {
-            pps: median(pps),
-            gbps: median(gbps),
-        })
+        let gbps = iperf3_tcp(&client, &target, self.opts.seconds, &scratch)?;
+        let pps = iperf3_udp(&client, &target, self.opts.seconds, &scratch)?;
+        Ok(Figures { pps, gbps })
     }
 
     /// Boots the appliance or the Debian guest on `taps` and waits until it is up.
@@ -392,9 +472,13 @@ impl Ctx<'_> {
         machine.accel = accel;
         machine.memory_mib = self.opts.memory_mib;
         for tap in taps {
-            machine.nics.push(Nic::virtio(Backend::Tap {
+            let mut nic = Nic::virtio(Backend::Tap {
                 ifname: tap.clone(),
-            }));
+            });
+            if !self.opts.offloads {
+                nic.model = NIC_NO_OFFLOADS.into();
+            }
+            machine.nics.push(nic);
         }
         let vm = Appliance::boot(&machine, Some(lab))?;
         match side {
@@ -637,7 +721,9 @@ fn report(
     debian: &DebianGuest,
     direct: &Outcome,
     rows: &[Row],
+    partial: &[String],
     elapsed: Duration,
+    load: (String, String),
 ) -> Result<String> {
     let accel = opts.accel.name();
     let kvm_col = rows.iter().any(|r| r.kvm.is_some());
@@ -659,7 +745,7 @@ fn report(
         ("UDP 64 B received packets/s", |f| f.pps, kpps),
         ("TCP throughput", |f| f.gbps, gbit),
     ];
-    let mut failures: Vec<String> = Vec::new();
+    let mut failures: Vec<String> = partial.to_vec();
     let mut note = |what: String, o: &Outcome| {
         if let Err(e) = o {
             failures.push(format!("{what}: {e}"));
@@ -681,7 +767,7 @@ fn report(
         for (name, figure, fmt) in figures {
             let ipvs = match &r.ipvs {
                 Some(o) => cell(o, figure, fmt),
-                None => "n/a²".into(),
+                None => "n/a".into(),
             };
             write!(
                 md,
@@ -718,17 +804,36 @@ fn report(
     )?;
     writeln!(
         md,
-        "- Machine: {} CPUs ({}), host kernel {}; Debian guest kernel {}.",
+        "- Appliance: release kernel ELF {} ({} KiB), config compiled from the TOML this bench writes (one TCP and one UDP virtual service on port {PORT}, one real server, no health check).",
+        opts.kernel.display(),
+        std::fs::metadata(&opts.kernel)
+            .map(|m| m.len() / 1024)
+            .unwrap_or(0)
+    )?;
+    writeln!(
+        md,
+        "- Offloads: {}",
+        if opts.offloads {
+            "on (QEMU's defaults: the Linux VM and the direct path move TCP as 64 KiB GSO/TSO frames through the taps and veths; the appliance negotiates none of them and handles MTU frames)"
+        } else {
+            "off (virtio-net-pci with csum, gso and every tso/ecn/ufo feature off for both VMs; tso, gso and gro off on the client's and server's veths): frame for frame"
+        }
+    )?;
+    writeln!(
+        md,
+        "- Machine: {} CPUs ({}), host kernel {}, 1-minute load average {} before and {} after (other work shares the CPUs); Debian guest kernel {}.",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         cpu_model(),
         host_kernel(),
+        load.0,
+        load.1,
         debian.version
     )?;
     writeln!(
         md,
-        "- Each figure: median of {} iperf3 run(s) of {} s from a client namespace to a real server namespace. UDP: `-u -l {SMALL} -b 0`, packets/s the server received; TCP: one stream, receiver's Gbit/s. Ratios above 1 mean the appliance is faster.",
+        "- Each figure: median of {} rounds; a round boots every side afresh and measures them in turn (so drift in the machine's load hits all alike), each with one iperf3 run of {} s per figure from a client namespace to a real server namespace. UDP: `-u -l {SMALL} -b 0`, packets/s the server received; TCP: one stream, receiver's Gbit/s. Ratios above 1 mean the appliance is faster.",
         opts.runs.max(1),
         opts.seconds
     )?;
@@ -738,7 +843,7 @@ fn report(
     )?;
     writeln!(
         md,
-        "- ² IPVS has no SNAT method: one-arm SNAT needs iptables/nftables masquerading on top, left out; SNAT compares with plain forwarding of both directions."
+        "- IPVS has no SNAT method: its SNAT here is NAT (`-m`) on one arm with `net.ipv4.vs.conntrack=1` and an nftables `masquerade` rule on eth0's postrouting, so the server sees the VM's address, as with the appliance."
     )?;
     if !failures.is_empty() {
         writeln!(md, "- ¹ Failures:")?;
@@ -825,8 +930,9 @@ mod tests {
         let c = nat.linux_cmdline(Side::LinuxIpvs);
         assert!(c.contains("eth1=10.231.21.1/24"));
         assert!(c.contains(":10.231.21.21:m"));
+        assert!(!c.contains("bench_masq"));
         let snat = Net::new(Mode::Snat).linux_cmdline(Side::LinuxIpvs);
-        assert!(!snat.contains("bench_ipvs"));
+        assert!(snat.contains(":10.231.30.21:m") && snat.contains("bench_masq=eth0"));
     }
 
     #[test]
@@ -837,6 +943,20 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{mode:?}: {e}\n{toml}"));
             assert_eq!(config.virtual_services.len(), 2);
         }
+    }
+
+    #[test]
+    fn rounds_combine_to_medians_with_failures_noted() {
+        let f = |pps: f64, gbps: f64| Ok(Figures { pps, gbps });
+        let (all, note) = combine(&[f(3.0, 0.1), f(1.0, 0.3), f(2.0, 0.2)]);
+        let all = all.unwrap();
+        assert_eq!((all.pps, all.gbps), (2.0, 0.2));
+        assert!(note.is_none());
+        let (some, note) = combine(&[f(4.0, 1.0), Err("boot failed".into())]);
+        assert_eq!(some.unwrap().pps, 4.0);
+        assert_eq!(note.as_deref(), Some("1 of 2 rounds failed (boot failed)"));
+        let (none, _) = combine(&[Err("x".into()), Err("y".into())]);
+        assert_eq!(none.unwrap_err(), "x");
     }
 
     #[test]

@@ -37,13 +37,20 @@ pub const BOOT: GuestSpec = GuestSpec {
     programs: &[],
 };
 
-/// The L4 benchmark's guest: IPVS with the round-robin scheduler (loaded up
-/// front: there is no modprobe for the kernel to call) and `ipvsadm`.
+/// The L4 benchmark's guest: IPVS with the round-robin scheduler and
+/// nftables masquerading (all loaded up front: there is no modprobe for the
+/// kernel to call), `ipvsadm` and `nft`.
 pub const L4: GuestSpec = GuestSpec {
     name: "l4",
-    modules: &["ip_vs", "ip_vs_rr"],
-    packages: &["ipvsadm"],
-    programs: &["sbin/ipvsadm"],
+    modules: &[
+        "ip_vs",
+        "ip_vs_rr",
+        "nf_tables",
+        "nft_chain_nat",
+        "nft_masq",
+    ],
+    packages: &["ipvsadm", "nftables", "libnftables1"],
+    programs: &["sbin/ipvsadm", "usr/sbin/nft"],
 };
 
 /// `/init`. Settings come from the kernel command line (no spaces inside):
@@ -52,6 +59,8 @@ pub const L4: GuestSpec = GuestSpec {
 /// - `bench_forward=1`: IPv4 forwarding on, ICMP redirects off
 /// - `bench_ipvs=PROTO:VIP:PORT:SERVER:METHOD,...` with PROTO `t` or `u` and
 ///   METHOD `g` (direct routing) or `m` (NAT), round robin.
+/// - `bench_masq=IF`: masquerade what leaves on IF (IPVS NAT made SNAT;
+///   `vs/conntrack=1` lets netfilter NAT see IPVS connections).
 ///
 /// It logs `ready` through the kernel log, so the line carries the kernel's
 /// own time since boot, or `bench-failed: ...` when a step fails.
@@ -83,6 +92,13 @@ for s in $(arg bench_ipvs | $B tr , ' '); do
   /sbin/ipvsadm -L -n -$1 "$2:$3" > /dev/null 2>&1 || /sbin/ipvsadm -A -$1 "$2:$3" -s rr || fail "ipvs service $s"
   /sbin/ipvsadm -a -$1 "$2:$3" -r "$4" -$5 || fail "ipvs server $s"
 done
+masq=$(arg bench_masq)
+if [ -n "$masq" ]; then
+  echo 1 > /proc/sys/net/ipv4/vs/conntrack || fail "vs/conntrack"
+  /usr/sbin/nft add table ip bench || fail "nft table"
+  /usr/sbin/nft add chain ip bench post '{ type nat hook postrouting priority 100 ; }' || fail "nft chain"
+  /usr/sbin/nft add rule ip bench post oifname "$masq" masquerade || fail "nft masquerade"
+fi
 [ -z "$(arg bench_ipvs)" ] || /sbin/ipvsadm -L -n
 echo "<1>ready" > /dev/kmsg
 exec $B sleep 1000000
@@ -101,7 +117,7 @@ pub fn prepare(dir: &Path) -> Result<DebianGuest> {
 }
 
 /// Downloads (once) the kernel, busybox and `spec`'s packages under `dir`
-/// and builds `spec`'s initramfs (once; delete it to rebuild).
+/// and builds `spec`'s initramfs (again only when the spec or /init change).
 pub fn prepare_spec(dir: &Path, spec: &GuestSpec) -> Result<DebianGuest> {
     fs::create_dir_all(dir)?;
     let vmlinuz = dir.join("vmlinuz");
@@ -127,7 +143,13 @@ pub fn prepare_spec(dir: &Path, spec: &GuestSpec) -> Result<DebianGuest> {
         initramfs,
         version,
     };
-    if guest.initramfs.exists() {
+    // The initramfs is rebuilt whenever what goes into it changes.
+    let key = format!(
+        "{:?} {:?} {:?}\n{INIT}",
+        spec.modules, spec.packages, spec.programs
+    );
+    let key_file = guest.initramfs.with_extension("key");
+    if guest.initramfs.exists() && fs::read_to_string(&key_file).ok().as_deref() == Some(&key) {
         return Ok(guest);
     }
     let mut wanted: Vec<String> = Vec::new();
@@ -145,6 +167,7 @@ pub fn prepare_spec(dir: &Path, spec: &GuestSpec) -> Result<DebianGuest> {
     }
     let cpio = build_initramfs(&root, &guest.version, spec)?;
     fs::write(&guest.initramfs, cpio)?;
+    fs::write(&key_file, key)?;
     Ok(guest)
 }
 
@@ -195,6 +218,8 @@ fn build_initramfs(root: &Path, version: &str, spec: &GuestSpec) -> Result<Vec<u
         "lib/modules",
         "lib64",
         "lib/x86_64-linux-gnu",
+        "usr",
+        "usr/sbin",
     ] {
         cpio.dir(d);
     }

@@ -99,12 +99,19 @@ enum BenchCmd {
         /// Memory of both VMs in MiB.
         #[arg(long, default_value_t = 256)]
         memory: u32,
-        /// iperf3 runs per figure (the median is reported).
-        #[arg(long, default_value_t = 1)]
+        /// Rounds; each boots every side afresh and measures each figure once
+        /// (the median is reported).
+        #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Also measure the appliance under KVM (an extra column).
         #[arg(long)]
         also_kvm: bool,
+        /// NIC checksum/segmentation offloads: on (QEMU's default) or off.
+        #[arg(long, default_value = "on")]
+        offloads: String,
+        /// Appliance kernel ELF to measure instead of building one.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
     },
 }
 
@@ -178,6 +185,8 @@ fn main() -> Result<()> {
                     memory,
                     runs,
                     also_kvm,
+                    offloads,
+                    kernel,
                 },
         } => {
             setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
@@ -186,12 +195,22 @@ fn main() -> Result<()> {
                 "tcg" => Accel::Tcg,
                 other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
             };
+            let offloads = match offloads.as_str() {
+                "on" => true,
+                "off" => false,
+                other => bail!("--offloads takes on or off, not {other:?}"),
+            };
             let modes = modes
                 .iter()
                 .map(|m| tools::bench_l4::Mode::parse(m))
                 .collect::<Result<Vec<_>>>()?;
-            let kernel = image::build_kernel(Profile::Release)?;
-            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let kernel = match kernel {
+                Some(k) => k,
+                None => image::build_kernel(Profile::Release)?,
+            };
+            // The way the README runs the tool, with the arguments given.
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let command = format!("cargo run -p tools --release -- {}", args.join(" "));
             let report = tools::bench_l4::run(&tools::bench_l4::Options {
                 kernel,
                 accel,
@@ -200,6 +219,7 @@ fn main() -> Result<()> {
                 memory_mib: memory,
                 runs,
                 also_kvm,
+                offloads,
                 command,
             })?;
             let out = workspace::root().join("target").join("bench").join("l4.md");
@@ -219,7 +239,11 @@ fn run(cmdline: String, memory: u32, iso: Option<String>, config: Option<PathBuf
         Some(file) => {
             let blob = workspace::appliance_dir().join("config.bin");
             config_cmd::compile(file, &blob)?;
-            eprintln!("run: config {} compiled to {}", file.display(), blob.display());
+            eprintln!(
+                "run: config {} compiled to {}",
+                file.display(),
+                blob.display()
+            );
             Some(blob)
         }
         None => None,

@@ -46,8 +46,9 @@ pub const TEST: &[Requirement] = &[
     req("python3", "python3"),
 ];
 
-/// What the benchmarks need on top of the tests: the traffic generator.
-pub const BENCH: &[Requirement] = &[req("iperf3", "iperf3")];
+/// What the benchmarks need on top of the tests: the traffic generator and
+/// the offload switch.
+pub const BENCH: &[Requirement] = &[req("iperf3", "iperf3"), req("ethtool", "ethtool")];
 
 fn present(r: &Requirement) -> bool {
     if r.path_or_cmd.starts_with('/') {
