@@ -16,7 +16,7 @@ use core::net::Ipv4Addr;
 use core::sync::atomic::{AtomicU32, Ordering};
 use embassy_net::EthernetAddress;
 use embassy_time::Timer;
-use lb_core::config::Config;
+use lb_core::config::{Config, Interface};
 use lb_core::engine::{Capacities, Decision, Engine};
 use lb_core::frame::set_macs;
 use lb_core::time::Instant;
@@ -84,6 +84,13 @@ pub struct Datapath {
     vips: Vec<(Ipv4Addr, usize)>,
 }
 
+/// Copies as much of `src` as fits (the NIC may hand out a shorter buffer
+/// than asked for; a frame is never written past it).
+fn copy_prefix(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
 fn subnet_holds(net: (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
     let mask = u32::MAX
         .checked_shl(32 - u32::from(net.1.min(32)))
@@ -100,9 +107,31 @@ impl Datapath {
         gateway: Option<Ipv4Addr>,
         seed: u64,
     ) -> Datapath {
-        let config = config.unwrap_or_else(empty_config);
+        let mut config = config.unwrap_or_else(empty_config);
+        // NIC n is interface n of the config for the engine: give NICs the
+        // config does not list (e.g. after a rejected blob) an entry, so
+        // the engine routes through every addressed NIC.
+        let listed = config.network.interfaces.len();
+        for (i, a) in addrs.iter().enumerate().skip(listed) {
+            config.network.interfaces.push(Interface {
+                name: alloc::format!("eth{i}"),
+                dhcp: false,
+                address: a.map(|a| a.0),
+                prefix: a.map(|a| a.1),
+                role: Default::default(),
+            });
+        }
         let mut caps = Capacities::from_config(&config);
         caps.hash_seed = seed;
+        if config
+            .virtual_services
+            .iter()
+            .all(|vs| vs.forwarding == lb_core::config::Forwarding::Layer7)
+        {
+            // No L4 service: nothing is ever tracked; keep the tables token-sized.
+            caps.conntrack = 64;
+            caps.persistence = 64;
+        }
         limit_to_ram(&mut caps, crate::memory::heap_free());
         let mut engine = match Engine::new(&config, caps) {
             Ok(e) => e,
@@ -116,10 +145,8 @@ impl Datapath {
             }
         };
         for (i, a) in addrs.iter().enumerate() {
-            if a.is_some() && !engine.set_interface_address(i, *a) {
-                println!(
-                    "warning: eth{i} has an address but no [[network.interface]] entry; the L4 engine does not route through it"
-                );
+            if a.is_some() {
+                engine.set_interface_address(i, *a);
             }
         }
         engine.set_gateway(gateway);
@@ -208,7 +235,7 @@ impl Datapath {
             if set_macs(&mut f, EthernetAddress(mac), EthernetAddress(src)).is_err() {
                 continue;
             }
-            self.send(nic, f.len(), |b| b.copy_from_slice(&f));
+            self.send(nic, f.len(), |b| copy_prefix(b, &f));
         }
     }
 
@@ -237,7 +264,7 @@ impl Datapath {
             return self.on_arp(nic, frame, &a, now);
         }
         match self.engine.process(nic, frame, now) {
-            Decision::ToStack => self.to_stack(nic, frame, now),
+            Decision::ToStack => self.for_stack(nic, frame, now),
             Decision::Drop(_) => Verdict::Consumed,
             Decision::Forward { nic: out, next_hop } => {
                 let Some(&src) = self.macs.get(out) else {
@@ -267,7 +294,7 @@ impl Datapath {
 
     /// A frame for the stack, unless it was routed to us for a destination
     /// we do not serve: then ICMP "network unreachable" (see [`unreachable`]).
-    fn to_stack(&mut self, nic: usize, frame: &[u8], now: Instant) -> Verdict {
+    fn for_stack(&mut self, nic: usize, frame: &[u8], now: Instant) -> Verdict {
         let (Some(&mac), Some(Some((own, _)))) = (self.macs.get(nic), self.addrs.get(nic)) else {
             return Verdict::PassToStack;
         };
@@ -282,7 +309,7 @@ impl Datapath {
             if set_macs(&mut reply, EthernetAddress(to), EthernetAddress(mac)).is_ok() {
                 self.send(nic, reply.len().max(MIN_FRAME), |b| {
                     b.fill(0);
-                    b[..reply.len()].copy_from_slice(&reply);
+                    copy_prefix(b, &reply);
                 });
                 self.stats.unreachable_sent += 1;
             }

@@ -23,7 +23,7 @@ use embassy_net::Stack;
 use embassy_net::tcp::{State, TcpSocket};
 use embassy_time::{Duration as EDuration, Timer, with_timeout};
 use lb_core::health::{
-    Action, CheckParams, Dialog, FailReason, Health, ServerHealth, Verdict, check_target,
+    Action, CheckKind, CheckParams, Dialog, FailReason, Health, ServerHealth, Verdict, check_target,
 };
 use lb_core::time::Instant;
 
@@ -92,6 +92,12 @@ impl Board {
                     }
                     Some(params) => {
                         let (ip, port) = check_target(vs, rs);
+                        if matches!(params.kind, CheckKind::Https(_)) {
+                            println!(
+                                "warning: health: {}/{}: HTTPS checks need TLS, which this build lacks; the server will be marked down",
+                                vs.label, rs.label
+                            );
+                        }
                         targets.push(Target {
                             service: si,
                             server: ri,
@@ -184,8 +190,7 @@ async fn run_check(job: &Job, rx: &mut [u8], tx: &mut [u8]) -> Verdict {
         Err(_) => return Verdict::Fail(FailReason::ConnectFailed),
     };
     if dialog.needs_tls() {
-        // No TLS in the kernel yet: an HTTPS check cannot pass.
-        println!("health: HTTPS checks need TLS, which this build lacks");
+        // No TLS in the kernel yet (said once at boot): an HTTPS check cannot pass.
         return Verdict::Fail(FailReason::ConnectFailed);
     }
     let mut socket = TcpSocket::new(job.stack, rx, tx);

@@ -164,10 +164,14 @@ fn storescp_recording(
     let record = format!("echo #r #f >> {}", peers_log.display());
     let port_s = port.to_string();
     let dir_s = dir.display().to_string();
+    // Like a real PACS: one process per association (`--fork`), so the idle
+    // association does not block the others, and no 60 s default socket
+    // timeout (`-ts`) that would end it before the appliance's does.
     let p = Process::spawn(
         host,
         &[
-            "storescp", "-v", "-aet", "PACS", "+B", "-od", &dir_s, "-xcr", &record, "-xs", &port_s,
+            "storescp", "-v", "--fork", "-ts", "600", "-aet", "PACS", "+B", "-od", &dir_s, "-xcr",
+            &record, "-xs", &port_s,
         ],
         log,
     )?;
