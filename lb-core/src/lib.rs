@@ -11,13 +11,13 @@ extern crate alloc;
 extern crate std;
 
 pub mod cmdline;
-pub mod flow;
-pub mod health;
-pub mod engine;
-pub mod frame;
-pub mod time;
 pub mod config;
 pub mod conntrack;
+pub mod engine;
 pub mod envelope;
+pub mod flow;
+pub mod frame;
+pub mod health;
 pub mod persist;
 pub mod schedule;
+pub mod time;

@@ -111,7 +111,10 @@ fn default_config_is_valid_and_forwards_nothing() {
     // The vendor guide's factory default address.
     let eth0 = &cfg.network.interfaces[0];
     assert!(!eth0.dhcp);
-    assert_eq!(eth0.address, Some(core::net::Ipv4Addr::new(192, 168, 2, 21)));
+    assert_eq!(
+        eth0.address,
+        Some(core::net::Ipv4Addr::new(192, 168, 2, 21))
+    );
     assert_eq!(eth0.prefix, Some(24));
     assert!(validate(&Config::empty()).is_ok());
 }
