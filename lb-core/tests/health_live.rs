@@ -45,12 +45,19 @@ fn have_python_hl7() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A port no other test of this run is handed: each call takes the next one
+/// from a range chosen by the process id (the kernel's ephemeral choice may
+/// give two parallel tests the same just-released port), skipping busy ones.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 200) as u16 * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn wait_listening(port: u16) {
@@ -411,10 +418,16 @@ fn connect_check_against_open_and_closed_ports() {
     };
     assert_eq!(run(&tcp, 0, port), Verdict::Pass);
     drop(listener);
-    assert_eq!(run(&tcp, 1, port), Verdict::Fail(FailReason::ConnectFailed));
+    // A closed port: tcpmux's, which nothing here listens on. (The port just
+    // dropped is no good: a test running beside this one may take it.)
+    let closed = 1;
+    assert_eq!(
+        run(&tcp, 1, closed),
+        Verdict::Fail(FailReason::ConnectFailed)
+    );
     // Same for the protocol checks: a closed port is a connect failure.
     assert_eq!(
-        run(&dicom("LBHEALTH", "STORESCP"), 0, port),
+        run(&dicom("LBHEALTH", "STORESCP"), 0, closed),
         Verdict::Fail(FailReason::ConnectFailed)
     );
 }

@@ -166,12 +166,13 @@ fn storescp_recording(
     let dir_s = dir.display().to_string();
     // Like a real PACS: one process per association (`--fork`), so the idle
     // association does not block the others, and no 60 s default socket
-    // timeout (`-ts`) that would end it before the appliance's does.
+    // timeout (`-ts`) that would end it before the appliance's does. No
+    // reverse DNS of callers (`-dhl`): the lab has no resolver.
     let p = Process::spawn(
         host,
         &[
-            "storescp", "-v", "--fork", "-ts", "600", "-aet", "PACS", "+B", "-od", &dir_s, "-xcr",
-            &record, "-xs", &port_s,
+            "storescp", "-v", "--fork", "-ts", "600", "-dhl", "-aet", "PACS", "+B", "-od", &dir_s,
+            "-xcr", &record, "-xs", &port_s,
         ],
         log,
     )?;
@@ -180,6 +181,27 @@ fn storescp_recording(
 }
 
 impl Scenario {
+    /// Starts PACS `i`'s storescp again (after a test stopped it); its logs
+    /// go to `pacs{i}-{port}.restarted.log`.
+    pub fn restart_storescp(&mut self, i: usize) -> Result<()> {
+        let p = &mut self.pacs[i];
+        p.storescp.clear();
+        for port in [104u16, 11112] {
+            let log = self
+                .tmp
+                .path()
+                .join(format!("pacs{i}-{port}.restarted.log"));
+            p.storescp.push(storescp_recording(
+                &p.host,
+                port,
+                &p.dir,
+                &p.peers_log,
+                &log,
+            )?);
+        }
+        Ok(())
+    }
+
     pub fn start(plan: Plan) -> Result<Scenario> {
         let tmp = TempDir::new(plan.method.name())?;
         let mut lab = Lab::new()?;

@@ -119,3 +119,58 @@ fn iso_boots_under_bios() {
 fn iso_boots_under_uefi() {
     iso_boots(Boot::IsoUefi(images().iso.clone()));
 }
+
+/// A damaged config blob as boot module (truncated, one bit flipped, a
+/// future format version): a clear console error, no virtual services, and
+/// the appliance still boots and answers on the command line's address.
+#[test]
+fn damaged_config_blob_is_reported_and_the_appliance_still_serves() {
+    let dir = std::env::temp_dir().join(format!("lbtest-{}-blob", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.bin");
+    let medical = tools::workspace::root().join("lb-core/configs/medical.toml");
+    tools::config_cmd::compile(&medical, &good).unwrap();
+    let blob = std::fs::read(&good).unwrap();
+    let mut flipped = blob.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    let mut future = blob.clone();
+    future[4] = 0x7f; // format version, right after the 4-byte magic
+    let cases = [
+        ("truncated", blob[..blob.len() / 2].to_vec()),
+        ("flipped", flipped),
+        ("future", future),
+    ];
+    for (name, bytes) in cases {
+        let path = dir.join(format!("{name}.bin"));
+        std::fs::write(&path, bytes).unwrap();
+        let mut lab = Lab::new().unwrap();
+        let tap = lab.tap("br0").unwrap();
+        let client = lab.host("client", "br0", "10.204.0.1/24", None).unwrap();
+        let mut machine = Machine::new(Boot::Kernel {
+            elf: images().kernel.clone(),
+            cmdline: "ip=10.204.0.2/24".into(),
+            module: Some(path),
+        });
+        machine.nics.push(Nic::virtio(Backend::Tap { ifname: tap }));
+        let vm = Appliance::boot(&machine, Some(&lab)).unwrap();
+        vm.wait_ready(BOOT_TIMEOUT).unwrap();
+        let console = vm.console();
+        assert!(
+            console.lines().any(|l| l.starts_with("error: config: ")),
+            "{name}: a clear config error:\n{console}"
+        );
+        assert!(
+            console.contains("running with no virtual services"),
+            "{name}:\n{console}"
+        );
+        let loss = client.ping_loss("10.204.0.2", 5, "0.05").unwrap();
+        assert_eq!(
+            loss,
+            0.0,
+            "{name}: still serves; console:\n{}",
+            vm.console()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
