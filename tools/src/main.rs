@@ -2,8 +2,9 @@
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use tools::image::{self, Profile};
 use tools::qemu::{Accel, Backend, Boot, Machine, Nic, Serial};
 use tools::{config_cmd, setup, workspace};
@@ -326,5 +327,74 @@ fn test(args: Vec<String>) -> Result<()> {
     );
     let mut test_args = vec!["test"];
     test_args.extend(args.iter().map(String::as_str));
-    step("unit, property and end-to-end tests", &test_args)
+    eprintln!("test: unit, property and end-to-end tests");
+    // Forward cargo's output as it comes and add up its per-binary results,
+    // so the run ends on one line with the whole suite's count.
+    let mut child = Command::new(&cargo)
+        .current_dir(workspace::root())
+        .args(&test_args)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut total = TestTotals::default();
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        total.add(&line);
+    }
+    let status = child.wait()?;
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.ignored
+    );
+    if !status.success() {
+        bail!("unit, property and end-to-end tests failed ({status})");
+    }
+    if total.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Sums of cargo test's `test result:` lines.
+#[derive(Default)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    /// Adds `test result: ok. 3 passed; 0 failed; 1 ignored; ...`.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn adds_up_cargo_test_results() {
+        let mut t = TestTotals::default();
+        t.add("test result: ok. 200 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 2.04s");
+        t.add("test result: FAILED. 7 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (207, 1, 2));
+    }
 }
