@@ -162,6 +162,18 @@ struct Entry {
 }
 
 impl Entry {
+    /// A new entry for an address whose MAC is not known yet.
+    fn unresolved(nic: usize, now: Instant) -> Self {
+        Entry {
+            nic,
+            mac: None,
+            confirmed: now,
+            last_request: None,
+            tries: 0,
+            queue: Vec::new(),
+        }
+    }
+
     fn fresh_mac(&self, now: Instant) -> Option<[u8; 6]> {
         let mac = self.mac?;
         (now.0.saturating_sub(self.confirmed.0) < EXPIRE_MS).then_some(mac)
@@ -256,17 +268,7 @@ impl ArpCache {
             if !always || !self.make_room() {
                 return None;
             }
-            self.entries.insert(
-                ip,
-                Entry {
-                    nic,
-                    mac: None,
-                    confirmed: now,
-                    last_request: None,
-                    tries: 0,
-                    queue: Vec::new(),
-                },
-            );
+            self.entries.insert(ip, Entry::unresolved(nic, now));
         }
         let e = self.entries.get_mut(&ip)?;
         e.nic = nic;
@@ -303,17 +305,7 @@ impl ArpCache {
                     queued: false,
                 };
             }
-            self.entries.insert(
-                ip,
-                Entry {
-                    nic,
-                    mac: None,
-                    confirmed: now,
-                    last_request: None,
-                    tries: 0,
-                    queue: Vec::new(),
-                },
-            );
+            self.entries.insert(ip, Entry::unresolved(nic, now));
         }
         let Some(e) = self.entries.get_mut(&ip) else {
             return Resolve::Pending {
