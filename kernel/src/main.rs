@@ -20,6 +20,7 @@ mod hal;
 mod health;
 mod interrupts;
 mod memory;
+mod rng;
 mod serial;
 mod services;
 mod shell;
@@ -149,6 +150,8 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     trace::mark("heap");
     time::calibrate();
     trace::mark("clock calibrated");
+    let entropy = rng::init();
+    trace::mark("rng seeded");
 
     println!("{PRODUCT} {VERSION}");
     println!(
@@ -158,6 +161,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         heap_start,
         time::tsc_hz() / 1_000_000
     );
+    println!("rng: seeded from {entropy}");
 
     crash_test(boot_info.cmdline());
 
@@ -209,8 +213,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     };
     let resources = Box::leak(Box::new(StackResources::<8>::new()));
     trace::mark("stack resources");
-    let (stack, runner) =
-        embassy_net::new(NicDriver::new(nics, 0), config, resources, cpu::rdtsc());
+    let (stack, runner) = embassy_net::new(NicDriver::new(nics, 0), config, resources, rng::u64());
 
     trace::mark("stack created");
     let executor: &'static Executor = Box::leak(Box::new(Executor::new(core::ptr::null_mut())));
@@ -229,7 +232,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         }
         _ => fatal("cannot spawn the network tasks"),
     }
-    services::start(spawner, nics, stack, setting, loaded.config, cpu::rdtsc());
+    services::start(spawner, nics, stack, setting, loaded.config, rng::u64());
     idle_loop(Some(executor), nics, irqs)
 }
 

@@ -289,6 +289,8 @@ fn run(cmdline: String, memory: u32, iso: Option<String>, config: Option<PathBuf
 fn test(args: Vec<String>) -> Result<()> {
     setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST])?;
     setup::ensure_python(&[("hl7", "hl7"), ("scapy", "scapy")])?;
+    // The kernel lint below needs the bare-metal target before any build does.
+    setup::ensure_rust_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let step = |what: &str, args: &[&str]| -> Result<()> {
         eprintln!("test: {what}");
