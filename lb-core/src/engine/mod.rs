@@ -57,7 +57,8 @@ use crate::conntrack::{
 };
 use crate::flow::{Endpoint, FlowKey, Protocol};
 use crate::frame::{
-    self, Class, DropCounters, DropReason, IcmpError, IcmpTranslation, L4Packet, PortAllocator, Ttl,
+    self, Class, DropCounters, DropReason, IcmpError, IcmpTranslation, L4Checksum, L4Packet,
+    Offload, PortAllocator, Ttl,
 };
 use crate::persist::PersistTable;
 use crate::schedule::{Health, RealServerState, Scheduler};
@@ -230,7 +231,24 @@ impl Engine {
     /// Decides what to do with `frame`, which arrived on interface `nic`,
     /// rewriting it in place when it is forwarded.
     pub fn process(&mut self, nic: usize, frame: &mut [u8], now: Instant) -> Decision {
-        let decision = match self.decide(nic, frame, now) {
+        self.process_offloaded(nic, frame, &Offload::NONE, now)
+    }
+
+    /// [`Engine::process`] for a frame with checksum or segmentation
+    /// offload metadata from its NIC (see [`crate::frame::offload`]): a
+    /// forwarded frame keeps `offload` valid for itself (a partial checksum
+    /// stays partial, a super-frame stays one), so the caller sends it with
+    /// the same metadata, or segments and checksums it in software for a
+    /// NIC that cannot. Metadata that does not fit the frame is dropped as
+    /// [`DropReason::BadOffload`].
+    pub fn process_offloaded(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        offload: &Offload,
+        now: Instant,
+    ) -> Decision {
+        let decision = match self.decide(nic, frame, offload, now) {
             Ok(d) => d,
             Err(reason) => Decision::Drop(reason),
         };
@@ -244,13 +262,17 @@ impl Engine {
         &mut self,
         nic: usize,
         frame: &mut [u8],
+        offload: &Offload,
         now: Instant,
     ) -> Result<Decision, DropReason> {
         if nic >= self.routes.nic_count() {
             return Err(DropReason::UnknownInterface);
         }
         match frame::classify(frame)? {
-            Class::L4(pkt) => self.l4(nic, frame, &pkt, now),
+            Class::L4(pkt) => self.l4(nic, frame, &pkt, offload, now),
+            // ICMP errors are never offloaded; metadata claiming otherwise
+            // would make the translated frame wrong.
+            Class::IcmpError(_) if *offload != Offload::NONE => Err(DropReason::BadOffload),
             Class::IcmpError(err) => self.icmp_error(nic, frame, &err, now),
             Class::Fragment(ip) => {
                 if self.is_l4_vip(ip.dst) || self.nat_servers.binary_search(&ip.src).is_ok() {
@@ -284,8 +306,14 @@ impl Engine {
         nic: usize,
         frame: &mut [u8],
         pkt: &L4Packet,
+        offload: &Offload,
         now: Instant,
     ) -> Result<Decision, DropReason> {
+        let tcp = pkt.key.proto == Protocol::Tcp;
+        if !offload.fits(pkt.ip.transport_offset(), tcp) {
+            return Err(DropReason::BadOffload);
+        }
+        let sent = Sent::of(frame, pkt, offload);
         if let Some((id, dir)) = self.conntrack.get(&pkt.key, now)
             && let Some(&flow) = self.conntrack.flow(id)
         {
@@ -312,10 +340,10 @@ impl Engine {
                 self.persist
                     .touch(flow.service, pkt.key.src.addr, mask, extended, now);
             }
-            return self.forward(nic, frame, pkt, &flow, dir);
+            return self.forward(nic, frame, pkt, offload.checksum, sent, &flow, dir);
         }
         match self.service_for(pkt.key.dst, pkt.key.proto) {
-            Some(svc) => self.new_flow(nic, frame, pkt, svc, now),
+            Some(svc) => self.new_flow(nic, frame, pkt, offload.checksum, sent, svc, now),
             None => Ok(Decision::ToStack),
         }
     }
@@ -349,11 +377,14 @@ impl Engine {
     }
 
     /// Rewrites and routes a packet of a tracked flow.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
         nic: usize,
         frame: &mut [u8],
         pkt: &L4Packet,
+        checksum: L4Checksum,
+        sent: Sent,
         flow: &Flow,
         dir: Direction,
     ) -> Result<Decision, DropReason> {
@@ -369,10 +400,10 @@ impl Engine {
                 })
             }
             (_, Direction::Original, Some(reply)) => {
-                self.route_translated(frame, pkt, reply.dst, reply.src)
+                self.route_translated(frame, pkt, checksum, reply.dst, reply.src)
             }
             (_, Direction::Reply, _) => {
-                self.route_translated(frame, pkt, flow.original.dst, flow.original.src)
+                self.route_translated(frame, pkt, checksum, flow.original.dst, flow.original.src)
             }
             // A DR or layer 7 flow seen in the reply direction, or a NAT flow
             // without reply key: not ours to forward.
@@ -381,8 +412,8 @@ impl Engine {
         let service = &mut self.services[svc];
         match result {
             Ok(Decision::Forward { .. }) => {
-                service.stats.service.forwarded(pkt.ip.total_len);
-                service.stats.servers[srv].forwarded(pkt.ip.total_len);
+                service.stats.service.forwarded(sent.packets, sent.bytes);
+                service.stats.servers[srv].forwarded(sent.packets, sent.bytes);
             }
             Err(reason) => {
                 service.stats.service.dropped(reason);
@@ -399,11 +430,12 @@ impl Engine {
         &self,
         frame: &mut [u8],
         pkt: &L4Packet,
+        checksum: L4Checksum,
         src: Endpoint,
         dst: Endpoint,
     ) -> Result<Decision, DropReason> {
         let (nic, next_hop) = self.routes.route(dst.addr).ok_or(DropReason::NoRoute)?;
-        frame::translate(frame, pkt, src, dst, Ttl::Decrement)?;
+        frame::translate_with(frame, pkt, src, dst, Ttl::Decrement, checksum)?;
         Ok(Decision::Forward { nic, next_hop })
     }
 
@@ -417,11 +449,14 @@ impl Engine {
         reason
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new_flow(
         &mut self,
         nic: usize,
         frame: &mut [u8],
         pkt: &L4Packet,
+        checksum: L4Checksum,
+        sent: Sent,
         svc: usize,
         now: Instant,
     ) -> Result<Decision, DropReason> {
@@ -548,7 +583,7 @@ impl Engine {
         let Some(&flow) = self.conntrack.flow(id) else {
             return Ok(Decision::ToStack);
         };
-        self.forward(nic, frame, pkt, &flow, Direction::Original)
+        self.forward(nic, frame, pkt, checksum, sent, &flow, Direction::Original)
     }
 
     fn icmp_error(
@@ -579,7 +614,7 @@ impl Engine {
                 // About a packet the server sent from the VIP: its business.
                 let rs = service.servers[srv].ip;
                 let nic = self.routes.on_link(rs).unwrap_or(nic);
-                self.services[svc].stats.servers[srv].forwarded(err.ip.total_len);
+                self.services[svc].stats.servers[srv].forwarded(1, err.ip.total_len.into());
                 return Ok(Decision::Forward { nic, next_hop: rs });
             }
             // About a packet sent towards the server: tell the client, as
@@ -615,8 +650,8 @@ impl Engine {
         match result {
             Ok(d) => {
                 let s = &mut self.services[svc].stats;
-                s.service.forwarded(err.ip.total_len);
-                s.servers[srv].forwarded(err.ip.total_len);
+                s.service.forwarded(1, err.ip.total_len.into());
+                s.servers[srv].forwarded(1, err.ip.total_len.into());
                 Ok(d)
             }
             Err(r) => Err(self.count_drop(svc, Some(srv), r)),
@@ -745,6 +780,32 @@ impl ServiceRuntime {
                 service: Counters::default(),
                 servers: alloc::vec![Counters::default(); vs.real_servers.len()],
             },
+        }
+    }
+}
+
+/// What a forwarded frame puts on the wire, for the counters: a
+/// super-frame leaves as several segments, each with its own headers.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    packets: u64,
+    bytes: u64,
+}
+
+impl Sent {
+    fn of(frame: &[u8], pkt: &L4Packet, offload: &Offload) -> Sent {
+        let total = u64::from(pkt.ip.total_len);
+        let l4 = pkt.ip.transport_offset();
+        let l4_header = match pkt.key.proto {
+            Protocol::Tcp => frame.get(l4 + 12).map_or(20, |b| usize::from(b >> 4) * 4),
+            Protocol::Udp => 8,
+        };
+        let headers = usize::from(pkt.ip.header_len) + l4_header;
+        let payload = usize::from(pkt.ip.total_len).saturating_sub(headers);
+        let packets = offload.wire_frames(payload);
+        Sent {
+            packets,
+            bytes: total + (packets - 1) * headers as u64,
         }
     }
 }

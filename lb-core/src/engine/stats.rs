@@ -18,9 +18,9 @@ pub struct Counters {
 
 impl Counters {
     #[inline]
-    pub(crate) fn forwarded(&mut self, bytes: u16) {
-        self.packets = self.packets.wrapping_add(1);
-        self.bytes = self.bytes.wrapping_add(u64::from(bytes));
+    pub(crate) fn forwarded(&mut self, packets: u64, bytes: u64) {
+        self.packets = self.packets.wrapping_add(packets);
+        self.bytes = self.bytes.wrapping_add(bytes);
     }
 
     #[inline]

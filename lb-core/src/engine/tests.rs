@@ -994,3 +994,100 @@ fn ethernet_padding_is_carried_through_untouched() {
             .verify_checksum(&s, &d)
     );
 }
+
+/// A TCP super-frame of `segments` full segments of 1448 bytes whose
+/// checksum is partial, as a host with offloads hands it over.
+fn super_frame(src: Endpoint, dst: Endpoint, segments: usize) -> (Vec<u8>, Offload) {
+    let payload: Vec<u8> = (0..1448 * segments).map(|i| (i % 251) as u8).collect();
+    let mut f = build::tcp(src, dst, PSH_ACK, &payload);
+    let o = build::partial(&mut f, Some(1448));
+    (f, o)
+}
+
+/// Finishes a forwarded frame's partial checksum as the egress NIC would.
+fn complete(frame: &mut [u8], o: &Offload) {
+    let frame::L4Checksum::Partial { start, offset } = o.checksum else {
+        panic!("partial expected")
+    };
+    frame::offload::complete_checksum(frame, start, offset).unwrap();
+}
+
+#[test]
+fn super_frames_keep_partial_checksums_through_every_method() {
+    for (vip, port) in [(DR_VIP, 104), (NAT_VIP, 104), (SNAT_VIP, 2575)] {
+        let mut e = engine();
+        let mut syn = tcp(CLIENT, 40000, vip, port, SYN);
+        let Decision::Forward { next_hop, .. } = e.process(EXT, &mut syn, t(0)) else {
+            panic!("SYN to {vip}")
+        };
+        let translated = key(&syn);
+        let (mut f, o) = super_frame(ep(CLIENT, 40000), ep(vip, port), 40);
+        let d = e.process_offloaded(EXT, &mut f, &o, t(1));
+        assert!(
+            matches!(d, Decision::Forward { next_hop: h, .. } if h == next_hop),
+            "{d:?}"
+        );
+        assert_eq!(key(&f), translated, "same rewrite as the flow's SYN");
+        complete(&mut f, &o);
+        assert!(
+            checksums_ok(&f),
+            "{vip}: checksums after the NIC finished them"
+        );
+        let svc = e.service_for(ep(vip, port), Protocol::Tcp).unwrap();
+        let stats = &e.service_stats(svc).unwrap().service;
+        assert_eq!(stats.packets, 1 + 40, "a super-frame counts its segments");
+        // The SYN (20 + 24 bytes of headers, 7 of payload), then 40 segments.
+        assert_eq!(stats.bytes, 51 + 40 * (40 + 1448));
+    }
+}
+
+#[test]
+fn partial_checksums_survive_nat_replies() {
+    let mut e = engine();
+    let mut syn = tcp(CLIENT, 40000, NAT_VIP, 104, SYN);
+    let Decision::Forward { next_hop: rs, .. } = e.process(EXT, &mut syn, t(0)) else {
+        panic!()
+    };
+    let (mut r, o) = super_frame(ep(rs, 11112), ep(CLIENT, 40000), 3);
+    assert!(matches!(
+        e.process_offloaded(INT, &mut r, &o, t(1)),
+        Decision::Forward { nic: EXT, .. }
+    ));
+    assert_eq!(
+        (key(&r).src, key(&r).dst),
+        (ep(NAT_VIP, 104), ep(CLIENT, 40000))
+    );
+    complete(&mut r, &o);
+    assert!(checksums_ok(&r));
+}
+
+#[test]
+fn offload_metadata_that_does_not_fit_is_dropped() {
+    let mut e = engine();
+    let mut syn = tcp(CLIENT, 40000, NAT_VIP, 104, SYN);
+    e.process(EXT, &mut syn, t(0));
+    let (mut f, mut o) = super_frame(ep(CLIENT, 40000), ep(NAT_VIP, 104), 2);
+    o.checksum = frame::L4Checksum::Partial {
+        start: 20,
+        offset: 16,
+    };
+    assert_eq!(
+        e.process_offloaded(EXT, &mut f, &o, t(1)),
+        Decision::Drop(DropReason::BadOffload)
+    );
+    let mut u = udp(CLIENT, 5000, UDP_VIP, 514);
+    let mut o = build::partial(&mut u, Some(100));
+    assert_eq!(
+        e.process_offloaded(EXT, &mut u, &o, t(2)),
+        Decision::Drop(DropReason::BadOffload),
+        "only TCP is segmented"
+    );
+    o.gso = None;
+    assert!(matches!(
+        e.process_offloaded(EXT, &mut u, &o, t(3)),
+        Decision::Forward { .. }
+    ));
+    complete(&mut u, &o);
+    assert!(checksums_ok(&u));
+    assert_eq!(e.drops().get(DropReason::BadOffload), 2);
+}

@@ -161,3 +161,27 @@ pub fn truncate_ip(frame: &[u8], ip_len: usize) -> Vec<u8> {
     fix_ip_checksum(&mut out);
     out
 }
+
+/// Turns a frame with a whole TCP/UDP checksum into what a host with
+/// checksum offload hands over (the pseudo-header sum in the checksum
+/// field), with the metadata that says so; `gso` makes it a super-frame
+/// of segments of that many payload bytes. Panics on a frame that is not
+/// TCP/UDP over IPv4 (a builder for tests).
+pub fn partial(frame: &mut [u8], gso: Option<u16>) -> super::offload::Offload {
+    use super::offload::{Gso, L4Checksum, Offload, partial_offset_for, pseudo_header_sum};
+    let ip = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..]).expect("an IPv4 frame");
+    let hl = usize::from(ip.header_len());
+    let l4_len = usize::from(ip.total_len()) - hl;
+    let proto: u8 = ip.next_header().into();
+    let p = pseudo_header_sum(ip.src_addr(), ip.dst_addr(), proto, l4_len);
+    let off = partial_offset_for(proto).expect("TCP or UDP");
+    let at = ETHERNET_HEADER_LEN + hl + usize::from(off);
+    frame[at..at + 2].copy_from_slice(&p.to_be_bytes());
+    Offload {
+        checksum: L4Checksum::Partial {
+            start: (ETHERNET_HEADER_LEN + hl) as u16,
+            offset: off,
+        },
+        gso: gso.map(|mss| Gso { mss }),
+    }
+}

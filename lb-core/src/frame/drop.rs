@@ -52,11 +52,15 @@ pub enum DropReason {
     NoRoute,
     /// The frame arrived on an interface number the engine does not know.
     UnknownInterface,
+    /// Offload metadata that does not fit the frame (a partial checksum
+    /// not at its TCP/UDP checksum field, segmentation of something other
+    /// than TCP), or a super-frame that cannot be cut into segments.
+    BadOffload,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedIpv4,
         DropReason::BadIpVersion,
@@ -79,6 +83,7 @@ impl DropReason {
         DropReason::PortsExhausted,
         DropReason::NoRoute,
         DropReason::UnknownInterface,
+        DropReason::BadOffload,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -107,6 +112,7 @@ impl DropReason {
             DropReason::PortsExhausted => "ports-exhausted",
             DropReason::NoRoute => "no-route",
             DropReason::UnknownInterface => "unknown-interface",
+            DropReason::BadOffload => "bad-offload",
         }
     }
 

@@ -31,6 +31,7 @@ pub mod build;
 pub mod checksum;
 pub mod classify;
 pub mod drop;
+pub mod offload;
 pub mod ports;
 pub mod rewrite;
 #[cfg(test)]
@@ -40,5 +41,8 @@ pub use classify::{
     Class, ETHERNET_HEADER_LEN, IcmpError, Ipv4Info, L4Packet, Quoted, TcpFlags, classify,
 };
 pub use drop::{DropCounters, DropReason};
+pub use offload::{Gso, L4Checksum, Offload};
 pub use ports::PortAllocator;
-pub use rewrite::{IcmpTranslation, Ttl, set_macs, translate, translate_icmp_error};
+pub use rewrite::{
+    IcmpTranslation, Ttl, set_macs, translate, translate_icmp_error, translate_with,
+};

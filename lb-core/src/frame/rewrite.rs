@@ -13,6 +13,7 @@ use smoltcp::wire::EthernetAddress;
 use super::checksum::{self, Delta, read16, write16};
 use super::classify::{ETHERNET_HEADER_LEN, IcmpError, L4Packet};
 use super::drop::DropReason;
+use super::offload::{L4Checksum, Offload};
 use crate::flow::{Endpoint, Protocol};
 
 const IP: usize = ETHERNET_HEADER_LEN;
@@ -75,17 +76,42 @@ pub fn translate(
     dst: Endpoint,
     ttl: Ttl,
 ) -> Result<(), DropReason> {
+    translate_with(frame, pkt, src, dst, ttl, L4Checksum::Complete)
+}
+
+/// [`translate`] for a frame whose TCP/UDP checksum is in state `checksum`
+/// (partial when a NIC with checksum offload will finish it; see
+/// [`super::offload`]). A partial checksum that is not this packet's
+/// checksum field is refused ([`DropReason::BadOffload`]).
+pub fn translate_with(
+    frame: &mut [u8],
+    pkt: &L4Packet,
+    src: Endpoint,
+    dst: Endpoint,
+    ttl: Ttl,
+    checksum: L4Checksum,
+) -> Result<(), DropReason> {
     let l4 = pkt.ip.transport_offset();
     if frame.len() < pkt.ip.end() || pkt.ip.end() < l4 + 8 {
         return Err(DropReason::BadTotalLength);
     }
+    let tcp = pkt.key.proto == Protocol::Tcp;
+    let offload = Offload {
+        checksum,
+        gso: None,
+    };
+    if !offload.fits(l4, tcp) {
+        return Err(DropReason::BadOffload);
+    }
     let mut ip_delta = Delta::NONE;
     ip_delta.addr(pkt.key.src.addr, src.addr);
     ip_delta.addr(pkt.key.dst.addr, dst.addr);
-    // The transport checksum covers the addresses through the pseudo-header.
-    let mut l4_delta = ip_delta;
-    l4_delta.word(pkt.key.src.port, src.port);
-    l4_delta.word(pkt.key.dst.port, dst.port);
+    // The transport checksum covers the addresses through the pseudo-header
+    // and the ports directly.
+    let pseudo = ip_delta;
+    let mut ports = Delta::NONE;
+    ports.word(pkt.key.src.port, src.port);
+    ports.word(pkt.key.dst.port, dst.port);
     // Only now that nothing can fail does the frame change.
     ttl_step(frame, ttl, &mut ip_delta)?;
 
@@ -94,15 +120,8 @@ pub fn translate(
     checksum::patch(frame, IP + IP_CHECKSUM, ip_delta);
     write16(frame, l4, src.port);
     write16(frame, l4 + 2, dst.port);
-    match pkt.key.proto {
-        Protocol::Tcp => {
-            checksum::patch(frame, l4 + TCP_CHECKSUM, l4_delta);
-        }
-        Protocol::Udp => {
-            let old = read16(frame, l4 + UDP_CHECKSUM).unwrap_or(0);
-            write16(frame, l4 + UDP_CHECKSUM, l4_delta.apply_udp(old));
-        }
-    }
+    let at = l4 + if tcp { TCP_CHECKSUM } else { UDP_CHECKSUM };
+    checksum.patch(frame, at, pseudo, ports, !tcp);
     Ok(())
 }
 
