@@ -36,9 +36,20 @@ fn module_bytes(info: &BootInfo) -> Option<Vec<u8>> {
     Some(v)
 }
 
-/// Decodes the boot module, or the embedded default when there is none,
-/// and prints what it found.
-pub fn load(info: &BootInfo) -> Loaded {
+/// The stored config (already decoded) if there is one, else the boot
+/// module, else the embedded default; prints what it took.
+pub fn load(info: &BootInfo, stored: Option<(Config, lb_core::store::Loaded)>) -> Loaded {
+    if let Some((config, from)) = stored {
+        println!(
+            "config: {} virtual service(s) from the store (slot {}, sequence {})",
+            config.virtual_services.len(),
+            from.slot.name(),
+            from.sequence
+        );
+        return Loaded {
+            config: Some(config),
+        };
+    }
     let (blob, source) = match module_bytes(info) {
         Some(b) => (b, "boot module"),
         None => (EMBEDDED.to_vec(), "embedded default"),

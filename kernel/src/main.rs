@@ -15,15 +15,18 @@ mod apic;
 mod config_load;
 mod cpu;
 mod datapath;
+mod disk;
 mod gdt;
 mod hal;
 mod health;
 mod interrupts;
 mod memory;
 mod rng;
+mod running;
 mod serial;
 mod services;
 mod shell;
+mod storage;
 mod time;
 mod trace;
 mod unreachable;
@@ -165,12 +168,23 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
 
     crash_test(boot_info.cmdline());
 
-    let loaded = config_load::load(&boot_info);
-    let setting = config_load::eth0_setting(boot_info.cmdline(), loaded.config.as_ref());
-
     trace::mark("banner");
-    let (nics, irqs) = probe_nics();
+    // SAFETY: the kernel is the only user of the PCI configuration ports.
+    let mut root = PciRoot::new(unsafe { PortIoCam::new() });
+    let functions = pci::enumerate();
+    trace::mark("pci enumerated");
+    let (nics, irqs) = probe_nics(&mut root, &functions);
     trace::mark("nics probed");
+    let stored = storage::open(disk::probe(&mut root, &functions));
+    trace::mark("store opened");
+    let loaded = config_load::load(&boot_info, stored.config);
+    let setting = config_load::eth0_setting(boot_info.cmdline(), loaded.config.as_ref());
+    running::set(
+        loaded
+            .config
+            .clone()
+            .unwrap_or_else(lb_core::config::Config::empty),
+    );
     let nics: &'static Nics = Box::leak(Box::new(nics));
     for i in 0..nics.len() {
         nics.with(i, |n| {
@@ -266,20 +280,22 @@ fn overflow_stack(depth: u64) -> u64 {
 /// Finds virtio-net functions, names them eth0.. in PCI order, and sets up
 /// MSI-X so received frames wake the CPU. Returns the set and whether every
 /// NIC has its interrupt.
-fn probe_nics() -> (Nics, bool) {
-    // SAFETY: the kernel is the only user of the PCI configuration ports.
-    let mut root = PciRoot::new(unsafe { PortIoCam::new() });
+fn probe_nics(
+    root: &mut PciRoot<PortIoCam>,
+    functions: &[(
+        virtio_drivers::transport::pci::bus::DeviceFunction,
+        virtio_drivers::transport::pci::bus::DeviceFunctionInfo,
+    )],
+) -> (Nics, bool) {
     let msg_addr = 0xFEE0_0000u64 | (u64::from(apic::id()) << 12);
     let mut list = Vec::new();
     let mut all_irqs = true;
-    let functions = pci::enumerate();
-    trace::mark("pci enumerated");
-    for (df, info) in functions {
-        if virtio_device_type(&info) != Some(DeviceType::Network) {
+    for &(df, ref info) in functions {
+        if virtio_device_type(info) != Some(DeviceType::Network) {
             continue;
         }
-        pci::enable_device(&mut root, df);
-        let transport = match PciTransport::new::<KernelHal, _>(&mut root, df) {
+        pci::enable_device(root, df);
+        let transport = match PciTransport::new::<KernelHal, _>(root, df) {
             Ok(t) => t,
             Err(e) => {
                 println!(
@@ -293,7 +309,7 @@ fn probe_nics() -> (Nics, bool) {
             Ok(nic) => {
                 trace::mark("virtio-net init");
                 all_irqs &= pci::enable_virtio_msix::<KernelHal>(
-                    &mut root,
+                    root,
                     df,
                     msg_addr,
                     u32::from(interrupts::NIC_VECTOR),

@@ -151,12 +151,30 @@ fn help() {
     println!("  help     this list");
 }
 
-fn run(line: &str, dp: &RefCell<Datapath>) {
+async fn run(line: &str, dp: &RefCell<Datapath>) {
     let line = line.trim();
     match line {
         "" => {}
         "status" => status(&dp.borrow()),
         "help" | "?" => help(),
+        "save" => match crate::storage::save(&crate::running::get()).await {
+            Ok(h) => println!(
+                "saved: slot {} sequence {} ({} bytes)",
+                h.slot.name(),
+                h.sequence,
+                h.len
+            ),
+            Err(e) => println!("error: save: {e}"),
+        },
+        "store status" => {
+            for l in crate::storage::status() {
+                println!("{l}");
+            }
+        }
+        "store format" => match crate::storage::format().await {
+            Ok(()) => println!("store: formatted; both slots empty"),
+            Err(e) => println!("error: store format: {e}"),
+        },
         other => println!("unknown command: {other} (try help)"),
     }
 }
@@ -178,7 +196,8 @@ pub async fn console_task(dp: &'static RefCell<Datapath>) {
             budget -= 1;
             let b = inb(COM1);
             if let Some(line) = ed.feed(b) {
-                run(line, dp);
+                let line = alloc::string::String::from(line);
+                run(&line, dp).await;
             }
         }
         Timer::after_millis(POLL_MS).await;

@@ -20,4 +20,5 @@ pub mod frame;
 pub mod health;
 pub mod persist;
 pub mod schedule;
+pub mod store;
 pub mod time;

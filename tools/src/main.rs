@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use tools::image::{self, Profile};
 use tools::qemu::{Accel, Backend, Boot, Machine, Nic, Serial};
-use tools::{config_cmd, setup, workspace};
+use tools::{config_cmd, disk_cmd, setup, workspace};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,11 @@ enum Cmd {
         #[command(subcommand)]
         which: ConfigCmd,
     },
+    /// Make or fill the appliance's config disk (a raw image).
+    Disk {
+        #[command(subcommand)]
+        which: DiskCmd,
+    },
     /// Benchmarks, side by side with the incumbent in one run.
     Bench {
         #[command(subcommand)]
@@ -72,6 +77,21 @@ enum ConfigCmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum DiskCmd {
+    /// Create a raw disk image holding an empty config store.
+    Create {
+        file: PathBuf,
+        /// Size in MiB.
+        #[arg(long, default_value_t = tools::disk_cmd::DEFAULT_SIZE_MIB)]
+        size: u64,
+    },
+    /// Save a TOML config into the image's store (the appliance boots with it).
+    Write { file: PathBuf, config: PathBuf },
+    /// Show the image's store and the config the appliance would boot with.
+    Show { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +173,37 @@ fn main() -> Result<()> {
         } => {
             let bytes = config_cmd::compile(&file, &output)?;
             println!("{}: {bytes} bytes", output.display());
+        }
+        Cmd::Disk {
+            which: DiskCmd::Create { file, size },
+        } => {
+            disk_cmd::create(&file, size)?;
+            println!("{}: {size} MiB, empty config store", file.display());
+        }
+        Cmd::Disk {
+            which: DiskCmd::Write { file, config },
+        } => {
+            let config = config_cmd::load(&config)?;
+            println!("{}", disk_cmd::write(&file, &config)?);
+        }
+        Cmd::Disk {
+            which: DiskCmd::Show { file },
+        } => {
+            let shown = disk_cmd::show(&file)?;
+            print!("{}", shown.status);
+            match shown.config {
+                Some((loaded, config)) => {
+                    println!(
+                        "boots with slot {} (sequence {}): hostname {}, {} virtual service(s)",
+                        loaded.slot.name(),
+                        loaded.sequence,
+                        config.network.hostname,
+                        config.virtual_services.len()
+                    );
+                    print!("{}", config_cmd::summary(&config));
+                }
+                None => println!("no stored config: the appliance boots without one"),
+            }
         }
         Cmd::Bench {
             which: BenchCmd::Boot { boots, accel },

@@ -119,6 +119,9 @@ pub struct Machine {
     pub boot: Boot,
     pub nics: Vec<Nic>,
     pub serial: Serial,
+    /// Raw disk images, attached as virtio-blk in this order (the first
+    /// one holds the config store).
+    pub disks: Vec<PathBuf>,
 }
 
 /// OVMF firmware image (a single combined file is the simplest for `-bios`).
@@ -140,6 +143,7 @@ impl Machine {
             boot,
             nics: Vec::new(),
             serial: Serial::Stdout,
+            disks: Vec::new(),
         }
     }
 
@@ -182,6 +186,19 @@ impl Machine {
             }
             Boot::IsoBios(iso) => push(&["-cdrom", &path(iso), "-boot", "d"]),
             Boot::IsoUefi(iso) => push(&["-bios", OVMF, "-cdrom", &path(iso), "-boot", "d"]),
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            // cache=writethrough: a write the guest flushed is on the host
+            // file when QEMU is killed, as on a disk after power loss.
+            push(&[
+                "-drive",
+                &format!(
+                    "file={},format=raw,if=none,id=d{i},cache=writethrough",
+                    path(disk)
+                ),
+                "-device",
+                &format!("virtio-blk-pci,drive=d{i}"),
+            ]);
         }
         for (i, nic) in self.nics.iter().enumerate() {
             let id = format!("n{i}");
