@@ -8,8 +8,8 @@
 //! change of health goes to the engine and the console. So at most
 //! `WORKERS` checks run at once and each stack needs at most `WORKERS`
 //! sockets; a check that is due while every worker is busy waits for one.
-//! HTTPS checks need TLS, which the kernel does not have yet: they fail
-//! with a clear verdict ("no TLS"), they are never silently passed.
+//! HTTPS checks run TLS inside the dialog (lb-core's rustls layer): the
+//! worker moves ciphertext like any other bytes.
 
 use crate::datapath::{self, Datapath};
 use crate::println;
@@ -23,7 +23,8 @@ use embassy_net::Stack;
 use embassy_net::tcp::{State, TcpSocket};
 use embassy_time::{Duration as EDuration, Timer, with_timeout};
 use lb_core::health::{
-    Action, CheckKind, CheckParams, Dialog, FailReason, Health, ServerHealth, Verdict, check_target,
+    Action, CheckParams, ConnectError, Dialog, FailReason, Health, ServerHealth, Verdict,
+    check_target, fixed_verdict,
 };
 use lb_core::time::Instant;
 
@@ -86,18 +87,20 @@ impl Board {
         let mut targets = Vec::new();
         for (si, vs) in dp.config.virtual_services.iter().enumerate() {
             for (ri, rs) in vs.real_servers.iter().enumerate() {
+                if let Some(fixed) = fixed_verdict(vs) {
+                    let up = fixed.is_pass();
+                    dp.engine.set_server_health(si, ri, up);
+                    if let Verdict::Fail(why) = fixed {
+                        println!("health: {}/{} {} down ({why})", vs.label, rs.label, rs.ip);
+                    }
+                    continue;
+                }
                 match CheckParams::from_config(vs, rs) {
                     None => {
                         dp.engine.set_server_health(si, ri, true);
                     }
                     Some(params) => {
                         let (ip, port) = check_target(vs, rs);
-                        if matches!(params.kind, CheckKind::Https(_)) {
-                            println!(
-                                "warning: health: {}/{}: HTTPS checks need TLS, which this build lacks; the server will be marked down",
-                                vs.label, rs.label
-                            );
-                        }
                         targets.push(Target {
                             service: si,
                             server: ri,
@@ -186,13 +189,9 @@ fn left(deadline: Option<Instant>) -> EDuration {
 /// Runs one check to its verdict.
 async fn run_check(job: &Job, rx: &mut [u8], tx: &mut [u8]) -> Verdict {
     let mut dialog = match Dialog::new(&job.params, job.seq) {
-        Ok(d) => d,
+        Ok(d) => d.with_wall_clock(crate::rtc::unix_secs()),
         Err(_) => return Verdict::Fail(FailReason::ConnectFailed),
     };
-    if dialog.needs_tls() {
-        // No TLS in the kernel yet (said once at boot): an HTTPS check cannot pass.
-        return Verdict::Fail(FailReason::ConnectFailed);
-    }
     let mut socket = TcpSocket::new(job.stack, rx, tx);
     let mut action = dialog.start(datapath::now());
     let mut buf = [0u8; 512];
@@ -203,7 +202,16 @@ async fn run_check(job: &Job, rx: &mut [u8], tx: &mut [u8]) -> Verdict {
             Action::Connect => {
                 match with_timeout(left(deadline), socket.connect((job.ip, job.port))).await {
                     Ok(Ok(())) => dialog.on_connected(datapath::now()),
-                    Ok(Err(_)) => dialog.on_connect_failed(datapath::now()),
+                    Ok(Err(e)) => {
+                        let why = match e {
+                            embassy_net::tcp::ConnectError::ConnectionReset => {
+                                ConnectError::Refused
+                            }
+                            embassy_net::tcp::ConnectError::NoRoute => ConnectError::Unreachable,
+                            _ => ConnectError::Failed,
+                        };
+                        dialog.on_connect_failed(why, datapath::now())
+                    }
                     Err(_) => dialog.on_timeout(datapath::now()),
                 }
             }

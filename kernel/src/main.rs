@@ -22,6 +22,7 @@ mod health;
 mod interrupts;
 mod memory;
 mod rng;
+mod rtc;
 mod running;
 mod serial;
 mod services;
@@ -165,6 +166,15 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         time::tsc_hz() / 1_000_000
     );
     println!("rng: seeded from {entropy}");
+    match rtc::init() {
+        Some(t) => println!(
+            "clock: {:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC from the RTC",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        ),
+        None => println!(
+            "warning: clock: the RTC gave no valid date; HTTPS checks with check_tls_verify = \"ca\" will fail"
+        ),
+    }
 
     crash_test(boot_info.cmdline());
 

@@ -146,3 +146,11 @@ pub fn u64() -> u64 {
     fill(&mut b);
     u64::from_le_bytes(b)
 }
+
+/// getrandom's hook: TLS key shares and nonces come from here.
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), getrandom::Error> {
+    fill(buf);
+    Ok(())
+}
+
+getrandom::register_custom_getrandom!(getrandom_fill);

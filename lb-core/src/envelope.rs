@@ -5,7 +5,7 @@
 //! Layout (little-endian):
 //! ```text
 //! 0..4    magic  b"LBCF"
-//! 4..6    format version (u16), currently 1
+//! 4..6    format version (u16), currently 2
 //! 6..10   payload length (u32)
 //! 10..14  CRC-32 (IEEE 802.3) of the payload
 //! 14..    payload: postcard(Config)
@@ -19,8 +19,9 @@ use core::fmt;
 use crate::config::{Config, ValidationError, validate};
 
 pub const MAGIC: [u8; 4] = *b"LBCF";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes and reads (2: health-check TLS,
+/// HL7 control-ID prefix, fallback server, per-server check and agent ports).
+pub const FORMAT_VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 14;
 /// Largest payload accepted. The biggest valid config (256 services × 64
 /// servers with long strings) is well under this; the bound stops a
@@ -267,8 +268,9 @@ mod tests {
         assert!(matches!(decode(&b), Err(DecodeError::BadMagic(_))));
 
         let mut b = blob.clone();
-        b[4..6].copy_from_slice(&2u16.to_le_bytes());
-        assert_eq!(decode(&b), Err(DecodeError::UnsupportedVersion(2)));
+        let other = FORMAT_VERSION + 1;
+        b[4..6].copy_from_slice(&other.to_le_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::UnsupportedVersion(other)));
 
         let mut b = blob.clone();
         b[6..10].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());

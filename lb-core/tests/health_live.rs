@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration as StdDuration;
 
 use lb_core::health::{
-    Action, CheckKind, CheckParams, Dialog, DicomFailure, DicomParams, FailReason, Hl7Failure,
-    Hl7Params, HttpFailure, HttpParams, Phase, StatusAccept, Verdict,
+    Action, CheckKind, CheckParams, ConnectError, Dialog, DicomFailure, DicomParams, FailReason,
+    Hl7Failure, Hl7Params, HttpFailure, HttpParams, Phase, StatusAccept, Verdict,
 };
 use lb_core::time::{Duration, Instant};
 
@@ -116,7 +116,13 @@ fn run(params: &CheckParams, seq: u32, port: u16) -> Verdict {
     let left = |n: Instant| StdDuration::from_millis(deadline.since(n).millis().max(1));
     let mut stream = match TcpStream::connect_timeout(&addr, left(now())) {
         Ok(s) => s,
-        Err(_) => match d.on_connect_failed(now()) {
+        Err(e) => match d.on_connect_failed(
+            match e.kind() {
+                ErrorKind::ConnectionRefused => ConnectError::Refused,
+                _ => ConnectError::Failed,
+            },
+            now(),
+        ) {
             Action::Done(v) => return v,
             a => panic!("connect failure gave {a:?}"),
         },
@@ -421,13 +427,10 @@ fn connect_check_against_open_and_closed_ports() {
     // A closed port: tcpmux's, which nothing here listens on. (The port just
     // dropped is no good: a test running beside this one may take it.)
     let closed = 1;
-    assert_eq!(
-        run(&tcp, 1, closed),
-        Verdict::Fail(FailReason::ConnectFailed)
-    );
-    // Same for the protocol checks: a closed port is a connect failure.
+    assert_eq!(run(&tcp, 1, closed), Verdict::Fail(FailReason::Refused));
+    // Same for the protocol checks: a closed port is refused.
     assert_eq!(
         run(&dicom("LBHEALTH", "STORESCP"), 0, closed),
-        Verdict::Fail(FailReason::ConnectFailed)
+        Verdict::Fail(FailReason::Refused)
     );
 }

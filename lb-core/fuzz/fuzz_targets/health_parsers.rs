@@ -7,17 +7,24 @@
 //! byte 1 the number of split sizes that follow; then the split sizes
 //! (cycled); then the peer's bytes. The last byte's low bit picks a close
 //! or a timeout at the end.
+//!
+//! HTTPS dialogs run rustls: the bytes are TLS records answering our client
+//! hello (record framing, alerts, server hello, certificates), which is as
+//! far into TLS as a fuzzer can go without the server's keys. The agent
+//! dialog gets arbitrary agent replies.
 #![no_main]
 use std::fmt::Write;
 
 use lb_core::health::{
     Action, CheckKind, CheckParams, Dialog, DicomParams, Hl7Params, HttpParams, StatusAccept,
+    TlsParams, TlsVerify, parse_agent_reply,
 };
 use lb_core::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 
 const DICOM_OK: &[u8] = include_bytes!("../../testdata/health/dicom/echo_ok.s2c.bin");
 const HL7_HEAD: &[u8] = b"\x0bMSH|^~\\&|X|Y\rMSA|";
+const CA: &str = include_str!("../../testdata/health/tls/ca.pem");
 
 fn params(selector: u8) -> (CheckParams, &'static [u8]) {
     let http = |expect: &str, accept| HttpParams {
@@ -26,13 +33,39 @@ fn params(selector: u8) -> (CheckParams, &'static [u8]) {
         accept,
         expect: expect.into(),
     };
-    let (kind, prefix): (CheckKind, &'static [u8]) = match selector % 8 {
+    let tls = |verify, name: &str| TlsParams {
+        verify,
+        server_name: name.into(),
+    };
+    let (kind, prefix): (CheckKind, &'static [u8]) = match selector % 12 {
         0 => (CheckKind::Tcp, b""),
         1 => (CheckKind::Http(http("OK", StatusAccept::Success)), b""),
         2 => (
-            CheckKind::Https(http("", StatusAccept::SuccessOrRedirect)),
+            CheckKind::Https(
+                http("", StatusAccept::SuccessOrRedirect),
+                tls(TlsVerify::None, "10.1.2.3"),
+            ),
             b"",
         ),
+        8 => (
+            CheckKind::Https(
+                http("OK", StatusAccept::Success),
+                tls(TlsVerify::Pin([7; 32]), "viewer.example"),
+            ),
+            // A plausible record header first, so more inputs reach the handshake.
+            b"\x16\x03\x03",
+        ),
+        9 => (
+            CheckKind::Https(
+                http("OK", StatusAccept::Success),
+                tls(
+                    TlsVerify::Ca(lb_core::health::ca_from_pem(CA).expect("test CA parses")),
+                    "viewer.test",
+                ),
+            ),
+            b"",
+        ),
+        10 | 11 => (CheckKind::Agent, b""),
         3 => (
             CheckKind::Http(http("a longer expected text", StatusAccept::Exactly(200))),
             b"",
@@ -44,7 +77,7 @@ fn params(selector: u8) -> (CheckParams, &'static [u8]) {
             };
             // 5: the real A-ASSOCIATE-AC first (length from its header), so the
             // fuzzer works on the echo and release phases.
-            let prefix = if selector % 8 == 5 {
+            let prefix = if selector % 12 == 5 {
                 let n = 6
                     + u32::from_be_bytes([DICOM_OK[2], DICOM_OK[3], DICOM_OK[4], DICOM_OK[5]])
                         as usize;
@@ -70,6 +103,8 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
     }
+    // The agent's line parser on its own, too.
+    let _ = parse_agent_reply(&data[1..]);
     let (params, prefix) = params(data[0]);
     let n_splits = usize::from(data[1] % 16);
     let Some(splits) = data.get(2..2 + n_splits) else {
@@ -88,6 +123,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(!req.is_empty());
             None
         }
+        // The agent speaks first.
+        Action::Wait if matches!(params.kind, CheckKind::Agent) => None,
         a => panic!("on_connected gave {a:?}"),
     };
 

@@ -104,6 +104,91 @@ impl<'de> Visitor<'de> for PortsVisitor {
     }
 }
 
+/// Where a virtual service sends new connections while none of its real
+/// servers is up. TOML: `fallback = { ip = "10.1.1.9", port = 80 }`
+/// (`port` optional: the port the client used) or `fallback = "local"`
+/// (the appliance answers itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    Server {
+        ip: core::net::Ipv4Addr,
+        port: Option<u16>,
+    },
+    Local,
+}
+
+impl<'de> Deserialize<'de> for FallbackTomlOrWire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return Fallback::deserialize(d).map(FallbackTomlOrWire);
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            ip: core::net::Ipv4Addr,
+            #[serde(default)]
+            port: Option<u16>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fallback;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"local\" or a table { ip = \"A.B.C.D\", port = N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Fallback, E> {
+                if v == "local" {
+                    Ok(Fallback::Local)
+                } else {
+                    Err(E::custom(format_args!(
+                        "unknown fallback `{v}`: use \"local\" or {{ ip = ..., port = ... }}"
+                    )))
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Fallback, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Fallback::Server {
+                    ip: t.ip,
+                    port: t.port,
+                })
+            }
+        }
+        d.deserialize_any(V).map(FallbackTomlOrWire)
+    }
+}
+
+/// [`Fallback`] read from TOML (flexible) or postcard (the enum).
+pub(crate) struct FallbackTomlOrWire(pub Fallback);
+
+pub(crate) mod fallback {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &Option<Fallback>, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Table {
+            ip: core::net::Ipv4Addr,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            port: Option<u16>,
+        }
+        if s.is_human_readable() {
+            match v {
+                None => s.serialize_none(),
+                Some(Fallback::Local) => s.serialize_some("local"),
+                Some(Fallback::Server { ip, port }) => s.serialize_some(&Table {
+                    ip: *ip,
+                    port: *port,
+                }),
+            }
+        } else {
+            v.serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Fallback>, D::Error> {
+        Option::<FallbackTomlOrWire>::deserialize(d).map(|o| o.map(|f| f.0))
+    }
+}
+
 /// A timeout or interval in whole seconds. TOML accepts `3600` or a string
 /// with a unit: `"3600s"`, `"60m"`, `"1h"`, `"1d"`; the wire form is `u32`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

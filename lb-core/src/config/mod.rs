@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::flow::Protocol;
 use crate::time::Duration;
-pub use fields::{Ports, Secs};
+pub use fields::{Fallback, Ports, Secs};
 #[cfg(any(test, feature = "toml"))]
 pub use toml_front::{LoadError, from_toml, parse_toml};
 pub use validate::{ErrorKind, ValidationError, validate};
@@ -230,8 +230,26 @@ pub enum CheckType {
     DicomEcho,
     /// HL7 v2 message over MLLP, expects an MSA|AA/CA acknowledgement.
     Hl7,
+    /// ICMP echo request to the real server's address.
+    Ping,
     /// No check: the server is always considered up.
     None,
+    /// No check: the server is always down (planned maintenance).
+    Off,
+}
+
+/// How an HTTPS check judges the server's certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsVerifyMode {
+    /// Any certificate, as the incumbents do by default (the handshake
+    /// signature is still checked against it).
+    #[default]
+    None,
+    /// A chain to `check_tls_ca`, valid now, for the name or address.
+    Ca,
+    /// The leaf's SHA-256 must equal `check_tls_pin`.
+    Pin,
 }
 
 /// Administrative state of a real server.
@@ -299,6 +317,29 @@ pub struct VirtualService {
     /// with `MSH|`. Unset: the health checker's default message.
     #[serde(default)]
     pub check_hl7_message: Option<String>,
+    /// HL7 check: prefix of the control ID (MSH-10) of check messages, so
+    /// interface engines can filter them (default [`DEFAULT_HL7_CONTROL_ID_PREFIX`]).
+    #[serde(default)]
+    pub check_hl7_control_id_prefix: Option<String>,
+    /// HTTPS check: how the certificate is judged.
+    #[serde(default)]
+    pub check_tls_verify: TlsVerifyMode,
+    /// HTTPS check with `ca`: the CA certificate(s), PEM.
+    #[serde(default)]
+    pub check_tls_ca: Option<String>,
+    /// HTTPS check with `pin`: SHA-256 of the leaf certificate, hex.
+    #[serde(default)]
+    pub check_tls_pin: Option<String>,
+    /// HTTPS check: the name sent (SNI) and checked with `ca`; default the
+    /// real server's address.
+    #[serde(default)]
+    pub check_tls_name: Option<String>,
+    /// Where new connections go while no real server is up.
+    #[serde(default, with = "fields::fallback")]
+    pub fallback: Option<Fallback>,
+    /// `fallback = "local"` for HTTP: the maintenance page's HTML body.
+    #[serde(default)]
+    pub fallback_page: Option<String>,
     /// Layer 7: idle timeout on the client side.
     #[serde(default = "default_l7_timeout")]
     pub client_timeout: Secs,
@@ -314,6 +355,8 @@ pub struct VirtualService {
 pub const DEFAULT_CALLING_AE: &str = "LBMED-CHECK";
 /// Called AE title of the DICOM check when none is configured.
 pub const DEFAULT_CALLED_AE: &str = "ANY-SCP";
+/// Control-ID prefix of the HL7 check's messages when none is configured.
+pub const DEFAULT_HL7_CONTROL_ID_PREFIX: &str = "LBHC";
 
 fn default_protocol() -> Protocol {
     Protocol::Tcp
@@ -384,6 +427,13 @@ impl VirtualService {
         self.check_called_ae.as_deref().unwrap_or(DEFAULT_CALLED_AE)
     }
 
+    /// Control-ID prefix of the HL7 check.
+    pub fn hl7_control_id_prefix(&self) -> &str {
+        self.check_hl7_control_id_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_HL7_CONTROL_ID_PREFIX)
+    }
+
     /// HTTP path of the negotiate check.
     pub fn check_path(&self) -> &str {
         self.check_request.as_deref().unwrap_or("/")
@@ -417,6 +467,13 @@ pub struct RealServer {
     pub max_connections: u32,
     #[serde(default)]
     pub state: AdminState,
+    /// This server's health-check port, overriding the service's `check_port`.
+    #[serde(default)]
+    pub check_port: Option<u16>,
+    /// Port of the server's feedback agent (HAProxy agent-check text
+    /// protocol, or Loadbalancer.org's idle percentage); unset: no agent.
+    #[serde(default)]
+    pub agent_port: Option<u16>,
 }
 
 fn default_weight() -> u32 {

@@ -475,3 +475,172 @@ fn netmask_contiguity() {
     assert!(!is_contiguous_mask(Ipv4Addr::new(255, 0, 255, 0)));
     assert!(!is_contiguous_mask(Ipv4Addr::new(0, 0, 0, 1)));
 }
+
+/// `base()` as TOML with extra service fields and one real server's fields.
+fn with(service: &str, server: &str) -> String {
+    alloc::format!(
+        r#"
+        [[network.interface]]
+        name = "eth0"
+        address = "10.0.0.2"
+        prefix = 24
+
+        [[virtual_service]]
+        label = "A"
+        vip = "10.0.0.10"
+        ports = 443
+        forwarding = "snat"
+        {service}
+
+        [[virtual_service.real_server]]
+        label = "R1"
+        ip = "10.0.0.20"
+        {server}
+        "#
+    )
+}
+
+fn errors_of(text: &str) -> Vec<(String, ErrorKind)> {
+    invalid(text)
+        .into_iter()
+        .map(|e| (e.path, e.kind))
+        .collect()
+}
+
+#[test]
+fn fallback_forms() {
+    let cfg = from_toml(&with(r#"fallback = { ip = "10.0.0.99", port = 8443 }"#, "")).unwrap();
+    assert_eq!(
+        cfg.virtual_services[0].fallback,
+        Some(Fallback::Server {
+            ip: "10.0.0.99".parse().unwrap(),
+            port: Some(8443)
+        })
+    );
+    let cfg = from_toml(&with(
+        "fallback = \"local\"\nfallback_page = \"<h1>Back soon</h1>\"",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(cfg.virtual_services[0].fallback, Some(Fallback::Local));
+    // Both survive the wire format.
+    let blob = crate::envelope::encode(&cfg).unwrap();
+    assert_eq!(crate::envelope::decode(&blob).unwrap(), cfg);
+    assert!(parse_toml(&with("fallback = \"elsewhere\"", "")).is_err());
+    assert!(parse_toml(&with("fallback = { ip = \"10.0.0.99\", prt = 1 }", "")).is_err());
+    assert_eq!(
+        errors_of(&with(r#"fallback = { ip = "10.0.0.10" }"#, "")),
+        [(
+            "virtual_service[A].fallback.ip".into(),
+            ErrorKind::BadAddress
+        )]
+    );
+    assert_eq!(
+        errors_of(&with("fallback_page = \"x\"", "")),
+        [(
+            "virtual_service[A].fallback_page".into(),
+            ErrorKind::BadCheck
+        )]
+    );
+}
+
+#[test]
+fn tls_settings_are_checked() {
+    let ca = include_str!("../../testdata/health/tls/ca.pem");
+    let pin = include_str!("../../testdata/health/tls/rsa.sha256").trim();
+    let ok = [
+        alloc::format!(
+            "check_type = \"https\"\ncheck_tls_verify = \"ca\"\ncheck_tls_ca = '''\n{ca}'''\ncheck_tls_name = \"viewer.test\""
+        ),
+        alloc::format!(
+            "check_type = \"https\"\ncheck_tls_verify = \"pin\"\ncheck_tls_pin = \"{pin}\""
+        ),
+        "check_type = \"https\"".into(),
+    ];
+    for s in &ok {
+        from_toml(&with(s, "")).unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    let cases: &[(&str, &str)] = &[
+        (
+            "check_type = \"https\"\ncheck_tls_verify = \"ca\"",
+            "check_tls_ca",
+        ),
+        (
+            "check_type = \"https\"\ncheck_tls_verify = \"pin\"",
+            "check_tls_pin",
+        ),
+        (
+            "check_type = \"https\"\ncheck_tls_verify = \"pin\"\ncheck_tls_pin = \"abc\"",
+            "check_tls_pin",
+        ),
+        (
+            "check_type = \"https\"\ncheck_tls_verify = \"ca\"\ncheck_tls_ca = \"not pem\"",
+            "check_tls_ca",
+        ),
+        (
+            "check_type = \"https\"\ncheck_tls_pin = \"00\"",
+            "check_tls_pin",
+        ),
+        (
+            "check_type = \"https\"\ncheck_tls_name = \"a b\"",
+            "check_tls_name",
+        ),
+        (
+            "check_type = \"http\"\ncheck_tls_verify = \"ca\"",
+            "check_tls_verify",
+        ),
+    ];
+    for (s, field) in cases {
+        let errs = errors_of(&with(s, ""));
+        assert!(
+            errs.iter()
+                .any(|(p, k)| *p == alloc::format!("virtual_service[A].{field}")
+                    && *k == ErrorKind::BadCheck),
+            "{s}: {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn check_types_ports_agent_and_hl7_prefix() {
+    for t in ["ping", "none", "off"] {
+        from_toml(&with(
+            &alloc::format!("check_type = \"{t}\""),
+            "agent_port = 3333",
+        ))
+        .unwrap();
+    }
+    let cfg = from_toml(&with("", "check_port = 8443\nagent_port = 3333")).unwrap();
+    let rs = &cfg.virtual_services[0].real_servers[0];
+    assert_eq!((rs.check_port, rs.agent_port), (Some(8443), Some(3333)));
+    assert_eq!(
+        errors_of(&with("check_type = \"ping\"", "check_port = 1")),
+        [(
+            "virtual_service[A].real_server[R1].check_port".into(),
+            ErrorKind::BadCheck
+        )]
+    );
+    assert_eq!(
+        errors_of(&with("", "agent_port = 0")),
+        [(
+            "virtual_service[A].real_server[R1].agent_port".into(),
+            ErrorKind::BadPort
+        )]
+    );
+    let cfg = from_toml(&with(
+        "check_type = \"hl7\"\ncheck_hl7_control_id_prefix = \"LBMON-\"",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(cfg.virtual_services[0].hl7_control_id_prefix(), "LBMON-");
+    assert_eq!(
+        errors_of(&with(
+            "check_type = \"hl7\"\ncheck_hl7_control_id_prefix = \"TOO-LONG-PREFIX\"",
+            ""
+        )),
+        [(
+            "virtual_service[A].check_hl7_control_id_prefix".into(),
+            ErrorKind::BadCheck
+        )]
+    );
+}

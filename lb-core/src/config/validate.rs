@@ -462,6 +462,8 @@ fn check_service(
 
     // Health check.
     check_health(vs, path, errs);
+    check_tls(vs, path, errs);
+    check_fallback(vs, path, own, errs);
 
     // Layer 7 timeouts.
     check_nonzero(vs.client_timeout, format!("{path}.client_timeout"), errs);
@@ -518,6 +520,27 @@ fn check_service(
             );
         }
         check_real_server_port(vs, rs, &rpath, errs);
+        for (name, port) in [("check_port", rs.check_port), ("agent_port", rs.agent_port)] {
+            if port == Some(0) {
+                errs.push(
+                    format!("{rpath}.{name}"),
+                    ErrorKind::BadPort,
+                    "port 0 is not usable",
+                );
+            }
+        }
+        if rs.check_port.is_some()
+            && matches!(
+                vs.check_type,
+                CheckType::Ping | CheckType::None | CheckType::Off
+            )
+        {
+            errs.push(
+                format!("{rpath}.check_port"),
+                ErrorKind::BadCheck,
+                "check_type ping, none and off use no port",
+            );
+        }
         if rs.weight > MAX_WEIGHT {
             errs.push(
                 format!("{rpath}.weight"),
@@ -584,7 +607,7 @@ fn check_health(vs: &VirtualService, path: &str, errs: &mut Errors) {
             "port 0 is not usable (leave unset for the first service port)",
         );
     }
-    if vs.check_type != CheckType::None {
+    if !matches!(vs.check_type, CheckType::None | CheckType::Off) {
         check_nonzero(vs.check_interval, format!("{path}.check_interval"), errs);
         check_nonzero(vs.check_timeout, format!("{path}.check_timeout"), errs);
         if vs.check_timeout > vs.check_interval && vs.check_interval.0 > 0 {
@@ -654,6 +677,28 @@ fn check_health(vs: &VirtualService, path: &str, errs: &mut Errors) {
         "hl7",
         errs,
     );
+    unused(
+        vs.check_hl7_control_id_prefix.is_some(),
+        hl7,
+        "check_hl7_control_id_prefix",
+        "hl7",
+        errs,
+    );
+    if let Some(prefix) = &vs.check_hl7_control_id_prefix
+        && (prefix.is_empty()
+            || prefix.len() > MAX_HL7_PREFIX
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
+    {
+        errs.push(
+            format!("{path}.check_hl7_control_id_prefix"),
+            ErrorKind::BadCheck,
+            format!(
+                "1..={MAX_HL7_PREFIX} letters, digits, '.', '_' or '-' (it starts MSH-10, whose sequence number follows)"
+            ),
+        );
+    }
 
     if let Some(req) = &vs.check_request
         && (!req.starts_with('/') || req.len() > 256 || req.bytes().any(|b| b <= b' ' || b == 0x7f))
@@ -707,4 +752,142 @@ fn valid_ae_title(ae: &str) -> bool {
     !ae.trim().is_empty()
         && ae.len() <= 16
         && ae.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+}
+
+/// Longest HL7 control-ID prefix: MSH-10 is at most 20 characters and the
+/// check appends a 10-digit sequence number.
+pub const MAX_HL7_PREFIX: usize = 10;
+
+fn check_tls(vs: &VirtualService, path: &str, errs: &mut Errors) {
+    let https = vs.check_type == CheckType::Https;
+    let mode = vs.check_tls_verify;
+    let mut bad = |name: &str, why: String| {
+        errs.push(format!("{path}.{name}"), ErrorKind::BadCheck, why);
+    };
+    if !https {
+        for (name, set) in [
+            ("check_tls_verify", mode != TlsVerifyMode::None),
+            ("check_tls_ca", vs.check_tls_ca.is_some()),
+            ("check_tls_pin", vs.check_tls_pin.is_some()),
+            ("check_tls_name", vs.check_tls_name.is_some()),
+        ] {
+            if set {
+                bad(name, "only used by check_type https".into());
+            }
+        }
+        return;
+    }
+    match (&vs.check_tls_ca, mode) {
+        (None, TlsVerifyMode::Ca) => bad(
+            "check_tls_ca",
+            "check_tls_verify = \"ca\" needs the CA certificate(s) in PEM".into(),
+        ),
+        (Some(_), m) if m != TlsVerifyMode::Ca => bad(
+            "check_tls_ca",
+            "only used with check_tls_verify = \"ca\"".into(),
+        ),
+        (Some(pem), _) => {
+            if let Err(why) = crate::health::ca_from_pem(pem) {
+                bad("check_tls_ca", why);
+            }
+        }
+        (None, _) => {}
+    }
+    match (&vs.check_tls_pin, mode) {
+        (None, TlsVerifyMode::Pin) => bad(
+            "check_tls_pin",
+            "check_tls_verify = \"pin\" needs the leaf certificate's SHA-256 (64 hex digits)"
+                .into(),
+        ),
+        (Some(_), m) if m != TlsVerifyMode::Pin => bad(
+            "check_tls_pin",
+            "only used with check_tls_verify = \"pin\"".into(),
+        ),
+        (Some(pin), _) => {
+            if crate::health::pin_from_hex(pin).is_none() {
+                bad(
+                    "check_tls_pin",
+                    "a SHA-256 is 64 hex digits (colons between bytes allowed)".into(),
+                );
+            }
+        }
+        (None, _) => {}
+    }
+    if let Some(name) = &vs.check_tls_name
+        && (name.is_empty()
+            || name.len() > 253
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+    {
+        bad(
+            "check_tls_name",
+            "a DNS name or IPv4 address (letters, digits, '-' and '.')".into(),
+        );
+    }
+}
+
+/// Largest maintenance page.
+pub const MAX_FALLBACK_PAGE: usize = 4096;
+
+fn check_fallback(vs: &VirtualService, path: &str, own: &[Ipv4Addr], errs: &mut Errors) {
+    match &vs.fallback {
+        Some(Fallback::Server { ip, port }) => {
+            if let Some(why) = unusable_address(*ip) {
+                errs.push(format!("{path}.fallback.ip"), ErrorKind::BadAddress, why);
+            } else if *ip == vs.vip || own.contains(ip) {
+                errs.push(
+                    format!("{path}.fallback.ip"),
+                    ErrorKind::BadAddress,
+                    "the fallback server needs its own address (use fallback = \"local\" for the appliance)",
+                );
+            }
+            let first = vs.ports.first().copied();
+            match (*port, vs.forwarding) {
+                (Some(0), _) => errs.push(
+                    format!("{path}.fallback.port"),
+                    ErrorKind::BadPort,
+                    "port 0 is not usable",
+                ),
+                (Some(p), Forwarding::Dr) if Some(p) != first => errs.push(
+                    format!("{path}.fallback.port"),
+                    ErrorKind::DrPortMismatch,
+                    "a DR fallback server is reached on the service's port; leave port unset",
+                ),
+                (Some(_), _) if vs.ports.len() > 1 => errs.push(
+                    format!("{path}.fallback.port"),
+                    ErrorKind::PortOnMultiPortService,
+                    "a multi-port service forwards each port unchanged; leave port unset",
+                ),
+                _ => {}
+            }
+            if vs.fallback_page.is_some() {
+                errs.push(
+                    format!("{path}.fallback_page"),
+                    ErrorKind::BadCheck,
+                    "only used with fallback = \"local\"",
+                );
+            }
+        }
+        Some(Fallback::Local) => {
+            if let Some(page) = &vs.fallback_page
+                && (page.is_empty() || page.len() > MAX_FALLBACK_PAGE)
+            {
+                errs.push(
+                    format!("{path}.fallback_page"),
+                    ErrorKind::BadCheck,
+                    format!("1..={MAX_FALLBACK_PAGE} bytes"),
+                );
+            }
+        }
+        None => {
+            if vs.fallback_page.is_some() {
+                errs.push(
+                    format!("{path}.fallback_page"),
+                    ErrorKind::BadCheck,
+                    "only used with fallback = \"local\"",
+                );
+            }
+        }
+    }
 }

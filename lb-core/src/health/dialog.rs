@@ -3,9 +3,11 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::agent::{AgentCheck, AgentReply};
 use super::dicom::{DicomCheck, DicomParams};
 use super::hl7::{Hl7Check, Hl7Params};
 use super::http::{HttpCheck, HttpParams};
+use super::tls::{BoxedTls, TlsLayer, TlsParams};
 use super::verdict::{FailReason, Phase, Verdict};
 use crate::time::{Duration, Instant};
 
@@ -14,14 +16,19 @@ use crate::time::{Duration, Instant};
 pub enum CheckKind {
     /// Pass as soon as the TCP connection is established.
     Tcp,
+    /// ICMP echo: for this kind "connect" means sending an echo request
+    /// and "connected" receiving its reply (see [`Dialog::is_ping`]).
+    Ping,
     /// HTTP/1.1 GET over plain TCP.
     Http(HttpParams),
-    /// The same HTTP dialog; the caller puts TLS between it and TCP.
-    Https(HttpParams),
+    /// The same HTTP dialog over TLS 1.2 or 1.3, which the dialog runs itself.
+    Https(HttpParams, TlsParams),
     /// DICOM association + C-ECHO + release.
     Dicom(DicomParams),
     /// HL7 v2 message over MLLP, expecting an accepting ACK.
     Hl7(Hl7Params),
+    /// A feedback agent's one-line reply ([`Dialog::agent_reply`]).
+    Agent,
 }
 
 /// Parameters of one check: what to talk and how long it may take.
@@ -57,8 +64,9 @@ impl CheckParams {
             return Err(ParamsError::ZeroTimeout);
         }
         match &self.kind {
-            CheckKind::Tcp => Ok(()),
-            CheckKind::Http(p) | CheckKind::Https(p) => p.validate(),
+            CheckKind::Tcp | CheckKind::Ping | CheckKind::Agent => Ok(()),
+            CheckKind::Http(p) => p.validate(),
+            CheckKind::Https(p, t) => p.validate().and(t.validate()),
             CheckKind::Dicom(p) => p.validate(),
             CheckKind::Hl7(p) => p.validate(),
         }
@@ -78,13 +86,26 @@ pub enum Action {
     Done(Verdict),
 }
 
+/// Why the connection could not be opened, as far as the transport knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The server answered with a reset: nothing listens on the port.
+    Refused,
+    /// No route, or an ICMP unreachable came back.
+    Unreachable,
+    /// Anything else the transport reported.
+    Failed,
+}
+
 /// The protocol spoken once connected.
 #[derive(Debug)]
 enum Protocol {
     Tcp,
+    Ping,
     Http(HttpCheck),
     Dicom(DicomCheck),
     Hl7(Hl7Check),
+    Agent(AgentCheck),
 }
 
 /// What a protocol machine answers to bytes from the peer.
@@ -109,7 +130,11 @@ pub struct Dialog {
     protocol: Protocol,
     timeout: Duration,
     deadline: Option<Instant>,
-    tls: bool,
+    /// HTTPS: the settings until connected, then the running layer.
+    tls_params: Option<TlsParams>,
+    tls: Option<BoxedTls>,
+    /// Seconds since 1970 at the start of the check, for certificate validity.
+    wall_clock: Option<u64>,
     state: State,
 }
 
@@ -118,25 +143,50 @@ impl Dialog {
     /// each request is fresh (HL7 control ID, DICOM message ID).
     pub fn new(params: &CheckParams, seq: u32) -> Result<Self, ParamsError> {
         params.validate()?;
-        let (protocol, tls) = match &params.kind {
-            CheckKind::Tcp => (Protocol::Tcp, false),
-            CheckKind::Http(p) => (Protocol::Http(HttpCheck::new(p)), false),
-            CheckKind::Https(p) => (Protocol::Http(HttpCheck::new(p)), true),
-            CheckKind::Dicom(p) => (Protocol::Dicom(DicomCheck::new(p, seq)), false),
-            CheckKind::Hl7(p) => (Protocol::Hl7(Hl7Check::new(p, seq)), false),
+        let (protocol, tls_params) = match &params.kind {
+            CheckKind::Tcp => (Protocol::Tcp, None),
+            CheckKind::Ping => (Protocol::Ping, None),
+            CheckKind::Http(p) => (Protocol::Http(HttpCheck::new(p)), None),
+            CheckKind::Https(p, t) => (Protocol::Http(HttpCheck::new(p)), Some(t.clone())),
+            CheckKind::Dicom(p) => (Protocol::Dicom(DicomCheck::new(p, seq)), None),
+            CheckKind::Hl7(p) => (Protocol::Hl7(Hl7Check::new(p, seq)), None),
+            CheckKind::Agent => (Protocol::Agent(AgentCheck::default()), None),
         };
         Ok(Dialog {
             protocol,
             timeout: params.timeout,
             deadline: None,
-            tls,
+            tls_params,
+            tls: None,
+            wall_clock: None,
             state: State::Idle,
         })
     }
 
-    /// Whether the caller must run TLS between this dialog and TCP.
-    pub fn needs_tls(&self) -> bool {
-        self.tls
+    /// Gives the check the wall clock (seconds since 1970), which HTTPS
+    /// checks with `ca` verification need for certificate validity.
+    pub fn with_wall_clock(mut self, unix_secs: u64) -> Self {
+        self.wall_clock = Some(unix_secs);
+        self
+    }
+
+    /// An ICMP echo check: the caller sends an echo request for `Connect`
+    /// and reports the reply with [`Dialog::on_connected`].
+    pub fn is_ping(&self) -> bool {
+        matches!(self.protocol, Protocol::Ping)
+    }
+
+    /// What a feedback agent said, once its dialog passed.
+    pub fn agent_reply(&self) -> Option<&AgentReply> {
+        match &self.protocol {
+            Protocol::Agent(a) => a.reply(),
+            _ => None,
+        }
+    }
+
+    /// Whether the check runs TLS (HTTPS); the caller only moves bytes.
+    pub fn uses_tls(&self) -> bool {
+        self.tls_params.is_some()
     }
 
     /// When the check times out; `None` before `start`.
@@ -173,22 +223,41 @@ impl Dialog {
             return self.current();
         }
         self.state = State::Connected;
+        if let Some(p) = &self.tls_params {
+            let step = match TlsLayer::new(p, self.wall_clock) {
+                Ok(layer) => {
+                    let layer = self.tls.insert(alloc::boxed::Box::new(layer));
+                    match layer.start() {
+                        Ok(hello) => Step::Send(hello),
+                        Err(e) => Step::Done(Verdict::Fail(FailReason::Tls(e))),
+                    }
+                }
+                Err(e) => Step::Done(Verdict::Fail(FailReason::Tls(e))),
+            };
+            return self.apply(step);
+        }
         let step = match &mut self.protocol {
-            Protocol::Tcp => Step::Done(Verdict::Pass),
+            Protocol::Tcp | Protocol::Ping => Step::Done(Verdict::Pass),
             Protocol::Http(c) => Step::Send(c.request()),
             Protocol::Dicom(c) => Step::Send(c.request()),
             Protocol::Hl7(c) => Step::Send(c.request()),
+            Protocol::Agent(_) => Step::Wait,
         };
         self.apply(step)
     }
 
-    /// The connection could not be opened.
-    pub fn on_connect_failed(&mut self, now: Instant) -> Action {
+    /// The connection could not be opened (for a ping: an ICMP error came back).
+    pub fn on_connect_failed(&mut self, why: ConnectError, now: Instant) -> Action {
         if let Some(a) = self.expired(now) {
             return a;
         }
         if matches!(self.state, State::Connecting) {
-            return self.finish(Verdict::Fail(FailReason::ConnectFailed));
+            let reason = match why {
+                ConnectError::Refused => FailReason::Refused,
+                ConnectError::Unreachable => FailReason::Unreachable,
+                ConnectError::Failed => FailReason::ConnectFailed,
+            };
+            return self.finish(Verdict::Fail(reason));
         }
         self.current()
     }
@@ -202,13 +271,74 @@ impl Dialog {
             // Nothing was asked yet (or the check is over): ignore.
             return self.current();
         }
-        let step = match &mut self.protocol {
-            Protocol::Tcp => Step::Wait,
+        if self.tls.is_some() {
+            return self.on_tls_data(data);
+        }
+        let step = self.protocol_data(data);
+        self.apply(step)
+    }
+
+    fn protocol_data(&mut self, data: &[u8]) -> Step {
+        match &mut self.protocol {
+            Protocol::Tcp | Protocol::Ping => Step::Wait,
             Protocol::Http(c) => c.on_data(data),
             Protocol::Dicom(c) => c.on_data(data),
             Protocol::Hl7(c) => c.on_data(data),
+            Protocol::Agent(c) => c.on_data(data),
+        }
+    }
+
+    /// Ciphertext in: handshake replies out, and once established the
+    /// request out and the plaintext through the protocol machine.
+    fn on_tls_data(&mut self, data: &[u8]) -> Action {
+        let Some(layer) = self.tls.as_mut() else {
+            return self.current();
         };
-        self.apply(step)
+        let tls_fail = |e| Verdict::Fail(FailReason::Tls(e));
+        let got = match layer.receive(data) {
+            Ok(g) => g,
+            Err(e) => return self.finish(tls_fail(e)),
+        };
+        let mut send = got.send;
+        if got.established {
+            let request = match &mut self.protocol {
+                Protocol::Http(c) => c.request(),
+                _ => alloc::vec::Vec::new(),
+            };
+            match layer.encrypt(&request) {
+                Ok(c) => send.extend_from_slice(&c),
+                Err(e) => return self.finish(tls_fail(e)),
+            }
+        }
+        if !got.plaintext.is_empty() {
+            match self.protocol_data(&got.plaintext) {
+                Step::Done(v) => return self.finish(v),
+                // HTTP sends nothing after its request.
+                Step::Send(_) | Step::Wait => {}
+            }
+        }
+        if got.peer_closed {
+            return self.on_closed_connected();
+        }
+        if send.is_empty() {
+            Action::Wait
+        } else {
+            Action::Send(send)
+        }
+    }
+
+    fn on_closed_connected(&mut self) -> Action {
+        let verdict = match (&mut self.protocol, &self.tls) {
+            (_, Some(t)) if !t.is_established() => {
+                Verdict::Fail(FailReason::Closed(Phase::TlsHandshake))
+            }
+            (Protocol::Tcp | Protocol::Ping, _) => Verdict::Pass,
+            (Protocol::Http(c), _) => c.on_closed(),
+            (Protocol::Dicom(c), _) => c.on_closed(),
+            (Protocol::Hl7(c), _) => c.on_closed(),
+            (Protocol::Agent(c), _) => c.on_closed(),
+        };
+        self.finish(verdict)
     }
 
     /// The peer closed (or reset) the connection.
@@ -220,12 +350,7 @@ impl Dialog {
             State::Idle => return Action::Wait,
             State::Done(v) => return Action::Done(v.clone()),
             State::Connecting => Verdict::Fail(FailReason::ConnectFailed),
-            State::Connected => match &mut self.protocol {
-                Protocol::Tcp => Verdict::Pass,
-                Protocol::Http(c) => c.on_closed(),
-                Protocol::Dicom(c) => c.on_closed(),
-                Protocol::Hl7(c) => c.on_closed(),
-            },
+            State::Connected => return self.on_closed_connected(),
         };
         self.finish(verdict)
     }
@@ -242,12 +367,19 @@ impl Dialog {
         }
         let verdict = match &self.state {
             State::Idle | State::Done(_) => return None,
+            State::Connecting if self.is_ping() => {
+                Verdict::Fail(FailReason::Timeout(Phase::EchoReply))
+            }
             State::Connecting => Verdict::Fail(FailReason::Timeout(Phase::Connect)),
+            State::Connected if self.tls.as_ref().is_some_and(|t| !t.is_established()) => {
+                Verdict::Fail(FailReason::Timeout(Phase::TlsHandshake))
+            }
             State::Connected => match &self.protocol {
-                Protocol::Tcp => Verdict::Pass,
+                Protocol::Tcp | Protocol::Ping => Verdict::Pass,
                 Protocol::Http(c) => Verdict::Fail(FailReason::Timeout(c.phase())),
                 Protocol::Dicom(c) => c.on_timeout(),
                 Protocol::Hl7(_) => Verdict::Fail(FailReason::Timeout(Phase::Hl7Ack)),
+                Protocol::Agent(c) => c.on_timeout(),
             },
         };
         Some(self.finish(verdict))
@@ -302,8 +434,8 @@ mod tests {
     fn tcp_connect_failure_and_timeout() {
         let mut d = Dialog::new(&tcp(), 0).unwrap();
         d.start(Instant(0));
-        let fail = Action::Done(Verdict::Fail(FailReason::ConnectFailed));
-        assert_eq!(d.on_connect_failed(Instant(1)), fail);
+        let fail = Action::Done(Verdict::Fail(FailReason::Refused));
+        assert_eq!(d.on_connect_failed(ConnectError::Refused, Instant(1)), fail);
 
         let mut d = Dialog::new(&tcp(), 0).unwrap();
         d.start(Instant(0));

@@ -7,22 +7,62 @@ use super::dicom::DicomParams;
 use super::hl7::Hl7Params;
 use super::http::{HttpParams, StatusAccept};
 use super::rise_fall::{RiseFall, ServerHealth};
-use crate::config::{CheckType, RealServer, VirtualService};
+use super::tls::{TlsParams, TlsVerify, ca_from_pem, pin_from_hex};
+use super::verdict::{FailReason, Verdict};
+use crate::config::{CheckType, RealServer, TlsVerifyMode, VirtualService};
 use crate::time::Instant;
 
-/// Where a real server's checks go: `check_port` if set, else the port the
-/// service would forward to (the first service port, mapped for NAT/SNAT).
+/// Where a real server's checks go: the server's `check_port`, else the
+/// service's, else the port the service would forward to (the first
+/// service port, mapped for NAT/SNAT). Ping checks ignore the port.
 pub fn check_target(vs: &VirtualService, rs: &RealServer) -> (core::net::Ipv4Addr, u16) {
-    let port = match vs.check_port {
+    let port = match rs.check_port.or(vs.check_port) {
         Some(p) => p,
         None => rs.target_port(vs.forwarding, vs.effective_check_port()),
     };
     (rs.ip, port)
 }
 
+/// The fixed verdict of a service without checks: `none` is always up,
+/// `off` always down (maintenance). `None` when checks run.
+pub fn fixed_verdict(vs: &VirtualService) -> Option<Verdict> {
+    match vs.check_type {
+        CheckType::None => Some(Verdict::Pass),
+        CheckType::Off => Some(Verdict::Fail(FailReason::Maintenance)),
+        _ => None,
+    }
+}
+
+/// The TLS settings of `rs`'s HTTPS check (validated config: the CA and
+/// pin parse; should they not, the check fails rather than pass).
+fn tls_params(vs: &VirtualService, rs: &RealServer) -> TlsParams {
+    let verify = match vs.check_tls_verify {
+        TlsVerifyMode::None => TlsVerify::None,
+        TlsVerifyMode::Ca => TlsVerify::Ca(
+            vs.check_tls_ca
+                .as_deref()
+                .and_then(|pem| ca_from_pem(pem).ok())
+                .unwrap_or_default(),
+        ),
+        TlsVerifyMode::Pin => TlsVerify::Pin(
+            vs.check_tls_pin
+                .as_deref()
+                .and_then(pin_from_hex)
+                .unwrap_or([0; 32]),
+        ),
+    };
+    TlsParams {
+        verify,
+        server_name: vs
+            .check_tls_name
+            .clone()
+            .unwrap_or_else(|| rs.ip.to_string()),
+    }
+}
+
 impl CheckParams {
     /// The check of `rs` in `vs`; `None` when the service has no check
-    /// (`check_type = none`: always up).
+    /// (`check_type = none` or `off`: see [`fixed_verdict`]).
     ///
     /// HTTP(S): the Host header is the real server's address and only 2xx
     /// statuses pass (the configuration has no status field yet).
@@ -34,17 +74,21 @@ impl CheckParams {
             expect: vs.check_expect.clone().unwrap_or_default(),
         };
         let kind = match vs.check_type {
-            CheckType::None => return None,
+            CheckType::None | CheckType::Off => return None,
             CheckType::Connect => CheckKind::Tcp,
+            CheckType::Ping => CheckKind::Ping,
             CheckType::Http => CheckKind::Http(http()),
-            CheckType::Https => CheckKind::Https(http()),
+            CheckType::Https => CheckKind::Https(http(), tls_params(vs, rs)),
             CheckType::DicomEcho => CheckKind::Dicom(DicomParams {
                 calling_ae: String::from(vs.calling_ae()),
                 called_ae: String::from(vs.called_ae()),
             }),
-            CheckType::Hl7 => CheckKind::Hl7(match &vs.check_hl7_message {
-                Some(m) => Hl7Params { message: m.clone() },
-                None => Hl7Params::default(),
+            CheckType::Hl7 => CheckKind::Hl7(Hl7Params {
+                message: vs
+                    .check_hl7_message
+                    .clone()
+                    .unwrap_or_else(|| String::from(super::hl7::DEFAULT_MESSAGE)),
+                control_id_prefix: String::from(vs.hl7_control_id_prefix()),
             }),
         };
         Some(CheckParams {
@@ -86,6 +130,7 @@ mod tests {
     fn every_check_type_makes_valid_params() {
         for t in [
             CheckType::Connect,
+            CheckType::Ping,
             CheckType::Http,
             CheckType::Https,
             CheckType::DicomEcho,
@@ -97,8 +142,16 @@ mod tests {
             let mut d = Dialog::new(&p, 0).unwrap_or_else(|e| panic!("{t:?}: {e}"));
             assert_eq!(d.start(Instant(0)), Action::Connect);
         }
-        let (vs, rs) = service(CheckType::None);
-        assert_eq!(CheckParams::from_config(&vs, &rs), None);
+        for (t, fixed) in [
+            (CheckType::None, Verdict::Pass),
+            (CheckType::Off, Verdict::Fail(FailReason::Maintenance)),
+        ] {
+            let (vs, rs) = service(t);
+            assert_eq!(CheckParams::from_config(&vs, &rs), None);
+            assert_eq!(fixed_verdict(&vs), Some(fixed));
+        }
+        let (vs, _) = service(CheckType::Connect);
+        assert_eq!(fixed_verdict(&vs), None);
     }
 
     #[test]
@@ -131,6 +184,10 @@ mod tests {
         assert_eq!(check_target(&vs, &rs).1, 11112);
         vs.forwarding = Forwarding::Dr;
         assert_eq!(check_target(&vs, &rs).1, vs.ports[0]);
+        // A server's own check port wins over the service's.
+        vs.check_port = Some(8080);
+        rs.check_port = Some(9443);
+        assert_eq!(check_target(&vs, &rs).1, 9443);
     }
 
     #[test]
@@ -141,7 +198,7 @@ mod tests {
         let due = s.next_due();
         assert!(due.millis() <= vs.check_interval.duration().millis() / 10);
         s.begin(due).unwrap();
-        let fail = Verdict::Fail(crate::health::FailReason::ConnectFailed);
+        let fail = Verdict::Fail(FailReason::Refused);
         assert_eq!(
             s.finish(due, fail),
             Some(Transition {

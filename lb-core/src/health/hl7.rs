@@ -16,8 +16,11 @@ const CR: u8 = 0x0D;
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Longest text kept from the reply for a failure reason.
 const MAX_REASON_TEXT: usize = 64;
-/// Prefix of our control IDs; the check sequence number follows.
-const CONTROL_ID_PREFIX: &str = "LBHC";
+/// Prefix of our control IDs when none is configured; the check sequence
+/// number follows.
+pub const DEFAULT_CONTROL_ID_PREFIX: &str = crate::config::DEFAULT_HL7_CONTROL_ID_PREFIX;
+/// Longest control-ID prefix (MSH-10 holds 20 characters; 10 digits follow).
+const MAX_PREFIX: usize = 10;
 
 /// A read-only patient query: harmless to any receiving system, and every
 /// HL7 v2 receiver must acknowledge it even if it does not support queries.
@@ -29,12 +32,16 @@ pub struct Hl7Params {
     /// The message to send; segments separated by CR (LF or CRLF are
     /// converted). MSH-10 is replaced by a fresh control ID on every check.
     pub message: String,
+    /// The control ID is this prefix and the check's 10-digit sequence
+    /// number, so interface engines can recognise and filter checks.
+    pub control_id_prefix: String,
 }
 
 impl Default for Hl7Params {
     fn default() -> Self {
         Hl7Params {
             message: String::from(DEFAULT_MESSAGE),
+            control_id_prefix: String::from(DEFAULT_CONTROL_ID_PREFIX),
         }
     }
 }
@@ -53,6 +60,14 @@ impl Hl7Params {
         if m.iter().any(|&b| b == START_BLOCK || b == END_BLOCK) {
             return Err(bad);
         }
+        let p = self.control_id_prefix.as_bytes();
+        if p.len() > MAX_PREFIX
+            || !p
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(ParamsError::BadField("hl7.control_id_prefix"));
+        }
         Ok(())
     }
 }
@@ -69,7 +84,8 @@ pub enum Hl7Failure {
     NoMsh,
     /// The reply holds no MSA segment.
     NoMsa,
-    /// MSA-1 is AE, AR, CE or CR; MSA-3 text (truncated) if any.
+    /// MSA-1 is AE, AR, CE or CR; the text of MSA-3 and of the ERR
+    /// segment (truncated), if any.
     NegativeAck {
         code: String,
         text: String,
@@ -143,7 +159,7 @@ fn trim(b: &[u8]) -> &[u8] {
 
 impl Hl7Check {
     pub(super) fn new(p: &Hl7Params, seq: u32) -> Self {
-        let control_id = alloc::format!("{CONTROL_ID_PREFIX}{seq:010}");
+        let control_id = alloc::format!("{}{seq:010}", p.control_id_prefix);
         // One segment per line, CR-terminated.
         let normalized = p.message.replace("\r\n", "\r").replace('\n', "\r");
         let mut framed = Vec::with_capacity(normalized.len() + 32);
@@ -215,17 +231,22 @@ impl Hl7Check {
     }
 
     fn judge(&self, message: &[u8]) -> Verdict {
-        let mut segments = message
-            .split(|&b| b == CR || b == b'\n')
-            .filter(|s| !s.is_empty());
-        let Some(msh) = segments
+        let segments = || {
+            message
+                .split(|&b| b == CR || b == b'\n')
+                .filter(|s| !s.is_empty())
+        };
+        let Some(msh) = segments()
             .next()
             .filter(|s| s.starts_with(b"MSH") && s.len() > 3)
         else {
             return Hl7Failure::NoMsh.into();
         };
         let sep = msh[3];
-        let Some(msa) = segments.find(|s| s.starts_with(b"MSA") && s.get(3) == Some(&sep)) else {
+        // MSH-2: component, repetition, escape, subcomponent characters.
+        let component = msh.get(4).copied().unwrap_or(b'^');
+        let subcomponent = msh.get(7).copied().unwrap_or(b'&');
+        let Some(msa) = segments().find(|s| s.starts_with(b"MSA") && s.get(3) == Some(&sep)) else {
             return Hl7Failure::NoMsa.into();
         };
         let mut fields = msa.split(|&b| b == sep).skip(1);
@@ -235,9 +256,20 @@ impl Hl7Check {
         match code {
             b"AA" | b"CA" => {}
             b"AE" | b"AR" | b"CE" | b"CR" => {
+                let err = segments()
+                    .find(|s| s.starts_with(b"ERR") && s.get(3) == Some(&sep))
+                    .map(|s| err_text(s, sep, component, subcomponent))
+                    .unwrap_or_default();
+                let mut why = text(reason);
+                if !err.is_empty() && err.as_bytes() != reason {
+                    if !why.is_empty() {
+                        why.push_str("; ");
+                    }
+                    why.push_str(&err);
+                }
                 return Hl7Failure::NegativeAck {
                     code: text(code),
-                    text: text(reason),
+                    text: text(why.as_bytes()),
                 }
                 .into();
             }
@@ -252,6 +284,35 @@ impl Hl7Check {
         }
         Verdict::Pass
     }
+}
+
+/// The human text of an ERR segment: ERR-8 (user message, v2.5), else the
+/// text of ERR-3 (HL7 error code, `code^text^...`), else the text in ERR-1
+/// (v2.3 error code and location, `seg^seq^field^code&text&table`).
+fn err_text(err: &[u8], sep: u8, component: u8, subcomponent: u8) -> String {
+    let fields: Vec<&[u8]> = err.split(|&b| b == sep).collect();
+    let field = |i: usize| fields.get(i).map(|f| trim(f)).unwrap_or(b"");
+    let part = |f: &[u8], c: u8, i: usize| -> Vec<u8> {
+        f.split(|&b| b == c)
+            .nth(i)
+            .map(trim)
+            .unwrap_or(b"")
+            .to_vec()
+    };
+    let user = field(8);
+    if !user.is_empty() {
+        return text(user);
+    }
+    let code = part(field(3), component, 1);
+    if !code.is_empty() {
+        return text(&code);
+    }
+    let location = part(field(1), component, 3);
+    let within = part(&location, subcomponent, 1);
+    if !within.is_empty() {
+        return text(&within);
+    }
+    text(field(1))
 }
 
 #[cfg(test)]
@@ -275,6 +336,7 @@ mod tests {
         let p = CheckParams {
             kind: CheckKind::Hl7(Hl7Params {
                 message: message.to_string(),
+                ..Hl7Params::default()
             }),
             timeout: Duration::from_secs(5),
         };
@@ -414,6 +476,66 @@ mod tests {
     }
 
     #[test]
+    fn err_segment_text_is_reported() {
+        let cases: &[(&str, &str)] = &[
+            // v2.5 ERR-8 user message.
+            (
+                "MSA|AE|LBHC0000000001\rERR||PID^1^3|204^Unknown key^HL70357|E||||Patient unknown",
+                "Patient unknown",
+            ),
+            // v2.5 ERR-3 text only.
+            (
+                "MSA|AR|LBHC0000000001\rERR|||207^Application internal error^HL70357|E",
+                "Application internal error",
+            ),
+            // v2.3 ERR-1 with code&text in its fourth component.
+            (
+                "MSA|AE|LBHC0000000001|Rejected\rERR|MSH^1^9^200&Unsupported message type&HL70357",
+                "Rejected; Unsupported message type",
+            ),
+            ("MSA|AE|LBHC0000000001\rERR|oops", "oops"),
+        ];
+        for (segments, want) in cases {
+            let (mut d, _) = dialog(QUERY, 1);
+            let r = alloc::format!("\x0bMSH|^~\\&|X\r{segments}\r\x1c\r");
+            let Action::Done(Verdict::Fail(FailReason::Hl7(Hl7Failure::NegativeAck {
+                text, ..
+            }))) = feed(&mut d, r.as_bytes(), 7)
+            else {
+                panic!("{segments}")
+            };
+            assert_eq!(text, *want);
+        }
+    }
+
+    #[test]
+    fn control_id_prefix_is_configurable() {
+        let p = CheckParams {
+            kind: CheckKind::Hl7(Hl7Params {
+                control_id_prefix: "HC-".to_string(),
+                ..Hl7Params::default()
+            }),
+            timeout: Duration::from_secs(5),
+        };
+        let mut d = Dialog::new(&p, 42).unwrap();
+        d.start(Instant(0));
+        let Action::Send(req) = d.on_connected(Instant(1)) else {
+            panic!()
+        };
+        assert!(String::from_utf8(req).unwrap().contains("|HC-0000000042|"));
+        let r = b"\x0bMSH|^~\\&|X\rMSA|AA|HC-0000000042\r\x1c\r";
+        assert_eq!(feed(&mut d, r, 3), Action::Done(Verdict::Pass));
+        let bad = Hl7Params {
+            control_id_prefix: "A|B".to_string(),
+            ..Hl7Params::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(ParamsError::BadField("hl7.control_id_prefix"))
+        );
+    }
+
+    #[test]
     fn leading_blank_lines_and_lf_segments_are_tolerated() {
         let (mut d, _) = dialog(QUERY, 1);
         let r = b"\r\n\x0bMSH|^~\\&|X\nMSA|AA|LBHC0000000001\n\x1c\r";
@@ -451,6 +573,7 @@ mod tests {
         for m in ["", "PID|1", "MSHX^~\\&", "MSH|^~\\&|\x1c", "MSH|^~\\&|\x0b"] {
             let p = Hl7Params {
                 message: m.to_string(),
+                ..Hl7Params::default()
             };
             assert_eq!(
                 p.validate(),

@@ -792,17 +792,4 @@ mod tests {
         p.host = "a\r\nX: y".to_string();
         assert_eq!(p.validate(), Err(ParamsError::BadField("http.host")));
     }
-
-    #[test]
-    fn https_uses_the_same_dialog_over_tls() {
-        let cp = CheckParams {
-            kind: CheckKind::Https(params("OK-HEALTHY")),
-            timeout: Duration::from_secs(3),
-        };
-        let mut d = Dialog::new(&cp, 1).unwrap();
-        assert!(d.needs_tls());
-        d.start(Instant(0));
-        assert!(matches!(d.on_connected(Instant(0)), Action::Send(_)));
-        assert_eq!(feed(&mut d, PY_200, 17), Action::Done(Verdict::Pass));
-    }
 }

@@ -18,24 +18,29 @@
 //! the same `Done`. The check's deadline (`start` + the configured timeout)
 //! is available from [`Dialog::deadline`].
 //!
-//! The HTTP dialog is transport-agnostic: for HTTPS the kernel puts TLS
-//! underneath and feeds the dialog plaintext ([`Dialog::needs_tls`]).
+//! HTTPS checks run TLS inside the dialog (rustls's sans-IO client, see
+//! `tls`): the caller moves ciphertext exactly as it moves plaintext for the
+//! other kinds. Ping checks reuse the connect events for the ICMP echo.
 //!
 //! [`RiseFall`] turns verdicts into up/down with hysteresis and
 //! [`ServerHealth`] schedules the checks of one real server.
 
+mod agent;
 mod dialog;
 mod dicom;
 mod from_config;
 mod hl7;
 mod http;
 mod rise_fall;
+mod tls;
 mod verdict;
 
-pub use dialog::{Action, CheckKind, CheckParams, Dialog, ParamsError};
+pub use agent::{AgentAdmin, AgentError, AgentReply, AgentState, parse_reply as parse_agent_reply};
+pub use dialog::{Action, CheckKind, CheckParams, ConnectError, Dialog, ParamsError};
 pub use dicom::{DicomFailure, DicomParams};
-pub use from_config::check_target;
-pub use hl7::{Hl7Failure, Hl7Params};
+pub use from_config::{check_target, fixed_verdict};
+pub use hl7::{DEFAULT_MESSAGE as DEFAULT_HL7_MESSAGE, Hl7Failure, Hl7Params};
 pub use http::{HttpFailure, HttpParams, StatusAccept};
 pub use rise_fall::{Health, RiseFall, ServerHealth, Transition};
+pub use tls::{MAX_CA_CERTS, TlsFailure, TlsParams, TlsVerify, ca_from_pem, pin_from_hex};
 pub use verdict::{FailReason, Phase, Verdict};
