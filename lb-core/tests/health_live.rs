@@ -1,6 +1,8 @@
 //! The health-check dialogs against real peers on loopback, over std sockets:
 //! dcmtk's storescp / dcmqrscp (DICOM), the PyPI `hl7` package's MLLP server
-//! (tests/peers/hl7_mllp_server.py) and `python3 -m http.server`.
+//! (tests/peers/hl7_mllp_server.py), `python3 -m http.server` and Debian's
+//! nginx with TLS 1.2-only, TLS 1.3-only and RSA-key-exchange-only sites
+//! (tests/peers/nginx_tls.sh).
 //!
 //! Each test skips with a printed note when its peer is not installed.
 //! Every process started here is killed by its handle when the test ends.
@@ -13,7 +15,8 @@ use std::time::Duration as StdDuration;
 
 use lb_core::health::{
     Action, CheckKind, CheckParams, ConnectError, Dialog, DicomFailure, DicomParams, FailReason,
-    Hl7Failure, Hl7Params, HttpFailure, HttpParams, Phase, StatusAccept, Verdict,
+    Hl7Failure, Hl7Params, HttpFailure, HttpParams, Phase, StatusAccept, TlsFailure, TlsParams,
+    TlsVerify, Verdict, ca_from_pem, pin_from_hex,
 };
 use lb_core::time::{Duration, Instant};
 
@@ -109,7 +112,11 @@ fn peers(rel: &str) -> PathBuf {
 fn run(params: &CheckParams, seq: u32, port: u16) -> Verdict {
     let t0 = std::time::Instant::now();
     let now = || Instant(t0.elapsed().as_millis() as u64);
-    let mut d = Dialog::new(params, seq).unwrap();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut d = Dialog::new(params, seq).unwrap().with_wall_clock(unix);
     assert_eq!(d.start(now()), Action::Connect);
     let deadline = d.deadline().unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -433,4 +440,95 @@ fn connect_check_against_open_and_closed_ports() {
         run(&dicom("LBHEALTH", "STORESCP"), 0, closed),
         Verdict::Fail(FailReason::Refused)
     );
+}
+
+fn https(verify: TlsVerify, name: &str, expect: &str) -> CheckParams {
+    CheckParams {
+        kind: CheckKind::Https(
+            HttpParams {
+                host: "viewer.test".into(),
+                path: "/health.html".into(),
+                accept: StatusAccept::Success,
+                expect: expect.into(),
+            },
+            TlsParams {
+                verify,
+                server_name: name.into(),
+            },
+        ),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn run_at(params: &CheckParams, port: u16) -> Verdict {
+    run(params, 0, port)
+}
+
+#[test]
+fn https_against_nginx() {
+    if !have("nginx", "-v") {
+        eprintln!("SKIP: nginx not installed (apt-get install nginx-light)");
+        return;
+    }
+    let dir = scratch("nginx");
+    // Five consecutive free ports for the five sites.
+    let base = loop {
+        let b = free_port();
+        if (1..5).all(|i| TcpListener::bind(("127.0.0.1", b + i)).is_ok()) {
+            break b;
+        }
+    };
+    let child = Command::new("sh")
+        .arg(peers("nginx_tls.sh"))
+        .arg(&*dir)
+        .arg("127.0.0.1")
+        .arg(base.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _peer = Peer(child);
+    wait_listening(base + 4);
+    let none = || https(TlsVerify::None, "127.0.0.1", "OK-HEALTHY");
+    // TLS 1.2 ECDHE-RSA, TLS 1.2 ECDHE-ECDSA, TLS 1.3.
+    for port in [base, base + 1, base + 2] {
+        assert_eq!(run_at(&none(), port), Verdict::Pass, "site {}", port - base);
+    }
+    // Only AES256-SHA256: nginx refuses our hello; the reason says why.
+    let v = run_at(&none(), base + 3);
+    assert_eq!(
+        v,
+        Verdict::Fail(FailReason::Tls(TlsFailure::Alert(
+            "handshake_failure".into()
+        )))
+    );
+    assert!(v.to_string().contains("no cipher suite in common"), "{v}");
+    // The page without the expected text.
+    assert_eq!(
+        run_at(&none(), base + 4),
+        Verdict::Fail(FailReason::Http(HttpFailure::ExpectedTextMissing))
+    );
+    // CA verification: right CA by name and by address, wrong CA.
+    let ca = |f: &str| ca_from_pem(&std::fs::read_to_string(testdata(f)).unwrap()).unwrap();
+    let with_ca = |file: &str, name: &str| https(TlsVerify::Ca(ca(file)), name, "OK-HEALTHY");
+    assert_eq!(
+        run_at(&with_ca("tls/ca.pem", "viewer.test"), base),
+        Verdict::Pass
+    );
+    assert_eq!(
+        run_at(&with_ca("tls/ca.pem", "127.0.0.1"), base + 2),
+        Verdict::Pass
+    );
+    assert!(matches!(
+        run_at(&with_ca("tls/other-ca.pem", "viewer.test"), base),
+        Verdict::Fail(FailReason::Tls(TlsFailure::Certificate(_)))
+    ));
+    // Pins: the RSA leaf's on the RSA site; the ECDSA leaf's is wrong there.
+    let pin = |f: &str| pin_from_hex(std::fs::read_to_string(testdata(f)).unwrap().trim()).unwrap();
+    let pinned = |f: &str| https(TlsVerify::Pin(pin(f)), "127.0.0.1", "OK-HEALTHY");
+    assert_eq!(run_at(&pinned("tls/rsa.sha256"), base), Verdict::Pass);
+    assert!(matches!(
+        run_at(&pinned("tls/ecdsa.sha256"), base),
+        Verdict::Fail(FailReason::Tls(TlsFailure::PinMismatch(_)))
+    ));
 }

@@ -44,6 +44,9 @@ pub const TEST: &[Requirement] = &[
     req("ping", "iputils-ping"),
     req("storescp", "dcmtk"),
     req("python3", "python3"),
+    // HTTPS real servers for the health checks (TLS 1.2/1.3 sites).
+    req("nginx", "nginx-light"),
+    req("openssl", "openssl"),
 ];
 
 /// What the benchmarks need on top of the tests: the traffic generator and

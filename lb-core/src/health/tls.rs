@@ -354,7 +354,9 @@ impl rustls::crypto::KeyProvider for NoKeys {
         &self,
         _key: rustls::pki_types::PrivateKeyDer<'static>,
     ) -> Result<Arc<dyn rustls::sign::SigningKey>, Error> {
-        Err(Error::General("the health checker has no private keys".into()))
+        Err(Error::General(
+            "the health checker has no private keys".into(),
+        ))
     }
 }
 
