@@ -352,11 +352,7 @@ fn limit_to_ram(caps: &mut Capacities, free: usize) {
 }
 
 fn empty_config() -> Config {
-    Config {
-        network: Default::default(),
-        l4: Default::default(),
-        virtual_services: Vec::new(),
-    }
+    Config::empty()
 }
 
 /// The frame hook the NICs call.

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod flow;
 pub mod frame;
 pub mod health;
+pub mod mgmt;
 pub mod persist;
 pub mod schedule;
 pub mod store;

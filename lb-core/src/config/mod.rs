@@ -67,6 +67,37 @@ pub struct Config {
     /// TOML: `[[virtual_service]]` tables.
     #[serde(rename = "virtual_service", default)]
     pub virtual_services: Vec<VirtualService>,
+    /// TOML: `[management]`.
+    #[serde(default)]
+    pub management: Management,
+}
+
+/// Most source ranges in `management.allow`.
+pub const MAX_ALLOW: usize = 32;
+/// Most keys in `management.admin_keys`.
+pub const MAX_ADMIN_KEYS: usize = 16;
+
+/// Management over the network: who may reach it, whose signatures it
+/// accepts, where its events go (see [`crate::mgmt`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Management {
+    /// Where management is served: an interface name (`"eth0"`) or one of
+    /// the appliance's addresses. Unset: eth0.
+    pub address: Option<String>,
+    /// Sources that may reach management, as `"10.12.1.0/24"` or a single
+    /// address. Unset: any source; an empty list: none (console only).
+    /// Others get nothing back and are counted.
+    pub allow: Option<Vec<String>>,
+    /// Public keys (`ed25519:` and 64 hex digits, as `tools keygen` writes
+    /// them) whose signed uploads and commands are accepted.
+    pub admin_keys: Vec<String>,
+    /// Where events go as RFC 5424 syslog over UDP, `"IP:PORT"`.
+    pub syslog: Option<core::net::SocketAddrV4>,
+    /// Serial of the last signed change applied. Set by the appliance from
+    /// the signed request, never by hand: a request must carry a higher
+    /// one, so a recorded request cannot be replayed.
+    pub serial: u64,
 }
 
 /// The appliance's own network settings (what the console wizard asks for).
@@ -498,6 +529,7 @@ impl Config {
             network: Network::default(),
             l4: L4Settings::default(),
             virtual_services: Vec::new(),
+            management: Management::default(),
         }
     }
 }

@@ -644,3 +644,48 @@ fn check_types_ports_agent_and_hl7_prefix() {
         )]
     );
 }
+
+#[test]
+fn management_section_parses_and_is_checked() {
+    let key = crate::mgmt::keys::SigningKey::from_seed([5; 32])
+        .public()
+        .to_string();
+    let text = alloc::format!(
+        "{MEDICAL}\n[management]\naddress = \"eth0\"\nallow = [\"10.12.1.0/24\", \"10.12.9.7\"]\nadmin_keys = [\"{key}\"]\nsyslog = \"10.12.1.5:514\"\n"
+    );
+    let cfg = from_toml(&text).unwrap();
+    assert_eq!(cfg.management.allow.as_ref().unwrap().len(), 2);
+    assert_eq!(cfg.management.syslog.unwrap().port(), 514);
+    assert_eq!(cfg.management.serial, 0);
+    // Survives the wire form.
+    let blob = crate::envelope::encode(&cfg).unwrap();
+    assert_eq!(crate::envelope::decode(&blob).unwrap(), cfg);
+
+    let mut bad = cfg.clone();
+    bad.management.address = Some("10.99.0.1".into());
+    bad.management.allow = Some(vec!["10.12.1.5/24".into(), "nonsense".into()]);
+    bad.management.admin_keys = vec![key.clone(), key.clone(), "ed25519:00".into()];
+    bad.management.syslog = Some("10.12.1.5:0".parse().unwrap());
+    let errs = validate(&bad).unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "management.address",
+            "management.allow[0]",
+            "management.allow[1]",
+            "management.admin_keys[1]",
+            "management.admin_keys[2]",
+            "management.syslog"
+        ]
+    );
+    let mut ok = cfg.clone();
+    ok.management.address = Some("10.12.1.21".into());
+    assert_eq!(validate(&ok), Ok(()));
+    assert!(
+        parse_toml(&alloc::format!(
+            "{MEDICAL}\n[management]\nallow_list = []\n"
+        ))
+        .is_err()
+    );
+}

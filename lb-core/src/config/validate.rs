@@ -62,6 +62,10 @@ pub enum ErrorKind {
     BadInterface,
     /// A table capacity of zero or over its bound.
     BadCapacity,
+    /// A `[management]` setting: an allow entry that is not a prefix, a
+    /// key that is not an Ed25519 public key, an address that is not the
+    /// appliance's, a syslog destination that cannot be used.
+    BadManagement,
 }
 
 /// One problem found in a configuration.
@@ -97,6 +101,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<ValidationError>> {
     let mut errs = Errors(Vec::new());
     check_network(&config.network, &mut errs);
     check_l4(&config.l4, &mut errs);
+    check_management(config, &mut errs);
     let own: Vec<Ipv4Addr> = config
         .network
         .interfaces
@@ -888,6 +893,87 @@ fn check_fallback(vs: &VirtualService, path: &str, own: &[Ipv4Addr], errs: &mut 
                     "only used with fallback = \"local\"",
                 );
             }
+        }
+    }
+}
+
+fn check_management(config: &Config, errs: &mut Errors) {
+    use crate::mgmt::allow::Cidr;
+    use crate::mgmt::keys::PublicKey;
+    let m = &config.management;
+    let interfaces = &config.network.interfaces;
+    if let Some(a) = &m.address {
+        let known = match a.parse::<Ipv4Addr>() {
+            Ok(ip) => {
+                interfaces.iter().all(|i| i.address.is_none())
+                    || interfaces.iter().any(|i| i.address == Some(ip))
+            }
+            Err(_) => {
+                interfaces.iter().any(|i| i.name == *a)
+                    || (a.len() > 3
+                        && a.starts_with("eth")
+                        && a[3..].bytes().all(|b| b.is_ascii_digit()))
+            }
+        };
+        if !known {
+            errs.push(
+                "management.address",
+                ErrorKind::BadManagement,
+                format!("`{a}` is neither an interface of this config nor one of its addresses"),
+            );
+        }
+    }
+    if let Some(allow) = &m.allow {
+        if allow.len() > MAX_ALLOW {
+            errs.push(
+                "management.allow",
+                ErrorKind::TooMany,
+                format!("at most {MAX_ALLOW} entries are supported"),
+            );
+        }
+        for (i, entry) in allow.iter().enumerate() {
+            if let Err(e) = Cidr::parse(entry) {
+                errs.push(
+                    format!("management.allow[{i}]"),
+                    ErrorKind::BadManagement,
+                    format!("`{entry}`: {e}"),
+                );
+            }
+        }
+    }
+    if m.admin_keys.len() > MAX_ADMIN_KEYS {
+        errs.push(
+            "management.admin_keys",
+            ErrorKind::TooMany,
+            format!("at most {MAX_ADMIN_KEYS} keys are supported"),
+        );
+    }
+    let mut seen = Vec::new();
+    for (i, k) in m.admin_keys.iter().enumerate() {
+        match PublicKey::parse(k) {
+            Ok(key) if seen.contains(&key) => errs.push(
+                format!("management.admin_keys[{i}]"),
+                ErrorKind::BadManagement,
+                "the same key is listed twice",
+            ),
+            Ok(key) => seen.push(key),
+            Err(e) => errs.push(
+                format!("management.admin_keys[{i}]"),
+                ErrorKind::BadManagement,
+                format!("{e}"),
+            ),
+        }
+    }
+    if let Some(dest) = m.syslog {
+        if dest.port() == 0 {
+            errs.push(
+                "management.syslog",
+                ErrorKind::BadPort,
+                "port 0 is not usable",
+            );
+        }
+        if let Some(why) = unusable_address(*dest.ip()) {
+            errs.push("management.syslog", ErrorKind::BadAddress, why);
         }
     }
 }

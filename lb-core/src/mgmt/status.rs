@@ -1,0 +1,577 @@
+//! What the appliance shows of itself: one [`Status`] snapshot rendered
+//! four ways — the console's `status` text ([`Status::to_text`]), the JSON
+//! of `GET /api/status` (serde), Prometheus text for `GET /metrics`
+//! ([`Status::to_metrics`]) and the System Overview page
+//! ([`super::page`]). `tools status` decodes the JSON and prints
+//! [`Status::to_text`], so it shows exactly what the console does.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AdminState, Config, Forwarding, SchedulerKind};
+use crate::engine::Engine;
+use crate::flow::Protocol;
+use crate::frame::DropReason;
+use crate::schedule::Health;
+
+/// A snapshot of the appliance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub hostname: String,
+    pub version: String,
+    pub uptime_s: u64,
+    /// Serial of the running configuration (see `management.serial`).
+    pub serial: u64,
+    pub services: Vec<ServiceStatus>,
+    /// Counters and gauges besides the services' (drops, tables, NICs,
+    /// management), for `/metrics`.
+    pub metrics: Vec<Sample>,
+    /// The console's lines after the services (drops, ARP, tables, NICs).
+    pub details: Vec<String>,
+}
+
+/// One virtual service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub label: String,
+    pub vip: String,
+    pub ports: Vec<u16>,
+    pub protocol: String,
+    pub forwarding: String,
+    pub scheduler: String,
+    /// Flows open now.
+    pub active: u64,
+    /// Flows started.
+    pub connections: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One real server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub label: String,
+    pub ip: String,
+    pub port: u16,
+    /// `up`, `down` or `unknown` (not checked yet).
+    pub health: String,
+    /// `online`, `drain` or `halt`.
+    pub admin: String,
+    pub weight: u32,
+    pub active: u64,
+    pub connections: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Why the last health check failed, while the server is down.
+    pub reason: Option<String>,
+}
+
+impl ServerStatus {
+    /// The page's colour class: the administrative state first (an
+    /// operator's drain or halt is what matters), then health.
+    pub fn state(&self) -> &'static str {
+        match (self.admin.as_str(), self.health.as_str()) {
+            ("halt", _) => "halt",
+            ("drain", _) => "drain",
+            (_, "up") => "up",
+            (_, "down") => "down",
+            _ => "unknown",
+        }
+    }
+}
+
+/// One metric sample: a family name (`lbmed_drops_total`), labels, value.
+/// Names ending in `_total` are counters, the others gauges.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: u64,
+}
+
+impl Sample {
+    pub fn new(name: &str, labels: &[(&str, &str)], value: u64) -> Sample {
+        Sample {
+            name: name.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        }
+    }
+}
+
+pub fn forwarding_name(f: Forwarding) -> &'static str {
+    match f {
+        Forwarding::Dr => "dr",
+        Forwarding::Nat => "nat",
+        Forwarding::Snat => "snat",
+        Forwarding::Layer7 => "layer7",
+    }
+}
+
+pub fn scheduler_name(s: SchedulerKind) -> &'static str {
+    match s {
+        SchedulerKind::Wlc => "wlc",
+        SchedulerKind::Wrr => "wrr",
+        SchedulerKind::Rr => "rr",
+        SchedulerKind::Lc => "lc",
+        SchedulerKind::Sh => "sh",
+    }
+}
+
+pub fn health_name(h: Health) -> &'static str {
+    match h {
+        Health::Up => "up",
+        Health::Down => "down",
+        Health::Unknown => "unknown",
+    }
+}
+
+pub fn admin_name(a: AdminState) -> &'static str {
+    match a {
+        AdminState::Online => "online",
+        AdminState::Drain => "drain",
+        AdminState::Halt => "halt",
+    }
+}
+
+fn ip(a: Ipv4Addr) -> String {
+    a.to_string()
+}
+
+impl Status {
+    /// The virtual services and real servers of `config` as `engine` sees
+    /// them, and the engine's drop counters and table fill.
+    /// `reason(service, server)` gives a down server's last check failure.
+    pub fn from_engine(
+        config: &Config,
+        engine: &Engine,
+        reason: impl Fn(usize, usize) -> Option<String>,
+    ) -> Status {
+        let mut st = Status {
+            hostname: config.network.hostname.clone(),
+            serial: config.management.serial,
+            ..Status::default()
+        };
+        for (si, vs) in config.virtual_services.iter().enumerate() {
+            let Some(stats) = engine.service_stats(si) else {
+                continue;
+            };
+            let mut svc = ServiceStatus {
+                label: vs.label.clone(),
+                vip: ip(vs.vip),
+                ports: vs.ports.to_vec(),
+                protocol: match vs.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                }
+                .into(),
+                forwarding: forwarding_name(vs.forwarding).into(),
+                scheduler: scheduler_name(vs.scheduler).into(),
+                packets: stats.service.packets,
+                bytes: stats.service.bytes,
+                ..ServiceStatus::default()
+            };
+            for (ri, rs) in vs.real_servers.iter().enumerate() {
+                let (Some(s), Some(c)) = (engine.server_state(si, ri), stats.servers.get(ri))
+                else {
+                    continue;
+                };
+                svc.active += u64::from(s.active);
+                svc.connections += c.connections;
+                svc.servers.push(ServerStatus {
+                    label: rs.label.clone(),
+                    ip: ip(rs.ip),
+                    port: rs.target_port(vs.forwarding, vs.ports.first().copied().unwrap_or(0)),
+                    health: health_name(s.health).into(),
+                    admin: admin_name(s.admin).into(),
+                    weight: s.weight,
+                    active: u64::from(s.active),
+                    connections: c.connections,
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    reason: if s.health == Health::Down {
+                        reason(si, ri)
+                    } else {
+                        None
+                    },
+                });
+            }
+            st.services.push(svc);
+        }
+        let drops = engine.drops();
+        for r in DropReason::ALL {
+            st.metrics.push(Sample::new(
+                "lbmed_drops_total",
+                &[("reason", r.name())],
+                drops.get(r),
+            ));
+        }
+        let ct = engine.conntrack();
+        let p = engine.persistence();
+        for (table, used, cap) in [
+            ("conntrack", ct.len(), ct.capacity()),
+            ("persistence", p.len(), p.capacity()),
+        ] {
+            st.metrics.push(Sample::new(
+                "lbmed_table_entries",
+                &[("table", table)],
+                used as u64,
+            ));
+            st.metrics.push(Sample::new(
+                "lbmed_table_capacity",
+                &[("table", table)],
+                cap as u64,
+            ));
+        }
+        st
+    }
+
+    /// A counter or gauge by name and labels (0 when absent).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.metrics
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.labels.len() == labels.len()
+                    && s.labels
+                        .iter()
+                        .zip(labels)
+                        .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+            })
+            .map_or(0, |s| s.value)
+    }
+
+    /// The console's `status` text.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for vs in &self.services {
+            let ports: Vec<String> = vs.ports.iter().map(|p| p.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "vs {} {}:{} {} conns={} pkts={} bytes={}",
+                vs.label,
+                vs.vip,
+                ports.join(","),
+                vs.forwarding,
+                vs.active,
+                vs.packets,
+                vs.bytes
+            );
+            for rs in &vs.servers {
+                let _ = write!(
+                    out,
+                    "  rs {} {}:{} {} {} weight={} active={} conns={} pkts={} bytes={}",
+                    rs.label,
+                    rs.ip,
+                    rs.port,
+                    rs.health,
+                    rs.admin,
+                    rs.weight,
+                    rs.active,
+                    rs.connections,
+                    rs.packets,
+                    rs.bytes
+                );
+                if let Some(r) = &rs.reason {
+                    let _ = write!(out, " ({r})");
+                }
+                out.push('\n');
+            }
+        }
+        for l in &self.details {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn to_metrics(&self) -> String {
+        let mut samples: Vec<Sample> = Vec::new();
+        samples.push(Sample::new("lbmed_uptime_seconds", &[], self.uptime_s));
+        samples.push(Sample::new("lbmed_config_serial", &[], self.serial));
+        for vs in &self.services {
+            let l = [("service", vs.label.as_str())];
+            samples.push(Sample::new(
+                "lbmed_service_connections_total",
+                &l,
+                vs.connections,
+            ));
+            samples.push(Sample::new(
+                "lbmed_service_active_connections",
+                &l,
+                vs.active,
+            ));
+            samples.push(Sample::new("lbmed_service_packets_total", &l, vs.packets));
+            samples.push(Sample::new("lbmed_service_bytes_total", &l, vs.bytes));
+        }
+        for vs in &self.services {
+            for rs in &vs.servers {
+                let l = [
+                    ("service", vs.label.as_str()),
+                    ("server", rs.label.as_str()),
+                ];
+                samples.push(Sample::new(
+                    "lbmed_server_connections_total",
+                    &l,
+                    rs.connections,
+                ));
+                samples.push(Sample::new(
+                    "lbmed_server_active_connections",
+                    &l,
+                    rs.active,
+                ));
+                samples.push(Sample::new("lbmed_server_packets_total", &l, rs.packets));
+                samples.push(Sample::new("lbmed_server_bytes_total", &l, rs.bytes));
+                samples.push(Sample::new(
+                    "lbmed_server_up",
+                    &l,
+                    u64::from(rs.health == "up"),
+                ));
+                samples.push(Sample::new("lbmed_server_weight", &l, u64::from(rs.weight)));
+                for state in ["online", "drain", "halt"] {
+                    let ls = [l[0], l[1], ("state", state)];
+                    samples.push(Sample::new(
+                        "lbmed_server_state",
+                        &ls,
+                        u64::from(rs.admin == state),
+                    ));
+                }
+            }
+        }
+        samples.extend(self.metrics.iter().cloned());
+        render_samples(&samples)
+    }
+}
+
+/// Help text of each metric family.
+fn help(name: &str) -> &'static str {
+    match name {
+        "lbmed_uptime_seconds" => "Seconds since the appliance booted.",
+        "lbmed_config_serial" => "Serial of the running configuration.",
+        "lbmed_service_connections_total" => "Connections (flows) started on the virtual service.",
+        "lbmed_service_active_connections" => "Connections open on the virtual service now.",
+        "lbmed_service_packets_total" => "Packets forwarded for the virtual service.",
+        "lbmed_service_bytes_total" => "IPv4 bytes forwarded for the virtual service.",
+        "lbmed_server_connections_total" => "Connections sent to the real server.",
+        "lbmed_server_active_connections" => "Connections open to the real server now.",
+        "lbmed_server_packets_total" => "Packets forwarded to and from the real server.",
+        "lbmed_server_bytes_total" => "IPv4 bytes forwarded to and from the real server.",
+        "lbmed_server_up" => "1 when the real server's health check passes.",
+        "lbmed_server_weight" => "Scheduling weight of the real server.",
+        "lbmed_server_state" => "Administrative state of the real server (1 for the current one).",
+        "lbmed_drops_total" => "Frames dropped, by reason.",
+        "lbmed_table_entries" => "Entries in use in a bounded table.",
+        "lbmed_table_capacity" => "Capacity of a bounded table.",
+        "lbmed_nic_frames_total" => "Frames through a network card, by direction and outcome.",
+        "lbmed_management_applied_total" => "Signed uploads and commands applied.",
+        "lbmed_management_rejected_total" => "Signed uploads and commands rejected, by reason.",
+        "lbmed_management_not_allowed_total" => {
+            "Frames to management ports from sources outside the allow list."
+        }
+        "lbmed_management_evicted_total" => {
+            "Management connections closed to make room for newer ones."
+        }
+        "lbmed_events_total" => "Events logged.",
+        _ => "Appliance counter.",
+    }
+}
+
+fn escape_label(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Renders samples grouped by family (in order of first appearance), each
+/// family with its HELP and TYPE lines.
+pub fn render_samples(samples: &[Sample]) -> String {
+    let mut families: Vec<&str> = Vec::new();
+    for s in samples {
+        if !families.contains(&s.name.as_str()) {
+            families.push(&s.name);
+        }
+    }
+    let mut out = String::new();
+    for f in families {
+        let kind = if f.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# HELP {f} {}", help(f));
+        let _ = writeln!(out, "# TYPE {f} {kind}");
+        for s in samples.iter().filter(|s| s.name == f) {
+            out.push_str(f);
+            if !s.labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in s.labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(k);
+                    out.push_str("=\"");
+                    escape_label(v, &mut out);
+                    out.push('"');
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", s.value);
+        }
+    }
+    out
+}
+
+/// `status` of a whole JSON document (`tools status` reads `/api/status`).
+pub fn from_json(text: &[u8]) -> Option<Status> {
+    serde_json::from_slice(text).ok()
+}
+
+/// The JSON of `/api/status`.
+pub fn to_json(status: &Status) -> String {
+    serde_json::to_string(status).unwrap_or_default()
+}
+
+/// Shared by the tests of this module and of the page.
+#[cfg(test)]
+pub(crate) fn sample_status() -> Status {
+    let server = |label: &str, ip: &str, health: &str, admin: &str| ServerStatus {
+        label: label.into(),
+        ip: ip.into(),
+        port: 104,
+        health: health.into(),
+        admin: admin.into(),
+        weight: 100,
+        active: 2,
+        connections: 30,
+        packets: 400,
+        bytes: 50_000,
+        reason: (health == "down").then(|| "connection refused".into()),
+    };
+    Status {
+        hostname: "lbmed1".into(),
+        version: "0.1.0".into(),
+        uptime_s: 3723,
+        serial: 7,
+        services: alloc::vec![ServiceStatus {
+            label: "DICOM-Modalities".into(),
+            vip: "10.12.1.100".into(),
+            ports: alloc::vec![104, 11112],
+            protocol: "tcp".into(),
+            forwarding: "dr".into(),
+            scheduler: "wlc".into(),
+            active: 8,
+            connections: 120,
+            packets: 1600,
+            bytes: 200_000,
+            servers: alloc::vec![
+                server("PACS1", "10.12.1.110", "up", "online"),
+                server("PACS2", "10.12.1.111", "down", "online"),
+                server("PACS3", "10.12.1.112", "up", "drain"),
+                server("PACS4", "10.12.1.113", "up", "halt"),
+            ],
+        }],
+        metrics: alloc::vec![Sample::new(
+            "lbmed_drops_total",
+            &[("reason", "bad \"quoted\"\\")],
+            3
+        )],
+        details: alloc::vec!["conntrack: 8 flows".into()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_toml;
+    use crate::engine::Capacities;
+
+    #[test]
+    fn text_matches_the_console_format() {
+        let t = sample_status().to_text();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "vs DICOM-Modalities 10.12.1.100:104,11112 dr conns=8 pkts=1600 bytes=200000"
+        );
+        assert_eq!(
+            lines[2],
+            "  rs PACS2 10.12.1.111:104 down online weight=100 active=2 conns=30 pkts=400 bytes=50000 (connection refused)"
+        );
+        assert_eq!(lines.last(), Some(&"conntrack: 8 flows"));
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let s = sample_status();
+        assert_eq!(from_json(to_json(&s).as_bytes()), Some(s));
+        assert_eq!(from_json(b"{not json"), None);
+    }
+
+    #[test]
+    fn metrics_are_grouped_typed_and_escaped() {
+        let m = sample_status().to_metrics();
+        assert!(m.contains("# TYPE lbmed_server_connections_total counter\n"));
+        assert!(m.contains("# TYPE lbmed_server_up gauge\n"));
+        assert!(m.contains("lbmed_server_up{service=\"DICOM-Modalities\",server=\"PACS2\"} 0\n"));
+        assert!(m.contains(
+            "lbmed_server_state{service=\"DICOM-Modalities\",server=\"PACS3\",state=\"drain\"} 1\n"
+        ));
+        assert!(m.contains("lbmed_drops_total{reason=\"bad \\\"quoted\\\"\\\\\"} 3\n"));
+        // Each family's TYPE line comes once, before its samples.
+        let types = m
+            .lines()
+            .filter(|l| l.starts_with("# TYPE lbmed_server_up "))
+            .count();
+        assert_eq!(types, 1);
+        for line in m.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+            assert!(name.starts_with("lbmed_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn built_from_a_real_engine() {
+        let cfg = from_toml(include_str!("../../configs/medical.toml")).unwrap();
+        let engine = Engine::new(
+            &cfg,
+            Capacities {
+                conntrack: 1024,
+                persistence: 1024,
+                ..Capacities::from_config(&cfg)
+            },
+        )
+        .unwrap();
+        let st = Status::from_engine(&cfg, &engine, |_, _| Some("never asked".into()));
+        assert_eq!(st.services.len(), cfg.virtual_services.len());
+        assert_eq!(st.services[0].servers.len(), 2);
+        assert_eq!(st.services[0].ports, alloc::vec![104, 11112]);
+        assert_eq!(
+            st.metric("lbmed_table_capacity", &[("table", "conntrack")]),
+            1024
+        );
+        assert_eq!(
+            st.metric(
+                "lbmed_drops_total",
+                &[("reason", DropReason::ALL[0].name())]
+            ),
+            0
+        );
+        // Not down (unknown until checked): no reason shown.
+        assert!(st.services[0].servers.iter().all(|s| s.reason.is_none()));
+    }
+}
