@@ -10,6 +10,7 @@ pub mod debian;
 pub mod disk_cmd;
 pub mod image;
 pub mod lab;
+pub mod mgmt_cmd;
 pub mod qemu;
 pub mod setup;
 pub mod workspace;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use tools::image::{self, Profile};
 use tools::qemu::{Accel, Backend, Boot, Machine, Nic, Serial};
-use tools::{config_cmd, disk_cmd, setup, workspace};
+use tools::{config_cmd, disk_cmd, mgmt_cmd, setup, workspace};
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +54,44 @@ enum Cmd {
         #[command(subcommand)]
         which: DiskCmd,
     },
+    /// Make an administrator key pair: PREFIX.key (private, mode 0600) and
+    /// PREFIX.pub (goes into management.admin_keys).
+    Keygen {
+        #[arg(short, long, default_value = "admin")]
+        output: PathBuf,
+    },
+    /// Sign a config and upload it; exit status 0 only when it was applied.
+    Upload {
+        #[command(flatten)]
+        to: SignedTo,
+        config: PathBuf,
+    },
+    /// Apply the previous stored config again (signed, with a new serial).
+    Rollback {
+        #[command(flatten)]
+        to: SignedTo,
+    },
+    /// Set a real server online, drain it (no new connections) or halt it.
+    Rs {
+        #[arg(value_parser = ["online", "drain", "halt"])]
+        state: String,
+        #[command(flatten)]
+        to: SignedTo,
+        /// SERVICE/SERVER, e.g. DICOM-Modalities/DICOM1.
+        server: String,
+    },
+    /// Show the appliance's status (the console's `status`) over the network.
+    Status {
+        /// HOST[:PORT] of the appliance's HTTP port (default 9080).
+        #[arg(long)]
+        to: String,
+    },
+    /// Show the appliance's recent events.
+    Logs {
+        /// HOST[:PORT] of the appliance's HTTP port (default 9080).
+        #[arg(long)]
+        from: String,
+    },
     /// Benchmarks, side by side with the incumbent in one run.
     Bench {
         #[command(subcommand)]
@@ -65,6 +103,37 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+}
+
+/// Where a signed request goes and who signs it.
+#[derive(clap::Args)]
+struct SignedTo {
+    /// HOST[:PORT] of the appliance's command port (default 9081).
+    #[arg(long)]
+    to: String,
+    /// The private key file written by `tools keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    /// The appliance's HTTP port, where the running serial is read (default 9080).
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// The request's serial (default: the time in microseconds, or the
+    /// running serial + 1 if that is higher).
+    #[arg(long)]
+    serial: Option<u64>,
+}
+
+impl SignedTo {
+    /// Signs and sends `action`; prints the answer; fails unless applied.
+    fn send(&self, action: lb_core::mgmt::request::Action) -> Result<()> {
+        let key = mgmt_cmd::load_key(&self.key)?;
+        let target = mgmt_cmd::Target::new(&self.to, self.http_port, self.serial)?;
+        let reply = target.request(&key, action)?;
+        if !mgmt_cmd::report(&reply) {
+            std::process::exit(1);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -203,6 +272,28 @@ fn main() -> Result<()> {
                     print!("{}", config_cmd::summary(&config));
                 }
                 None => println!("no stored config: the appliance boots without one"),
+            }
+        }
+        Cmd::Keygen { output } => {
+            let (private, public) = mgmt_cmd::keygen(&output)?;
+            println!("private key: {} (keep it; mode 0600)", private.display());
+            println!("public key:  {}", public.display());
+            print!(
+                "add it to the config's [management] admin_keys:\n  {}",
+                std::fs::read_to_string(&public)?
+            );
+        }
+        Cmd::Upload { to, config } => to.send(mgmt_cmd::upload_action(&config)?)?,
+        Cmd::Rollback { to } => to.send(lb_core::mgmt::request::Action::Rollback)?,
+        Cmd::Rs { state, to, server } => to.send(mgmt_cmd::state_action(&state, &server)?)?,
+        Cmd::Status { to } => {
+            let http = mgmt_cmd::address(&to, lb_core::mgmt::HTTP_PORT)?;
+            print!("{}", mgmt_cmd::status_text(&mgmt_cmd::fetch_status(http)?));
+        }
+        Cmd::Logs { from } => {
+            let http = mgmt_cmd::address(&from, lb_core::mgmt::HTTP_PORT)?;
+            for e in mgmt_cmd::fetch_events(http)? {
+                println!("{}", lb_core::mgmt::events::console_line(&e));
             }
         }
         Cmd::Bench {
