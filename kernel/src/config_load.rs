@@ -1,13 +1,15 @@
-//! The configuration at boot: the first Multiboot module (the config blob
-//! `tools config compile` writes), else the embedded default; and eth0's
-//! address by precedence: command line `ip=` > config > factory default.
+//! The configuration at boot: the stored one (see `storage`), else the first
+//! Multiboot module's bytes (the config blob `tools config compile` writes),
+//! else the embedded default; and eth0's address. The choices are lb-core's
+//! (`lb_core::startup`); this reads the module out of memory and prints
+//! what they say.
 
 use crate::println;
 use alloc::vec::Vec;
 use boot::multiboot::BootInfo;
-use lb_core::cmdline::{self, FACTORY_DEFAULT, Ipv4Setting};
+use lb_core::cmdline::Ipv4Setting;
 use lb_core::config::Config;
-use lb_core::envelope;
+use lb_core::{envelope, startup};
 
 /// The factory default configuration, compiled by `build.rs`.
 static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_config.bin"));
@@ -36,6 +38,12 @@ fn module_bytes(info: &BootInfo) -> Option<Vec<u8>> {
     Some(v)
 }
 
+fn print(lines: Vec<alloc::string::String>) {
+    for line in lines {
+        println!("{line}");
+    }
+}
+
 /// The stored config (already decoded) if there is one, else the boot
 /// module, else the embedded default; prints what it took.
 pub fn load(info: &BootInfo, stored: Option<(Config, lb_core::store::Loaded)>) -> Loaded {
@@ -50,84 +58,17 @@ pub fn load(info: &BootInfo, stored: Option<(Config, lb_core::store::Loaded)>) -
             config: Some(config),
         };
     }
-    let (blob, source) = match module_bytes(info) {
-        Some(b) => (b, "boot module"),
-        None => (EMBEDDED.to_vec(), "embedded default"),
-    };
-    match envelope::decode(&blob) {
-        Ok(config) => {
-            println!(
-                "config: {} virtual service(s) from {source}",
-                config.virtual_services.len()
-            );
-            Loaded {
-                config: Some(config),
-            }
-        }
-        Err(e) => {
-            println!("error: config: {e}");
-            println!("running with no virtual services");
-            Loaded { config: None }
-        }
-    }
+    let mut log = Vec::new();
+    let module = module_bytes(info);
+    let config = startup::load_config(module.as_deref(), EMBEDDED, &mut log);
+    print(log);
+    Loaded { config }
 }
 
-/// The config's address for interface `nic`, if it has a static one.
-pub fn interface_setting(config: Option<&Config>, nic: usize) -> Option<Ipv4Setting> {
-    let config = config?;
-    let iface = config.network.interfaces.get(nic)?;
-    if iface.dhcp {
-        return Some(Ipv4Setting::Dhcp);
-    }
-    Some(Ipv4Setting::Static {
-        address: iface.address?,
-        prefix_len: iface.prefix.unwrap_or(32),
-        gateway: if nic == 0 {
-            config.network.gateway
-        } else {
-            None
-        },
-    })
-}
-
-/// eth0's address: a valid `ip=` on the command line, else the config's,
-/// else the factory default. A malformed `ip=` is reported and ignored.
-pub fn eth0_setting(cmdline_text: &str, config: Option<&Config>) -> Ipv4Setting {
-    let given = cmdline_text
-        .split_ascii_whitespace()
-        .any(|w| w.starts_with("ip="));
-    let from_cmdline = match cmdline::parse(cmdline_text) {
-        Ok(s) if given => Some(s),
-        Ok(_) => None,
-        Err(e) => {
-            println!("error: {e}");
-            None
-        }
-    };
-    if let Some(s) = from_cmdline {
-        // A command line without gw= keeps the config's gateway.
-        return match (s, config.and_then(|c| c.network.gateway)) {
-            (
-                Ipv4Setting::Static {
-                    address,
-                    prefix_len,
-                    gateway: None,
-                },
-                Some(gw),
-            ) => Ipv4Setting::Static {
-                address,
-                prefix_len,
-                gateway: Some(gw),
-            },
-            (s, _) => s,
-        };
-    }
-    let fallback = interface_setting(config, 0);
-    if given {
-        match fallback {
-            Some(s) => println!("using the configured address {s}"),
-            None => println!("using factory default {FACTORY_DEFAULT}"),
-        }
-    }
-    fallback.unwrap_or(FACTORY_DEFAULT)
+/// eth0's address by precedence (see `lb_core::startup::eth0_setting`).
+pub fn eth0_setting(cmdline: &str, config: Option<&Config>) -> Ipv4Setting {
+    let mut log = Vec::new();
+    let setting = startup::eth0_setting(cmdline, config, &mut log);
+    print(log);
+    setting
 }

@@ -30,7 +30,6 @@ mod shell;
 mod storage;
 mod time;
 mod trace;
-mod unreachable;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

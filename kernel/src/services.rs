@@ -2,18 +2,18 @@
 //! the other NICs that have an address, the L4 data path as frame hook,
 //! gratuitous ARP and housekeeping, the health checkers and the console.
 
-use crate::config_load::interface_setting;
-use crate::datapath::{self, Datapath};
+use crate::datapath::{self, print_log};
 use crate::hal::KernelHal;
-use crate::health::{self, Board, StackRef};
+use crate::health::{self, Stacks};
 use crate::{Nics, fatal, println, shell};
 use alloc::boxed::Box;
-use core::cell::RefCell;
 use core::net::Ipv4Addr;
 use embassy_executor::Spawner;
 use embassy_net::{Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use lb_core::cmdline::Ipv4Setting;
 use lb_core::config::Config;
+use lb_core::datapath::{Datapath, Setup};
+use lb_core::startup::interface_setting;
 use net::driver::NicDriver;
 
 /// Sockets per extra stack: the health checkers' plus slack.
@@ -46,15 +46,13 @@ pub fn start(
     seed: u64,
 ) {
     let mut addrs = alloc::vec![cidr(&eth0_setting)];
-    let mut stacks = alloc::vec![StackRef {
-        stack: eth0,
-        net: addrs[0],
-    }];
+    let mut stacks = alloc::vec![Some(eth0)];
     for i in 1..nics.len() {
         let setting = interface_setting(config.as_ref(), i);
         let net = setting.as_ref().and_then(cidr);
         addrs.push(net);
         let Some((address, prefix)) = net else {
+            stacks.push(None);
             continue;
         };
         println!("eth{i} address: {address}/{prefix}");
@@ -74,11 +72,12 @@ pub fn start(
             Ok(t) => spawner.spawn(t),
             Err(_) => {
                 println!("error: eth{i}: no task slot for its stack");
+                stacks.push(None);
                 continue;
             }
         }
         datapath::mark_stack(i);
-        stacks.push(StackRef { stack, net });
+        stacks.push(Some(stack));
     }
     let gateway = match eth0_setting {
         Ipv4Setting::Static {
@@ -86,22 +85,31 @@ pub fn start(
         } => Some(g),
         _ => config.as_ref().and_then(|c| c.network.gateway),
     };
-    let mut dp = Datapath::new(config, nics, addrs, gateway, seed);
-    let board = Board::new(&mut dp, stacks, datapath::now());
+    let macs = (0..nics.len()).map(|i| nics.with(i, |n| n.mac)).collect();
+    let mut dp = Datapath::new(Setup {
+        config,
+        macs,
+        addrs,
+        gateway,
+        hash_seed: seed,
+        memory: crate::memory::heap_free(),
+        now: datapath::now(),
+    });
+    print_log(&mut dp);
     if dp.vip_count() > 0 {
         println!(
             "datapath: {} VIP(s), {} health check(s)",
             dp.vip_count(),
-            board.len()
+            dp.check_count()
         );
     }
-    let dp = datapath::install(dp);
-    let board: &'static RefCell<Board> = Box::leak(Box::new(RefCell::new(board)));
+    let dp = datapath::install(dp, nics);
+    let stacks: &'static Stacks = Box::leak(Box::new(Stacks(stacks)));
     let spawned = (|| {
-        spawner.spawn(datapath::housekeeping_task(dp).ok()?);
-        spawner.spawn(shell::console_task(dp).ok()?);
+        spawner.spawn(datapath::housekeeping_task(dp, nics).ok()?);
+        spawner.spawn(shell::console_task(dp, nics).ok()?);
         for _ in 0..health::WORKERS {
-            spawner.spawn(health::worker(board, dp).ok()?);
+            spawner.spawn(health::worker(dp, stacks).ok()?);
         }
         Some(())
     })();

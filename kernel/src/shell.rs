@@ -5,11 +5,11 @@
 //! [`LINE_MAX`] bytes.
 
 use crate::cpu::inb;
-use crate::datapath::Datapath;
-use crate::{print, println};
+use crate::{Nics, print, println};
 use core::cell::RefCell;
 use embassy_time::Timer;
 use lb_core::config::{AdminState, Forwarding};
+use lb_core::datapath::Datapath;
 use lb_core::frame::DropReason;
 use lb_core::schedule::Health;
 
@@ -76,7 +76,7 @@ fn admin(a: AdminState) -> &'static str {
 }
 
 /// `status`: services, real servers, drop counters, ARP.
-fn status(dp: &Datapath) {
+fn status(dp: &Datapath, nics: &Nics) {
     let e = &dp.engine;
     for (si, vs) in dp.config.virtual_services.iter().enumerate() {
         let Some(stats) = e.service_stats(si) else {
@@ -135,13 +135,12 @@ fn status(dp: &Datapath) {
         dp.stats.unreachable_sent
     );
     println!("conntrack: {} flows", e.conntrack().len());
-    let mut i = 0;
-    while let Some(n) = dp.nic_stats(i) {
+    for i in 0..nics.len() {
+        let n = nics.with(i, |n| n.stats);
         println!(
             "nic eth{i} rx={} tx={} consumed={} redirected={} dropped={} errors={}",
             n.rx_frames, n.tx_frames, n.rx_consumed, n.rx_redirected, n.dropped, n.errors
         );
-        i += 1;
     }
 }
 
@@ -151,11 +150,11 @@ fn help() {
     println!("  help     this list");
 }
 
-async fn run(line: &str, dp: &RefCell<Datapath>) {
+async fn run(line: &str, dp: &RefCell<Datapath>, nics: &Nics) {
     let line = line.trim();
     match line {
         "" => {}
-        "status" => status(&dp.borrow()),
+        "status" => status(&dp.borrow(), nics),
         "help" | "?" => help(),
         "save" => match crate::storage::save(&crate::running::get()).await {
             Ok(h) => println!(
@@ -181,7 +180,7 @@ async fn run(line: &str, dp: &RefCell<Datapath>) {
 
 /// Polls COM1 and runs each line typed.
 #[embassy_executor::task]
-pub async fn console_task(dp: &'static RefCell<Datapath>) {
+pub async fn console_task(dp: &'static RefCell<Datapath>, nics: &'static Nics) {
     let mut ed = LineEditor {
         buf: [0; LINE_MAX],
         len: 0,
@@ -197,7 +196,7 @@ pub async fn console_task(dp: &'static RefCell<Datapath>) {
             let b = inb(COM1);
             if let Some(line) = ed.feed(b) {
                 let line = alloc::string::String::from(line);
-                run(&line, dp).await;
+                run(&line, dp, nics).await;
             }
         }
         Timer::after_millis(POLL_MS).await;

@@ -1,23 +1,13 @@
 //! The hook that sees every received frame before the IP stack does.
 //!
-//! The L4 data path (lb-core's classifier and rewriter) implements
-//! [`FrameHook`]: it may rewrite the frame in place and send it out of a NIC
-//! ([`Verdict::Transmit`]), swallow it ([`Verdict::Consumed`]), or let the
-//! stack have it ([`Verdict::PassToStack`]). [`PassThrough`] gives every frame
-//! to the stack.
+//! The frame path (lb-core's `Datapath`, through the kernel's glue)
+//! implements [`FrameHook`]: it may rewrite the frame in place and send it
+//! out of a NIC ([`Verdict::Transmit`]), swallow it ([`Verdict::Consumed`]),
+//! or let the stack have it ([`Verdict::PassToStack`]). [`PassThrough`]
+//! gives every frame to the stack.
 
+pub use lb_core::datapath::Verdict;
 use lb_core::time::Instant;
-
-/// What happens to a received frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Hand the (possibly modified) frame to the IP stack of its NIC.
-    PassToStack,
-    /// The hook dealt with it; drop the buffer.
-    Consumed,
-    /// Send the (rewritten) frame out of NIC `n` (may be the one it came from).
-    Transmit(usize),
-}
 
 /// Sees each received Ethernet frame (no virtio header) before the stack.
 pub trait FrameHook {

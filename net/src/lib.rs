@@ -1,8 +1,8 @@
 //! NIC drivers and the frame path of the appliance.
 //!
-//! Frame path: every received frame first goes to a [`FrameHook`] (the L4
-//! data path plugs in here later); only frames the hook passes on reach the
-//! `embassy-net` stack, which runs on eth0. See [`hook`] and [`nic`].
+//! Frame path: every received frame first goes to a [`FrameHook`] (the
+//! kernel plugs lb-core's `Datapath` in here); only frames the hook passes
+//! on reach the `embassy-net` stack of their NIC. See [`hook`] and [`nic`].
 //!
 //! - [`pci`]: PCI configuration space through port I/O (mechanism #1, works on
 //!   q35 and i440fx), bus enumeration, MSI-X setup.
@@ -13,7 +13,6 @@
 
 extern crate alloc;
 
-pub mod arp;
 pub mod driver;
 pub mod hook;
 pub mod nic;

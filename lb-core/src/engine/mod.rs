@@ -729,6 +729,12 @@ impl Engine {
         self.routes.set_gateway(gateway);
     }
 
+    /// Interface and next hop towards `dst`: its connected subnet, else
+    /// the gateway.
+    pub fn route(&self, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
+        self.routes.route(dst)
+    }
+
     /// Frames dropped, by reason (all of them, whether or not they could be
     /// attributed to a virtual service).
     pub fn drops(&self) -> &DropCounters {

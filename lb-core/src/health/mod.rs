@@ -22,10 +22,12 @@
 //! `tls`): the caller moves ciphertext exactly as it moves plaintext for the
 //! other kinds. Ping checks reuse the connect events for the ICMP echo.
 //!
-//! [`RiseFall`] turns verdicts into up/down with hysteresis and
-//! [`ServerHealth`] schedules the checks of one real server.
+//! [`RiseFall`] turns verdicts into up/down with hysteresis,
+//! [`ServerHealth`] schedules the checks of one real server, and the
+//! [`board::Board`] holds every server's schedule for the check workers.
 
 mod agent;
+pub mod board;
 mod dialog;
 mod dicom;
 mod from_config;

@@ -1,10 +1,11 @@
-//! ARP for the L4 data path: the wire format (zero-copy view, in-place
-//! reply, request and gratuitous frames) and the neighbour cache with a
-//! small queue of frames per unresolved next hop.
+//! ARP for the frame path: the messages it reads and writes (through
+//! smoltcp's `ArpPacket`/`ArpRepr` and `EthernetFrame`) and the neighbour
+//! cache with a small queue of frames per unresolved next hop.
 //!
 //! The stack (smoltcp) answers ARP only for its own address and keeps its
-//! own cache; the data path needs MACs of real servers, clients and the
-//! gateway for frames it forwards itself, and must answer for every VIP.
+//! own cache; the frame path needs MACs of real servers, clients and the
+//! gateway for frames it forwards or originates itself, and must answer for
+//! every VIP.
 //!
 //! Cache policy (all bounded, all counted in [`ArpStats`]):
 //! * at most [`ArpCache::capacity`] entries; when full, the least recently
@@ -23,11 +24,17 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
-use lb_core::time::Instant;
 
-pub const ETHERTYPE_ARP: u16 = 0x0806;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr,
+};
+
+use crate::frame::ETHERNET_HEADER_LEN;
+use crate::time::Instant;
+
 /// Ethernet header plus the IPv4-over-Ethernet ARP body.
-pub const ARP_FRAME_LEN: usize = 14 + 28;
+pub const ARP_FRAME_LEN: usize = ETHERNET_HEADER_LEN + 28;
 /// A confirmed entry is re-requested when used after this long.
 pub const REFRESH_MS: u64 = 4 * 60 * 1000;
 /// A confirmed entry is no longer trusted after this long.
@@ -40,99 +47,115 @@ pub const MAX_TRIES: u8 = 3;
 pub const QUEUE_PER_HOP: usize = 4;
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 
-const OP_REQUEST: u16 = 1;
-const OP_REPLY: u16 = 2;
-
-/// A read-only view of an ARP (IPv4 over Ethernet) frame.
+/// An IPv4-over-Ethernet ARP message (the fields of smoltcp's `ArpRepr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArpView {
-    pub op: u16,
+pub struct Arp {
+    pub request: bool,
     pub sender_mac: [u8; 6],
     pub sender_ip: Ipv4Addr,
     pub target_mac: [u8; 6],
     pub target_ip: Ipv4Addr,
 }
 
-impl ArpView {
-    /// `None` unless `frame` is a well-formed IPv4-over-Ethernet ARP frame.
-    pub fn parse(frame: &[u8]) -> Option<ArpView> {
-        if frame.len() < ARP_FRAME_LEN
-            || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_ARP
-        {
+impl Arp {
+    /// `None` unless `frame` is an Ethernet frame carrying a well-formed
+    /// IPv4-over-Ethernet request or reply.
+    pub fn parse(frame: &[u8]) -> Option<Arp> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != EthernetProtocol::Arp {
             return None;
         }
-        let a = &frame[14..ARP_FRAME_LEN];
-        // Hardware type Ethernet, protocol IPv4, lengths 6 and 4.
-        if a[..6] != [0, 1, 0x08, 0x00, 6, 4] {
+        let packet = ArpPacket::new_checked(eth.payload()).ok()?;
+        let ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_hardware_addr,
+            target_protocol_addr,
+        } = ArpRepr::parse(&packet).ok()?
+        else {
             return None;
-        }
-        let mac = |o: usize| -> [u8; 6] { a[o..o + 6].try_into().unwrap_or([0; 6]) };
-        let ip = |o: usize| Ipv4Addr::new(a[o], a[o + 1], a[o + 2], a[o + 3]);
-        Some(ArpView {
-            op: u16::from_be_bytes([a[6], a[7]]),
-            sender_mac: mac(8),
-            sender_ip: ip(14),
-            target_mac: mac(18),
-            target_ip: ip(24),
+        };
+        let request = match operation {
+            ArpOperation::Request => true,
+            ArpOperation::Reply => false,
+            _ => return None,
+        };
+        Some(Arp {
+            request,
+            sender_mac: source_hardware_addr.0,
+            sender_ip: source_protocol_addr,
+            target_mac: target_hardware_addr.0,
+            target_ip: target_protocol_addr,
         })
     }
 
-    pub fn is_request(&self) -> bool {
-        self.op == OP_REQUEST
+    /// A broadcast request "who has `target`? tell `ip`".
+    pub fn request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Arp {
+        Arp {
+            request: true,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: [0; 6],
+            target_ip: target,
+        }
     }
-}
 
-/// Writes an ARP frame of operation `op` into `buf` (at least
-/// [`ARP_FRAME_LEN`] bytes; the rest, if any, is zeroed padding).
-fn write(
-    buf: &mut [u8],
-    eth_dst: [u8; 6],
-    op: u16,
-    sha: [u8; 6],
-    spa: Ipv4Addr,
-    tha: [u8; 6],
-    tpa: Ipv4Addr,
-) {
-    buf.fill(0);
-    buf[..6].copy_from_slice(&eth_dst);
-    buf[6..12].copy_from_slice(&sha);
-    buf[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-    let a = &mut buf[14..ARP_FRAME_LEN];
-    a[..6].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
-    a[6..8].copy_from_slice(&op.to_be_bytes());
-    a[8..14].copy_from_slice(&sha);
-    a[14..18].copy_from_slice(&spa.octets());
-    a[18..24].copy_from_slice(&tha);
-    a[24..28].copy_from_slice(&tpa.octets());
-}
-
-/// Turns the request in `frame` into the reply "`ip` is at `mac`", in place.
-/// `frame` must have parsed as a request.
-pub fn reply_in_place(frame: &mut [u8], req: &ArpView, mac: [u8; 6], ip: Ipv4Addr) {
-    let len = frame.len().min(ARP_FRAME_LEN);
-    if len < ARP_FRAME_LEN {
-        return;
+    /// A gratuitous ARP (a request for `ip` from `ip`), which updates the
+    /// neighbours' caches and switches' tables when a VIP comes up.
+    pub fn gratuitous(mac: [u8; 6], ip: Ipv4Addr) -> Arp {
+        Arp::request(mac, ip, ip)
     }
-    write(
-        &mut frame[..ARP_FRAME_LEN],
-        req.sender_mac,
-        OP_REPLY,
-        mac,
-        ip,
-        req.sender_mac,
-        req.sender_ip,
-    );
-}
 
-/// A broadcast request "who has `target`? tell `our_ip`".
-pub fn request(buf: &mut [u8], our_mac: [u8; 6], our_ip: Ipv4Addr, target: Ipv4Addr) {
-    write(buf, BROADCAST, OP_REQUEST, our_mac, our_ip, [0; 6], target);
-}
+    /// The reply to this request: "`ip` is at `mac`".
+    pub fn reply(&self, mac: [u8; 6], ip: Ipv4Addr) -> Arp {
+        Arp {
+            request: false,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: self.sender_mac,
+            target_ip: self.sender_ip,
+        }
+    }
 
-/// A gratuitous ARP (a request for `ip` from `ip`), which updates the
-/// neighbours' caches and switches' tables when a VIP comes up.
-pub fn gratuitous(buf: &mut [u8], mac: [u8; 6], ip: Ipv4Addr) {
-    write(buf, BROADCAST, OP_REQUEST, mac, ip, [0; 6], ip);
+    /// Where the message goes: requests are broadcast, replies unicast.
+    pub fn eth_dst(&self) -> [u8; 6] {
+        if self.request {
+            BROADCAST
+        } else {
+            self.target_mac
+        }
+    }
+
+    /// Writes the frame into `buf` (at least [`ARP_FRAME_LEN`] bytes; the
+    /// rest, if any, is zeroed padding). Returns false if `buf` is short.
+    pub fn emit(&self, buf: &mut [u8]) -> bool {
+        if buf.len() < ARP_FRAME_LEN {
+            return false;
+        }
+        buf.fill(0);
+        let mut eth = EthernetFrame::new_unchecked(&mut *buf);
+        EthernetRepr {
+            src_addr: EthernetAddress(self.sender_mac),
+            dst_addr: EthernetAddress(self.eth_dst()),
+            ethertype: EthernetProtocol::Arp,
+        }
+        .emit(&mut eth);
+        let mut packet = ArpPacket::new_unchecked(eth.payload_mut());
+        ArpRepr::EthernetIpv4 {
+            operation: if self.request {
+                ArpOperation::Request
+            } else {
+                ArpOperation::Reply
+            },
+            source_hardware_addr: EthernetAddress(self.sender_mac),
+            source_protocol_addr: self.sender_ip,
+            target_hardware_addr: EthernetAddress(self.target_mac),
+            target_protocol_addr: self.target_ip,
+        }
+        .emit(&mut packet);
+        true
+    }
 }
 
 /// Counters of the cache.
@@ -284,20 +307,33 @@ impl ArpCache {
     /// Resolves `ip` (reached through `nic`) for `frame`: either its MAC, or
     /// the frame is queued (copied) until the address answers.
     pub fn resolve(&mut self, nic: usize, ip: Ipv4Addr, frame: &[u8], now: Instant) -> Resolve {
-        if let Some(e) = self.entries.get_mut(&ip) {
-            if let Some(mac) = e.fresh_mac(now) {
-                let stale = now.0.saturating_sub(e.confirmed.0) >= REFRESH_MS;
-                let due = e
-                    .last_request
-                    .is_none_or(|t| now.0.saturating_sub(t.0) >= RETRY_MS);
-                let refresh = stale && due;
-                if refresh {
-                    e.last_request = Some(now);
-                    self.stats.requests_sent += 1;
-                }
-                return Resolve::Known { mac, refresh };
-            }
-        } else {
+        match self.known(ip, now) {
+            Some((mac, refresh)) => Resolve::Known { mac, refresh },
+            None => self.queue(nic, ip, frame, now),
+        }
+    }
+
+    /// The MAC of `ip` if it is fresh, and whether to send a request to
+    /// refresh it now (it is getting old; at most once per [`RETRY_MS`]).
+    pub fn known(&mut self, ip: Ipv4Addr, now: Instant) -> Option<([u8; 6], bool)> {
+        let e = self.entries.get_mut(&ip)?;
+        let mac = e.fresh_mac(now)?;
+        let stale = now.0.saturating_sub(e.confirmed.0) >= REFRESH_MS;
+        let due = e
+            .last_request
+            .is_none_or(|t| now.0.saturating_sub(t.0) >= RETRY_MS);
+        let refresh = stale && due;
+        if refresh {
+            e.last_request = Some(now);
+            self.stats.requests_sent += 1;
+        }
+        Some((mac, refresh))
+    }
+
+    /// Queues (copies) `frame` until `ip` (reached through `nic`) answers;
+    /// call when [`known`](Self::known) had no MAC.
+    pub fn queue(&mut self, nic: usize, ip: Ipv4Addr, frame: &[u8], now: Instant) -> Resolve {
+        if !self.entries.contains_key(&ip) {
             if !self.make_room() {
                 self.stats.full += 1;
                 return Resolve::Pending {
@@ -387,37 +423,43 @@ mod tests {
     const IP_US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
     #[test]
-    fn request_round_trips_through_the_view_and_becomes_a_reply() {
+    fn request_round_trips_through_smoltcp_and_becomes_a_reply() {
         let mut f = [0u8; 60];
-        request(&mut f, MAC_A, IP_A, IP_US);
-        let v = ArpView::parse(&f).unwrap();
-        assert!(v.is_request());
+        assert!(Arp::request(MAC_A, IP_A, IP_US).emit(&mut f));
+        assert_eq!(&f[..6], &BROADCAST);
+        let v = Arp::parse(&f).unwrap();
+        assert!(v.request);
         assert_eq!(
             (v.sender_mac, v.sender_ip, v.target_ip),
             (MAC_A, IP_A, IP_US)
         );
-        reply_in_place(&mut f, &v, MAC_US, IP_US);
-        let r = ArpView::parse(&f).unwrap();
-        assert_eq!(r.op, OP_REPLY);
+        assert!(v.reply(MAC_US, IP_US).emit(&mut f));
+        let r = Arp::parse(&f).unwrap();
+        assert!(!r.request);
         assert_eq!((r.sender_mac, r.sender_ip), (MAC_US, IP_US));
         assert_eq!((r.target_mac, r.target_ip), (MAC_A, IP_A));
         assert_eq!(&f[..6], &MAC_A);
         assert_eq!(&f[6..12], &MAC_US);
+        assert!(f[ARP_FRAME_LEN..].iter().all(|&b| b == 0), "zero padding");
+        assert!(!v.emit(&mut f[..ARP_FRAME_LEN - 1]), "short buffer refused");
     }
 
     #[test]
     fn malformed_frames_do_not_parse() {
         let mut f = [0u8; 60];
-        gratuitous(&mut f, MAC_US, IP_US);
-        assert!(ArpView::parse(&f[..41]).is_none());
+        Arp::gratuitous(MAC_US, IP_US).emit(&mut f);
+        assert!(Arp::parse(&f[..41]).is_none());
         let mut g = f;
         g[18] = 8; // hardware length
-        assert!(ArpView::parse(&g).is_none());
+        assert!(Arp::parse(&g).is_none());
         let mut h = f;
         h[12] = 0x08;
         h[13] = 0x00;
-        assert!(ArpView::parse(&h).is_none());
-        let v = ArpView::parse(&f).unwrap();
+        assert!(Arp::parse(&h).is_none());
+        let mut o = f;
+        o[21] = 9; // operation
+        assert!(Arp::parse(&o).is_none());
+        let v = Arp::parse(&f).unwrap();
         assert_eq!((v.sender_ip, v.target_ip), (IP_US, IP_US));
     }
 

@@ -1,0 +1,583 @@
+//! The frame path of the appliance: every received frame in, a verdict and
+//! the frames to send out.
+//!
+//! [`Datapath`] puts the L4 [`Engine`] together with what the engine leaves
+//! to its caller: ARP (answering for VIPs, resolving next hops, gratuitous
+//! ARP; see [`arp`]), ICMP "network unreachable" for traffic routed to the
+//! appliance that it does not serve ([`unreachable`]), the interfaces'
+//! addresses, the periodic expiry of flows, and the health board that
+//! drives the engine's view of the real servers. It does no I/O: frames
+//! leave through a [`Transmit`] the caller supplies (the kernel's NICs, a
+//! recorder in tests and fuzzing), and console lines go to [`Datapath::log`].
+//!
+//! # Contract with the caller
+//! * [`Datapath::on_frame`] for every received frame; the [`Verdict`] says
+//!   whether the (possibly rewritten) frame goes to the IP stack of its NIC,
+//!   out of a NIC, or nowhere. Frames the path originates while doing so
+//!   (ARP requests, queued frames released by an ARP answer, ICMP errors)
+//!   go through the [`Transmit`] at once.
+//! * [`Datapath::tick`] every [`TICK_MS`]; [`Datapath::announce_vips`] a
+//!   few times when the configuration is applied.
+//! * [`Datapath::send_ipv4`] for IPv4 packets the appliance originates
+//!   outside the IP stack (e.g. the Layer 7 splice's SYN-ACKs and RSTs):
+//!   routed, given MACs from the ARP cache, or queued until ARP answers.
+//! * Health checks: take due checks with [`Datapath::next_check`], report
+//!   verdicts with [`Datapath::check_done`].
+
+pub mod arp;
+#[cfg(test)]
+mod tests;
+pub mod unreachable;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use smoltcp::wire::EthernetAddress;
+
+use crate::config::{Config, Forwarding, Interface};
+use crate::engine::{Capacities, Decision, Engine};
+use crate::frame::{ETHERNET_HEADER_LEN, set_macs};
+use crate::health::Verdict as CheckVerdict;
+use crate::health::board::{self, Board, Job};
+use crate::log::Log;
+use crate::time::Instant;
+use arp::{Arp, ArpCache, Resolve};
+
+/// Neighbour cache size: real servers, clients of NAT/SNAT flows, gateway.
+pub const ARP_CAPACITY: usize = 1024;
+/// Short frames are padded to the Ethernet minimum (without FCS).
+pub const MIN_FRAME: usize = 60;
+/// Flow-table entries examined per housekeeping tick.
+pub const EXPIRE_BUDGET: usize = 4096;
+/// Housekeeping period the caller should keep.
+pub const TICK_MS: u64 = 100;
+/// Heap bytes a tracked flow costs at most (entry, free list, hash index
+/// at up to 8 slots after rounding to a power of two).
+const FLOW_BYTES: usize = 192;
+/// Heap bytes a persistence entry costs at most.
+const PERSIST_BYTES: usize = 48;
+/// Table size for a configuration without L4 services (nothing is tracked).
+const TOKEN_TABLE: usize = 64;
+/// Smallest tables the memory limit leaves.
+const MIN_TABLE: usize = 1024;
+
+/// What happens to a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the (possibly modified) frame to the IP stack of its NIC.
+    PassToStack,
+    /// The frame path dealt with it; drop the buffer.
+    Consumed,
+    /// Send the (rewritten) frame out of NIC `n` (may be the one it came from).
+    Transmit(usize),
+}
+
+/// Where the frame path's own frames go.
+///
+/// The caller's NICs in the kernel; a [`Recorder`] in tests and fuzzing.
+/// Forwarded frames do not pass here: they are rewritten in place and leave
+/// by [`Verdict::Transmit`], so the NIC can send the receive buffer itself.
+pub trait Transmit {
+    /// Sends an Ethernet frame of `len` bytes on NIC `nic`; `fill` writes
+    /// all of it into the transmit buffer. Returns false, without calling
+    /// `fill`, when the frame cannot be sent (no such NIC, no free buffer,
+    /// longer than the NIC takes).
+    fn send<F: FnOnce(&mut [u8])>(&mut self, nic: usize, len: usize, fill: F) -> bool;
+}
+
+/// A [`Transmit`] that keeps every frame (tests, fuzzing, benchmarks).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// (NIC, frame) in the order sent.
+    pub frames: Vec<(usize, Vec<u8>)>,
+    /// When set, every send is refused (a full transmit queue).
+    pub refuse: bool,
+}
+
+impl Transmit for Recorder {
+    fn send<F: FnOnce(&mut [u8])>(&mut self, nic: usize, len: usize, fill: F) -> bool {
+        if self.refuse {
+            return false;
+        }
+        let mut frame = alloc::vec![0xEEu8; len];
+        fill(&mut frame);
+        self.frames.push((nic, frame));
+        true
+    }
+}
+
+/// Frames the frame path itself sent or lost, beyond the engine's drop
+/// reasons.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathStats {
+    /// ARP requests for a VIP answered.
+    pub vip_arp_replies: u64,
+    /// Frames (queued, originated or own ARP) not sent: transmit refused.
+    pub tx_full: u64,
+    /// Forward decisions to a NIC that does not exist.
+    pub no_nic: u64,
+    /// ICMP "network unreachable" sent for packets routed to us.
+    pub unreachable_sent: u64,
+    /// IPv4 packets originated through [`Datapath::send_ipv4`] and sent or
+    /// queued for ARP.
+    pub originated: u64,
+    /// Originated packets with no route to their destination.
+    pub originate_no_route: u64,
+}
+
+/// Where an originated packet went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Handed to the NIC.
+    Sent,
+    /// Waiting for the next hop's ARP answer.
+    Queued,
+    /// Not sent (counted): no route, transmit queue full, ARP queue full.
+    Dropped,
+}
+
+/// A health check to run now, and the NIC whose stack reaches the server.
+#[derive(Clone, Debug)]
+pub struct CheckJob {
+    pub job: Job,
+    pub nic: usize,
+}
+
+/// What the frame path is built from.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The configuration; `None` when the boot blob was rejected.
+    pub config: Option<Config>,
+    /// MAC address of each NIC (NIC n is interface n of the config).
+    pub macs: Vec<[u8; 6]>,
+    /// Address and prefix of each NIC, as the stacks have them.
+    pub addrs: Vec<Option<(Ipv4Addr, u8)>>,
+    pub gateway: Option<Ipv4Addr>,
+    /// Key of the table hashes (a boot-time random value).
+    pub hash_seed: u64,
+    /// Heap bytes free for the tables: they are limited to a share of it.
+    pub memory: usize,
+    /// When the first health checks are scheduled from.
+    pub now: Instant,
+}
+
+/// The frame path: engine, ARP, addresses, health board.
+pub struct Datapath {
+    pub engine: Engine,
+    /// Labels and addresses for the console; an empty config when the
+    /// blob was rejected.
+    pub config: Config,
+    pub arp: ArpCache,
+    pub stats: PathStats,
+    /// Console lines for the caller to print.
+    pub log: Log,
+    board: Board,
+    unreachable: unreachable::Limiter,
+    macs: Vec<[u8; 6]>,
+    /// Address and prefix of each NIC.
+    addrs: Vec<Option<(Ipv4Addr, u8)>>,
+    /// Each VIP with the NIC whose subnet holds it (eth0 if none does).
+    vips: Vec<(Ipv4Addr, usize)>,
+}
+
+fn subnet_holds(net: (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(net.1.min(32)))
+        .unwrap_or(0);
+    u32::from(net.0) & mask == u32::from(ip) & mask
+}
+
+fn empty_config() -> Config {
+    Config::empty()
+}
+
+/// Shrinks the tables to a quarter (flows) and a sixteenth (persistence)
+/// of `free` heap bytes: the config's defaults are sized for big
+/// appliances, and receive buffers and sockets need the rest. Returns the
+/// console line when it shrinks them.
+pub fn limit_to_memory(caps: &mut Capacities, free: usize) -> Option<String> {
+    let flows = (free / 4 / FLOW_BYTES).max(MIN_TABLE);
+    let persist = (free / 16 / PERSIST_BYTES).max(MIN_TABLE);
+    let line = (caps.conntrack > flows || caps.persistence > persist).then(|| {
+        format!(
+            "l4: tables limited by RAM: {} flows (config {}), {} persistence entries (config {})",
+            caps.conntrack.min(flows),
+            caps.conntrack,
+            caps.persistence.min(persist),
+            caps.persistence
+        )
+    });
+    caps.conntrack = caps.conntrack.min(flows);
+    caps.persistence = caps.persistence.min(persist);
+    line
+}
+
+impl Datapath {
+    pub fn new(setup: Setup) -> Datapath {
+        let mut log = Log::default();
+        let mut config = setup.config.unwrap_or_else(empty_config);
+        // NIC n is interface n of the config for the engine: give NICs the
+        // config does not list (e.g. after a rejected blob) an entry, so
+        // the engine routes through every addressed NIC.
+        let listed = config.network.interfaces.len();
+        for (i, a) in setup.addrs.iter().enumerate().skip(listed) {
+            config.network.interfaces.push(Interface {
+                name: format!("eth{i}"),
+                dhcp: false,
+                address: a.map(|a| a.0),
+                prefix: a.map(|a| a.1),
+                role: Default::default(),
+            });
+        }
+        let mut caps = Capacities::from_config(&config);
+        caps.hash_seed = setup.hash_seed;
+        if config
+            .virtual_services
+            .iter()
+            .all(|vs| vs.forwarding == Forwarding::Layer7)
+        {
+            caps.conntrack = TOKEN_TABLE;
+            caps.persistence = TOKEN_TABLE;
+        }
+        if let Some(line) = limit_to_memory(&mut caps, setup.memory) {
+            log.push(line);
+        }
+        let mut engine = match Engine::new(&config, caps.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                log.push(format!("error: config: {e:?}"));
+                log.push(String::from("running with no virtual services"));
+                config.virtual_services.clear();
+                Engine::new(&config, caps)
+                    .expect("an engine without virtual services always builds")
+            }
+        };
+        // The stacks' addresses, not the config's, are what the engine
+        // routes with (the command line or DHCP may differ from the config).
+        for nic in 0..config.network.interfaces.len() {
+            engine.set_interface_address(nic, setup.addrs.get(nic).copied().flatten());
+        }
+        engine.set_gateway(setup.gateway);
+        let board = Board::new(&config, setup.now);
+        for f in board::fixed(&config) {
+            engine.set_server_health(f.service, f.server, f.up);
+            if let Some(line) = f.line {
+                log.push(line);
+            }
+        }
+        let mut dp = Datapath {
+            engine,
+            config,
+            arp: ArpCache::new(ARP_CAPACITY),
+            stats: PathStats::default(),
+            log,
+            board,
+            unreachable: Default::default(),
+            macs: setup.macs,
+            addrs: setup.addrs,
+            vips: Vec::new(),
+        };
+        dp.place_vips();
+        dp
+    }
+
+    /// Puts each VIP on the NIC whose subnet holds it (eth0 if none does).
+    fn place_vips(&mut self) {
+        let mut vips: Vec<(Ipv4Addr, usize)> = Vec::new();
+        for vs in &self.config.virtual_services {
+            if vips.iter().any(|(v, _)| *v == vs.vip) {
+                continue;
+            }
+            let nic = self
+                .addrs
+                .iter()
+                .position(|a| a.is_some_and(|a| subnet_holds(a, vs.vip)))
+                .unwrap_or(0);
+            vips.push((vs.vip, nic));
+        }
+        self.vips = vips;
+    }
+
+    /// Sets (or, with `None`, removes) the address of NIC `nic`, e.g. when
+    /// a DHCP lease is granted, renewed with a change, or lost.
+    pub fn set_address(&mut self, nic: usize, addr: Option<(Ipv4Addr, u8)>) {
+        if nic >= self.addrs.len() {
+            self.addrs.resize(nic + 1, None);
+        }
+        self.addrs[nic] = addr;
+        self.engine.set_interface_address(nic, addr);
+        self.place_vips();
+    }
+
+    /// Sets the default gateway.
+    pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
+        self.engine.set_gateway(gateway);
+    }
+
+    /// Address and prefix of NIC `nic`.
+    pub fn address(&self, nic: usize) -> Option<(Ipv4Addr, u8)> {
+        self.addrs.get(nic).copied().flatten()
+    }
+
+    pub fn vip_count(&self) -> usize {
+        self.vips.len()
+    }
+
+    /// Number of real servers with a health check.
+    pub fn check_count(&self) -> usize {
+        self.board.len()
+    }
+
+    fn is_own(&self, ip: Ipv4Addr) -> bool {
+        self.addrs.iter().any(|a| a.is_some_and(|a| a.0 == ip))
+    }
+
+    fn is_vip(&self, ip: Ipv4Addr) -> bool {
+        self.vips.iter().any(|v| v.0 == ip)
+    }
+
+    fn on_our_subnet(&self, nic: usize, ip: Ipv4Addr) -> bool {
+        self.address(nic).is_some_and(|a| subnet_holds(a, ip))
+    }
+
+    /// Sends a frame, counting a refusal.
+    fn send<T: Transmit>(
+        &mut self,
+        tx: &mut T,
+        nic: usize,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let sent = tx.send(nic, len, fill);
+        if !sent {
+            self.stats.tx_full += 1;
+        }
+        sent
+    }
+
+    fn send_arp<T: Transmit>(&mut self, tx: &mut T, nic: usize, arp: Arp) {
+        self.send(tx, nic, MIN_FRAME, |b| {
+            arp.emit(b);
+        });
+    }
+
+    fn send_request<T: Transmit>(&mut self, tx: &mut T, nic: usize, target: Ipv4Addr) {
+        let Some(&mac) = self.macs.get(nic) else {
+            return;
+        };
+        let ip = self.address(nic).map_or(Ipv4Addr::UNSPECIFIED, |a| a.0);
+        self.send_arp(tx, nic, Arp::request(mac, ip, target));
+    }
+
+    /// Sends one gratuitous ARP for every VIP.
+    pub fn announce_vips<T: Transmit>(&mut self, tx: &mut T) {
+        for (vip, nic) in self.vips.clone() {
+            let Some(&mac) = self.macs.get(nic) else {
+                continue;
+            };
+            self.send_arp(tx, nic, Arp::gratuitous(mac, vip));
+        }
+    }
+
+    /// Sends frames that waited for `mac` out of `nic`.
+    fn flush<T: Transmit>(&mut self, tx: &mut T, nic: usize, mac: [u8; 6], frames: Vec<Vec<u8>>) {
+        let Some(&src) = self.macs.get(nic) else {
+            return;
+        };
+        for mut f in frames {
+            if set_macs(&mut f, EthernetAddress(mac), EthernetAddress(src)).is_err() {
+                continue;
+            }
+            let len = f.len().max(MIN_FRAME);
+            self.send(tx, nic, len, |b| {
+                b.fill(0);
+                let n = b.len().min(f.len());
+                b[..n].copy_from_slice(&f[..n]);
+            });
+        }
+    }
+
+    /// Handles one received frame.
+    pub fn on_frame<T: Transmit>(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        now: Instant,
+        tx: &mut T,
+    ) -> Verdict {
+        if let Some(a) = Arp::parse(frame) {
+            return self.on_arp(nic, frame, &a, now, tx);
+        }
+        match self.engine.process(nic, frame, now) {
+            Decision::ToStack => self.for_stack(nic, frame, now, tx),
+            Decision::Drop(_) => Verdict::Consumed,
+            Decision::Forward { nic: out, next_hop } => {
+                let Some(&src) = self.macs.get(out) else {
+                    self.stats.no_nic += 1;
+                    return Verdict::Consumed;
+                };
+                match self.arp.resolve(out, next_hop, frame, now) {
+                    Resolve::Known { mac, refresh } => {
+                        if refresh {
+                            self.send_request(tx, out, next_hop);
+                        }
+                        match set_macs(frame, EthernetAddress(mac), EthernetAddress(src)) {
+                            Ok(()) => Verdict::Transmit(out),
+                            Err(_) => Verdict::Consumed,
+                        }
+                    }
+                    Resolve::Pending { request, .. } => {
+                        if request {
+                            self.send_request(tx, out, next_hop);
+                        }
+                        Verdict::Consumed
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_arp<T: Transmit>(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        a: &Arp,
+        now: Instant,
+        tx: &mut T,
+    ) -> Verdict {
+        let asks_us = self.is_own(a.target_ip) || self.is_vip(a.target_ip);
+        let create = asks_us || self.on_our_subnet(nic, a.sender_ip);
+        if let Some((out, frames)) = self.arp.learn(nic, a.sender_ip, a.sender_mac, now, create) {
+            self.flush(tx, out, a.sender_mac, frames);
+        }
+        let gratuitous = a.sender_ip == a.target_ip;
+        if a.request
+            && !gratuitous
+            && !self.is_own(a.target_ip)
+            && self.vips.iter().any(|&(v, n)| v == a.target_ip && n == nic)
+            && let Some(&mac) = self.macs.get(nic)
+            && a.reply(mac, a.target_ip).emit(frame)
+        {
+            self.stats.vip_arp_replies += 1;
+            return Verdict::Transmit(nic);
+        }
+        Verdict::PassToStack
+    }
+
+    /// A frame for the stack, unless it was routed to us for a destination
+    /// we do not serve: then ICMP "network unreachable" (see [`unreachable`]).
+    fn for_stack<T: Transmit>(
+        &mut self,
+        nic: usize,
+        frame: &[u8],
+        now: Instant,
+        tx: &mut T,
+    ) -> Verdict {
+        let (Some(&mac), Some((own, _))) = (self.macs.get(nic), self.address(nic)) else {
+            return Verdict::PassToStack;
+        };
+        let is_local = |ip: Ipv4Addr| self.is_own(ip) || self.is_vip(ip);
+        let Some(u) = unreachable::check(frame, mac, is_local) else {
+            return Verdict::PassToStack;
+        };
+        if self.unreachable.allow(now) {
+            let len = u.frame_len().max(MIN_FRAME);
+            if self.send(tx, nic, len, |b| {
+                u.emit(mac, own, b);
+            }) {
+                self.stats.unreachable_sent += 1;
+            }
+        }
+        Verdict::Consumed
+    }
+
+    /// Sends an IPv4 packet the appliance originates: `fill` writes the
+    /// whole packet (header included) of `ip_len` bytes, addressed to `dst`.
+    /// It is routed like forwarded traffic (connected subnets, then the
+    /// gateway), gets its MACs from the ARP cache, or waits for the next
+    /// hop's answer.
+    pub fn send_ipv4<T: Transmit>(
+        &mut self,
+        tx: &mut T,
+        dst: Ipv4Addr,
+        ip_len: usize,
+        now: Instant,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Sent {
+        let Some((out, next_hop)) = self.engine.route(dst) else {
+            self.stats.originate_no_route += 1;
+            return Sent::Dropped;
+        };
+        let Some(&src) = self.macs.get(out) else {
+            self.stats.no_nic += 1;
+            return Sent::Dropped;
+        };
+        let len = (ETHERNET_HEADER_LEN + ip_len).max(MIN_FRAME);
+        let write = |b: &mut [u8], dst_mac: [u8; 6]| {
+            b.fill(0);
+            b[..6].copy_from_slice(&dst_mac);
+            b[6..12].copy_from_slice(&src);
+            b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            if let Some(packet) = b.get_mut(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + ip_len) {
+                fill(packet);
+            }
+        };
+        if let Some((mac, refresh)) = self.arp.known(next_hop, now) {
+            if refresh {
+                self.send_request(tx, out, next_hop);
+            }
+            if !self.send(tx, out, len, |b| write(b, mac)) {
+                return Sent::Dropped;
+            }
+            self.stats.originated += 1;
+            return Sent::Sent;
+        }
+        let mut frame = alloc::vec![0u8; len];
+        write(&mut frame, [0; 6]);
+        let Resolve::Pending { request, queued } = self.arp.queue(out, next_hop, &frame, now)
+        else {
+            return Sent::Dropped;
+        };
+        if request {
+            self.send_request(tx, out, next_hop);
+        }
+        if queued {
+            self.stats.originated += 1;
+            Sent::Queued
+        } else {
+            Sent::Dropped
+        }
+    }
+
+    /// Periodic work: idle flows leave the tables, unanswered ARP is retried.
+    pub fn tick<T: Transmit>(&mut self, now: Instant, tx: &mut T) {
+        self.engine.expire(now, EXPIRE_BUDGET);
+        for (nic, ip) in self.arp.poll(now) {
+            self.send_request(tx, nic, ip);
+        }
+    }
+
+    /// The most overdue health check that is due, marked started, with the
+    /// NIC on the server's subnet (else eth0, towards the gateway).
+    pub fn next_check(&mut self, now: Instant) -> Option<CheckJob> {
+        let job = self.board.take_due(now)?;
+        let nic = self
+            .addrs
+            .iter()
+            .position(|a| a.is_some_and(|a| subnet_holds(a, job.ip)))
+            .unwrap_or(0);
+        Some(CheckJob { job, nic })
+    }
+
+    /// Records a check's verdict; a change of the server's health goes to
+    /// the engine and the console log.
+    pub fn check_done(&mut self, index: usize, verdict: CheckVerdict, now: Instant) {
+        if let Some(change) = self.board.finish(index, verdict, now) {
+            self.engine
+                .set_server_health(change.service, change.server, change.up);
+            self.log.push(change.line);
+        }
+    }
+}

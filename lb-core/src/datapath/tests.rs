@@ -1,0 +1,647 @@
+//! The frame path on whole frames: ARP, ICMP, VIP traffic, own-address
+//! traffic, originated packets, health changes, address changes.
+
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use proptest::prelude::*;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet,
+};
+
+use super::*;
+use crate::config::from_toml;
+use crate::flow::Endpoint;
+use crate::frame::{build, classify};
+use crate::health::FailReason;
+
+const MAC0: [u8; 6] = [2, 0, 0, 0, 0, 0xa0];
+const MAC1: [u8; 6] = [2, 0, 0, 0, 0, 0xa1];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xc1];
+const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
+const RS_MAC: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 0xd1], [2, 0, 0, 0, 0, 0xd2]];
+const OWN0: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const OWN1: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+const FAR_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const DR_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const NAT_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+const L7_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 14);
+const DR_RS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 21), Ipv4Addr::new(192, 0, 2, 22)];
+const NAT_RS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 11), Ipv4Addr::new(10, 1, 0, 12)];
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// Service 0 DR (checked), 1 NAT (no check), 2 layer 7.
+const CONFIG: &str = r#"
+[network]
+gateway = "192.0.2.254"
+
+[[network.interface]]
+name = "eth0"
+address = "192.0.2.1"
+prefix = 24
+
+[[network.interface]]
+name = "eth1"
+address = "10.1.0.1"
+prefix = 16
+role = "internal"
+
+[[virtual_service]]
+label = "DICOM-DR"
+vip = "192.0.2.10"
+ports = 104
+forwarding = "dr"
+scheduler = "rr"
+check_interval = 1
+check_timeout = 1
+check_fall = 1
+  [[virtual_service.real_server]]
+  label = "PACS1"
+  ip = "192.0.2.21"
+  [[virtual_service.real_server]]
+  label = "PACS2"
+  ip = "192.0.2.22"
+
+[[virtual_service]]
+label = "DICOM-NAT"
+vip = "192.0.2.11"
+ports = 104
+forwarding = "nat"
+check_type = "none"
+  [[virtual_service.real_server]]
+  label = "VNA1"
+  ip = "10.1.0.11"
+  [[virtual_service.real_server]]
+  label = "VNA2"
+  ip = "10.1.0.12"
+
+[[virtual_service]]
+label = "HL7"
+vip = "192.0.2.14"
+ports = 2575
+forwarding = "layer7"
+  [[virtual_service.real_server]]
+  label = "HL71"
+  ip = "192.0.2.31"
+"#;
+
+fn setup(config: Option<Config>) -> Setup {
+    Setup {
+        config,
+        macs: alloc::vec![MAC0, MAC1],
+        addrs: alloc::vec![Some((OWN0, 24)), Some((OWN1, 16))],
+        gateway: Some(GW),
+        hash_seed: 7,
+        memory: 64 << 20,
+        now: Instant(0),
+    }
+}
+
+fn datapath() -> Datapath {
+    Datapath::new(setup(Some(from_toml(CONFIG).expect("test config"))))
+}
+
+fn arp_frame(arp: Arp) -> Vec<u8> {
+    let mut f = alloc::vec![0u8; MIN_FRAME];
+    assert!(arp.emit(&mut f));
+    f
+}
+
+/// A frame from `mac` to `to_mac`.
+fn from(mac: [u8; 6], to_mac: [u8; 6], mut f: Vec<u8>) -> Vec<u8> {
+    f[..6].copy_from_slice(&to_mac);
+    f[6..12].copy_from_slice(&mac);
+    f
+}
+
+fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    build::tcp(
+        Endpoint::new(src, sport),
+        Endpoint::new(dst, dport),
+        SYN,
+        b"",
+    )
+}
+
+/// Teaches the path `ip` is at `mac` (an ARP reply to us on `nic`).
+fn learn(dp: &mut Datapath, tx: &mut Recorder, nic: usize, ip: Ipv4Addr, mac: [u8; 6]) {
+    let us = if nic == 0 { (MAC0, OWN0) } else { (MAC1, OWN1) };
+    let reply = Arp::request(us.0, us.1, ip).reply(mac, ip);
+    let mut f = arp_frame(reply);
+    assert_eq!(
+        dp.on_frame(nic, &mut f, Instant(1), tx),
+        Verdict::PassToStack
+    );
+}
+
+#[test]
+fn answers_arp_for_a_vip_on_its_own_nic_only() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    let mut req = arp_frame(Arp::request(CLIENT_MAC, CLIENT, DR_VIP));
+    assert_eq!(
+        dp.on_frame(0, &mut req, Instant(5), &mut tx),
+        Verdict::Transmit(0)
+    );
+    let reply = Arp::parse(&req).expect("reply in place");
+    assert!(!reply.request);
+    assert_eq!((reply.sender_mac, reply.sender_ip), (MAC0, DR_VIP));
+    assert_eq!((reply.target_mac, reply.target_ip), (CLIENT_MAC, CLIENT));
+    assert_eq!(&req[..6], &CLIENT_MAC);
+    assert_eq!(dp.stats.vip_arp_replies, 1);
+    // The requester was learnt.
+    assert_eq!(dp.arp.lookup(CLIENT, Instant(6)), Some(CLIENT_MAC));
+    // Layer 7 VIPs are the appliance's too.
+    let mut l7 = arp_frame(Arp::request(CLIENT_MAC, CLIENT, L7_VIP));
+    assert_eq!(
+        dp.on_frame(0, &mut l7, Instant(5), &mut tx),
+        Verdict::Transmit(0)
+    );
+    // Not on eth1, not for the stack's own address, not gratuitous ones.
+    let mut other_nic = arp_frame(Arp::request(MAC1, NAT_RS[0], DR_VIP));
+    assert_eq!(
+        dp.on_frame(1, &mut other_nic, Instant(5), &mut tx),
+        Verdict::PassToStack
+    );
+    let mut own = arp_frame(Arp::request(CLIENT_MAC, CLIENT, OWN0));
+    assert_eq!(
+        dp.on_frame(0, &mut own, Instant(5), &mut tx),
+        Verdict::PassToStack
+    );
+    let mut garp = arp_frame(Arp::gratuitous(CLIENT_MAC, DR_VIP));
+    assert_eq!(
+        dp.on_frame(0, &mut garp, Instant(5), &mut tx),
+        Verdict::PassToStack
+    );
+    assert!(tx.frames.is_empty(), "nothing else sent: {:?}", tx.frames);
+}
+
+#[test]
+fn announces_every_vip_on_its_nic() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    dp.announce_vips(&mut tx);
+    let sent: Vec<_> = tx
+        .frames
+        .iter()
+        .map(|(nic, f)| (*nic, f.len(), Arp::parse(f).expect("ARP")))
+        .collect();
+    assert_eq!(sent.len(), 3);
+    for (nic, len, a) in sent {
+        assert_eq!((nic, len), (0, MIN_FRAME));
+        assert!(a.request && a.sender_ip == a.target_ip && a.sender_mac == MAC0);
+    }
+}
+
+#[test]
+fn dr_waits_for_arp_then_forwards_with_the_servers_mac() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, DR_VIP, 104));
+    let original = f.clone();
+    assert_eq!(
+        dp.on_frame(0, &mut f, Instant(10), &mut tx),
+        Verdict::Consumed
+    );
+    // One ARP request for the first real server, from our address.
+    assert_eq!(tx.frames.len(), 1);
+    let (nic, req) = &tx.frames[0];
+    let a = Arp::parse(req).expect("ARP request");
+    assert_eq!(*nic, 0);
+    assert!(a.request);
+    assert_eq!(
+        (a.sender_mac, a.sender_ip, a.target_ip),
+        (MAC0, OWN0, DR_RS[0])
+    );
+    // The answer releases the queued SYN, unchanged but for its MACs.
+    tx.frames.clear();
+    learn(&mut dp, &mut tx, 0, DR_RS[0], RS_MAC[0]);
+    assert_eq!(tx.frames.len(), 1);
+    let (nic, out) = &tx.frames[0];
+    assert_eq!(*nic, 0);
+    assert_eq!(&out[..6], &RS_MAC[0]);
+    assert_eq!(&out[6..12], &MAC0);
+    assert_eq!(&out[12..original.len()], &original[12..]);
+    assert!(
+        out[original.len()..].iter().all(|&b| b == 0),
+        "zero padding"
+    );
+    // Later segments of the flow leave at once, rewritten in place.
+    tx.frames.clear();
+    let mut ack = from(
+        CLIENT_MAC,
+        MAC0,
+        build::tcp(
+            Endpoint::new(CLIENT, 40000),
+            Endpoint::new(DR_VIP, 104),
+            ACK,
+            b"data",
+        ),
+    );
+    assert_eq!(
+        dp.on_frame(0, &mut ack, Instant(20), &mut tx),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(&ack[..6], &RS_MAC[0]);
+    assert!(tx.frames.is_empty());
+}
+
+#[test]
+fn nat_forwards_to_the_internal_nic_and_replies_back_to_the_client() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    learn(&mut dp, &mut tx, 1, NAT_RS[0], RS_MAC[0]);
+    learn(&mut dp, &mut tx, 1, NAT_RS[1], RS_MAC[1]);
+    learn(&mut dp, &mut tx, 0, CLIENT, CLIENT_MAC);
+    let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 40001, NAT_VIP, 104));
+    assert_eq!(
+        dp.on_frame(0, &mut f, Instant(10), &mut tx),
+        Verdict::Transmit(1)
+    );
+    assert_eq!(&f[6..12], &MAC1);
+    let Ok(crate::frame::Class::L4(pkt)) = classify(&f) else {
+        panic!("a TCP segment")
+    };
+    let server = pkt.key.dst.addr;
+    assert!(NAT_RS.contains(&server));
+    let mut reply = from(
+        RS_MAC[0],
+        MAC1,
+        build::tcp(
+            Endpoint::new(server, 104),
+            Endpoint::new(CLIENT, 40001),
+            SYN | ACK,
+            b"",
+        ),
+    );
+    assert_eq!(
+        dp.on_frame(1, &mut reply, Instant(11), &mut tx),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(&reply[..6], &CLIENT_MAC);
+    let Ok(crate::frame::Class::L4(back)) = classify(&reply) else {
+        panic!("a TCP segment")
+    };
+    assert_eq!(back.key.src, Endpoint::new(NAT_VIP, 104));
+}
+
+#[test]
+fn own_address_traffic_goes_to_the_stack() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    let mut ping = from(
+        CLIENT_MAC,
+        MAC0,
+        build::icmp(CLIENT, OWN0, 8, 0, &[0, 1, 0, 1, 0xaa]),
+    );
+    assert_eq!(
+        dp.on_frame(0, &mut ping, Instant(1), &mut tx),
+        Verdict::PassToStack
+    );
+    let mut ssh = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, OWN0, 22));
+    assert_eq!(
+        dp.on_frame(0, &mut ssh, Instant(1), &mut tx),
+        Verdict::PassToStack
+    );
+    let mut l7 = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, L7_VIP, 2575));
+    assert_eq!(
+        dp.on_frame(0, &mut l7, Instant(1), &mut tx),
+        Verdict::PassToStack
+    );
+    assert!(tx.frames.is_empty());
+}
+
+#[test]
+fn routed_traffic_it_does_not_serve_gets_net_unreachable_rate_limited() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    let query = from(
+        RS_MAC[0],
+        MAC1,
+        build::udp(
+            Endpoint::new(NAT_RS[0], 5353),
+            Endpoint::new(Ipv4Addr::new(9, 9, 9, 9), 53),
+            b"who is 192.0.2.50",
+        ),
+    );
+    let mut f = query.clone();
+    assert_eq!(
+        dp.on_frame(1, &mut f, Instant(1), &mut tx),
+        Verdict::Consumed
+    );
+    assert_eq!(tx.frames.len(), 1);
+    let (nic, out) = &tx.frames[0];
+    assert_eq!(*nic, 1);
+    let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+    assert_eq!((eth.dst_addr().0, eth.src_addr().0), (RS_MAC[0], MAC1));
+    assert_eq!(eth.ethertype(), EthernetProtocol::Ipv4);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (OWN1, NAT_RS[0]));
+    assert_eq!(ip.next_header(), IpProtocol::Icmp);
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(matches!(
+        Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()),
+        Ok(Icmpv4Repr::DstUnreachable { .. })
+    ));
+    for _ in 0..1000 {
+        let mut f = query.clone();
+        dp.on_frame(1, &mut f, Instant(2), &mut tx);
+    }
+    assert_eq!(
+        dp.stats.unreachable_sent,
+        u64::from(unreachable::PER_SECOND)
+    );
+}
+
+#[test]
+fn malformed_frames_are_dropped_and_counted_by_reason() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    let mut bad = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, DR_VIP, 104));
+    bad[14 + 10] ^= 0xff; // IPv4 header checksum
+    assert_eq!(
+        dp.on_frame(0, &mut bad, Instant(1), &mut tx),
+        Verdict::Consumed
+    );
+    assert_eq!(
+        dp.engine
+            .drops()
+            .get(crate::frame::DropReason::BadIpChecksum),
+        1
+    );
+    let mut mid = from(
+        CLIENT_MAC,
+        MAC0,
+        build::tcp(
+            Endpoint::new(CLIENT, 1),
+            Endpoint::new(DR_VIP, 104),
+            ACK,
+            b"",
+        ),
+    );
+    assert_eq!(
+        dp.on_frame(0, &mut mid, Instant(1), &mut tx),
+        Verdict::Consumed
+    );
+    assert_eq!(dp.engine.drops().get(crate::frame::DropReason::NoFlow), 1);
+    for len in 0..20 {
+        let mut short = alloc::vec![0x08u8; len];
+        dp.on_frame(0, &mut short, Instant(1), &mut tx);
+    }
+    assert!(tx.frames.is_empty());
+}
+
+#[test]
+fn originated_packets_are_routed_and_wait_for_arp() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    let synack = build::tcp(
+        Endpoint::new(L7_VIP, 2575),
+        Endpoint::new(FAR_CLIENT, 40000),
+        SYN | ACK,
+        b"",
+    );
+    let ip_len = synack.len() - 14;
+    let packet = |b: &mut [u8]| b.copy_from_slice(&synack[14..]);
+    // Beyond the subnets: through the gateway, whose MAC is not known yet.
+    assert_eq!(
+        dp.send_ipv4(&mut tx, FAR_CLIENT, ip_len, Instant(1), packet),
+        Sent::Queued
+    );
+    assert_eq!(tx.frames.len(), 1, "an ARP request for the gateway");
+    assert_eq!(Arp::parse(&tx.frames[0].1).map(|a| a.target_ip), Some(GW));
+    tx.frames.clear();
+    learn(&mut dp, &mut tx, 0, GW, GW_MAC);
+    assert_eq!(tx.frames.len(), 1, "released");
+    let out = &tx.frames[0].1;
+    assert_eq!((&out[..6], &out[6..12]), (&GW_MAC[..], &MAC0[..]));
+    let Ok(crate::frame::Class::L4(pkt)) = classify(out) else {
+        panic!("a valid TCP segment: {out:?}")
+    };
+    assert_eq!(pkt.key.dst, Endpoint::new(FAR_CLIENT, 40000));
+    assert_eq!(out.len(), MIN_FRAME, "padded");
+    // Known now: straight out.
+    tx.frames.clear();
+    assert_eq!(
+        dp.send_ipv4(&mut tx, FAR_CLIENT, ip_len, Instant(2), packet),
+        Sent::Sent
+    );
+    assert_eq!(tx.frames.len(), 1);
+    assert_eq!(dp.stats.originated, 2);
+    // No route once the gateway is gone.
+    dp.set_gateway(None);
+    assert_eq!(
+        dp.send_ipv4(&mut tx, FAR_CLIENT, ip_len, Instant(3), packet),
+        Sent::Dropped
+    );
+    assert_eq!(dp.stats.originate_no_route, 1);
+    // A full transmit queue is counted.
+    learn(&mut dp, &mut tx, 0, CLIENT, CLIENT_MAC);
+    tx.refuse = true;
+    assert_eq!(
+        dp.send_ipv4(&mut tx, CLIENT, ip_len, Instant(3), packet),
+        Sent::Dropped
+    );
+    assert!(dp.stats.tx_full >= 1);
+}
+
+#[test]
+fn unanswered_arp_is_retried_on_tick_then_given_up() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, DR_VIP, 104));
+    dp.on_frame(0, &mut f, Instant(0), &mut tx);
+    for t in 1..=5u64 {
+        dp.tick(Instant(t * arp::RETRY_MS), &mut tx);
+    }
+    let requests = tx
+        .frames
+        .iter()
+        .filter(|(_, f)| Arp::parse(f).is_some())
+        .count();
+    assert_eq!(requests, usize::from(arp::MAX_TRIES));
+    assert_eq!(dp.arp.stats.unanswered, 1);
+}
+
+#[test]
+fn a_failed_check_takes_the_server_out_of_rotation() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    assert_eq!(
+        dp.check_count(),
+        3,
+        "DR and layer 7 servers; NAT has no check"
+    );
+    // NAT servers without a check are up at once.
+    assert_eq!(
+        dp.engine.server_state(1, 0).map(|s| s.health),
+        Some(crate::schedule::Health::Up)
+    );
+    let now = Instant(5_000);
+    let mut jobs = Vec::new();
+    while let Some(j) = dp.next_check(now) {
+        jobs.push(j);
+    }
+    assert_eq!(jobs.len(), 3);
+    assert!(
+        jobs.iter().all(|j| j.nic == 0),
+        "servers are on eth0's subnet"
+    );
+    let pacs1 = jobs.iter().find(|j| j.job.ip == DR_RS[0]).unwrap();
+    let pacs2 = jobs.iter().find(|j| j.job.ip == DR_RS[1]).unwrap();
+    dp.check_done(pacs2.job.index, CheckVerdict::Pass, now);
+    dp.check_done(
+        pacs1.job.index,
+        CheckVerdict::Fail(FailReason::ConnectFailed),
+        now,
+    );
+    let lines: Vec<_> = core::iter::from_fn(|| dp.log.pop()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("PACS1") && l.contains("down")),
+        "{lines:?}"
+    );
+    learn(&mut dp, &mut tx, 0, DR_RS[1], RS_MAC[1]);
+    for port in 0..10 {
+        let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 41000 + port, DR_VIP, 104));
+        assert_eq!(
+            dp.on_frame(0, &mut f, Instant(6_000), &mut tx),
+            Verdict::Transmit(0)
+        );
+        assert_eq!(&f[..6], &RS_MAC[1], "every new flow on PACS2");
+    }
+}
+
+#[test]
+fn an_address_change_moves_routing_and_unreachable_source() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    // eth1 loses its address (a lost lease): the NAT servers are reached
+    // through the gateway now.
+    dp.set_address(1, None);
+    let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, NAT_VIP, 104));
+    assert_eq!(
+        dp.on_frame(0, &mut f, Instant(1), &mut tx),
+        Verdict::Consumed
+    );
+    let a = Arp::parse(&tx.frames[0].1).expect("ARP");
+    assert_eq!((tx.frames[0].0, a.target_ip), (0, GW));
+    dp.set_gateway(None);
+    let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 40001, NAT_VIP, 104));
+    assert_eq!(
+        dp.on_frame(0, &mut f, Instant(1), &mut tx),
+        Verdict::Consumed
+    );
+    assert_eq!(dp.engine.drops().get(crate::frame::DropReason::NoRoute), 1);
+    tx.frames.clear();
+    // A new lease on another subnet.
+    let moved = Ipv4Addr::new(10, 1, 7, 7);
+    dp.set_address(1, Some((moved, 16)));
+    assert_eq!(dp.address(1), Some((moved, 16)));
+    let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 40002, NAT_VIP, 104));
+    assert_eq!(
+        dp.on_frame(0, &mut f, Instant(2), &mut tx),
+        Verdict::Consumed
+    );
+    let a = tx
+        .frames
+        .iter()
+        .find_map(|(_, f)| Arp::parse(f))
+        .expect("ARP");
+    assert_eq!(a.sender_ip, moved, "requests come from the new address");
+}
+
+#[test]
+fn a_rejected_config_runs_with_no_services_but_routes_every_nic() {
+    let mut dp = Datapath::new(setup(None));
+    assert_eq!(dp.vip_count(), 0);
+    assert_eq!(dp.check_count(), 0);
+    let mut tx = Recorder::default();
+    let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, OWN0, 22));
+    assert_eq!(
+        dp.on_frame(0, &mut f, Instant(1), &mut tx),
+        Verdict::PassToStack
+    );
+    assert_eq!(dp.engine.route(NAT_RS[0]), Some((1, NAT_RS[0])));
+}
+
+#[test]
+fn tables_are_limited_to_the_memory_there_is() {
+    let config = from_toml(CONFIG).unwrap();
+    let mut caps = Capacities::from_config(&config);
+    let line = limit_to_memory(&mut caps, 8 << 20).expect("limited");
+    assert!(line.starts_with("l4: tables limited by RAM"), "{line}");
+    assert_eq!(caps.conntrack, (8 << 20) / 4 / FLOW_BYTES);
+    let mut small = Capacities::from_config(&config);
+    small.conntrack = 10;
+    small.persistence = 10;
+    assert!(limit_to_memory(&mut small, 8 << 20).is_none());
+    let mut s = setup(Some(config));
+    s.memory = 1 << 20;
+    let mut dp = Datapath::new(s);
+    assert!(dp.log.pop().is_some_and(|l| l.contains("limited by RAM")));
+}
+
+/// Every frame the path sends is a whole Ethernet frame from one of our
+/// MACs; a forwarded frame leaves from ours too.
+fn check_outputs(v: Verdict, frame: &[u8], tx: &Recorder) {
+    for (nic, f) in &tx.frames {
+        assert!(*nic < 2);
+        assert!(f.len() >= MIN_FRAME, "{} bytes", f.len());
+        assert!(
+            f[6..12] == MAC0 || f[6..12] == MAC1,
+            "source MAC {:?}",
+            &f[6..12]
+        );
+    }
+    if let Verdict::Transmit(nic) = v {
+        assert!(nic < 2);
+        assert!(frame[6..12] == MAC0 || frame[6..12] == MAC1);
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), nic in 0usize..3) {
+        let mut dp = datapath();
+        let mut tx = Recorder::default();
+        let mut f = bytes.clone();
+        let v = dp.on_frame(nic, &mut f, Instant(1), &mut tx);
+        check_outputs(v, &f, &tx);
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic(
+        which in 0usize..5,
+        flips in proptest::collection::vec((0usize..80, any::<u8>()), 0..6),
+        cut in 0usize..90,
+    ) {
+        let mut dp = datapath();
+        let mut tx = Recorder::default();
+        learn(&mut dp, &mut tx, 0, DR_RS[0], RS_MAC[0]);
+        tx.frames.clear();
+        let base = match which {
+            0 => syn(CLIENT, 40000, DR_VIP, 104),
+            1 => syn(CLIENT, 40000, NAT_VIP, 104),
+            2 => arp_frame(Arp::request(CLIENT_MAC, CLIENT, DR_VIP)),
+            3 => build::icmp(CLIENT, OWN0, 8, 0, &[1, 2, 3, 4]),
+            _ => build::udp(Endpoint::new(NAT_RS[0], 1), Endpoint::new(FAR_CLIENT, 2), b"x"),
+        };
+        let mut f = from(CLIENT_MAC, MAC0, base);
+        for (at, b) in flips {
+            if let Some(x) = f.get_mut(at) {
+                *x ^= b;
+            }
+        }
+        f.truncate(f.len().saturating_sub(cut % 4 * cut));
+        let v = dp.on_frame(0, &mut f, Instant(1), &mut tx);
+        check_outputs(v, &f, &tx);
+    }
+}
