@@ -134,7 +134,24 @@ fn status(dp: &Datapath, nics: &Nics) {
         dp.stats.vip_arp_replies,
         dp.stats.unreachable_sent
     );
-    println!("conntrack: {} flows", e.conntrack().len());
+    let ct = e.conntrack();
+    let p = e.persistence();
+    println!(
+        "conntrack: {} flows, {} half-open (max {}, {} per source) early-drop={} source-limited={} full={}",
+        ct.len(),
+        ct.half_open(),
+        ct.half_open_limit(),
+        ct.source_limit(),
+        ct.stats.early_drop,
+        ct.stats.source_limited,
+        ct.stats.refused_full
+    );
+    println!(
+        "persistence: {} clients (max {}) refused-full={}",
+        p.len(),
+        p.capacity(),
+        p.stats.refused_full
+    );
     for i in 0..nics.len() {
         let n = nics.with(i, |n| n.stats);
         println!(

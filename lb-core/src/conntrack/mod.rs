@@ -24,8 +24,18 @@
 //! ([`ConnTable::expire`], call it with a small budget per batch of
 //! packets), by an insert that meets it, or by an insert into a full table.
 //!
-//! Full-table policy: the new flow is refused and counted
-//! (`stats.refused_full`); existing flows are never evicted.
+//! Pressure policy (spoofed SYN floods): flows whose handshake has not
+//! completed ("half-open": a SYN seen, not yet the client's ACK) may hold
+//! at most a quarter of the table ([`ConnTable::half_open_limit`]). A new
+//! flow beyond that, or into a full table, first evicts a half-open flow
+//! found by a bounded clock sweep over the slab (Linux conntrack's "early
+//! drop"; counted in `stats.early_drop`), so a flood churns only half-open
+//! entries while established flows are never evicted. One source may hold
+//! at most [`ConnTable::source_limit`] half-open flows (counted per keyed
+//! hash bucket of the source address; beyond it the new flow is refused,
+//! `stats.source_limited`), so one flooding host cannot push out the
+//! handshakes of everybody else. When no half-open flow can be found, the
+//! new flow is refused and counted (`stats.refused_full`).
 
 pub mod hash;
 
@@ -43,6 +53,13 @@ pub const RECLAIM_BUDGET: usize = 64;
 
 /// Most flows a table may hold (entry indices use 31 bits).
 pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// Half-open flows may hold at most 1/`HALF_OPEN_SHARE` of the table.
+pub const HALF_OPEN_SHARE: usize = 4;
+/// Slab entries an early drop examines for a half-open flow.
+pub const EARLY_DROP_SCAN: usize = 256;
+/// Buckets of the per-source half-open counters (a power of two).
+const SOURCE_BUCKETS: usize = 4096;
 
 /// Handle of a tracked flow (valid until the flow is removed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -198,6 +215,9 @@ pub enum InsertError {
     /// A live flow already uses one of the keys (for SNAT: pick another
     /// port). `dir` tells which key of that flow matched.
     KeyInUse { id: FlowId, dir: Direction },
+    /// The client's source already holds [`ConnTable::source_limit`]
+    /// half-open flows (counted in `stats.source_limited`).
+    SourceLimit,
 }
 
 /// Counters.
@@ -210,6 +230,10 @@ pub struct ConntrackStats {
     pub expired: u64,
     /// Flows removed on request (halted server, explicit removal).
     pub removed: u64,
+    /// Half-open flows evicted to make room (see the module documentation).
+    pub early_drop: u64,
+    /// New flows refused: their source held too many half-open flows.
+    pub source_limited: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +261,17 @@ pub struct ConnTable {
     cursor: usize,
     hash: KeyedHash,
     timeouts: Timeouts,
+    /// Flows in [`TcpState::Handshake`].
+    half_open: usize,
+    half_open_limit: usize,
+    /// Where the early-drop sweep goes on.
+    evict_cursor: usize,
+    /// One past the highest slab index ever used: the sweep stays below
+    /// it (free indices are handed out lowest first).
+    high_water: usize,
+    /// Half-open flows per hash bucket of the source address.
+    sources: Vec<u16>,
+    source_limit: u16,
     pub stats: ConntrackStats,
 }
 
@@ -257,8 +292,68 @@ impl ConnTable {
             cursor: 0,
             hash: KeyedHash::new(seed),
             timeouts,
+            half_open: 0,
+            half_open_limit: (capacity / HALF_OPEN_SHARE).max(1),
+            evict_cursor: 0,
+            high_water: 0,
+            sources: vec![0; SOURCE_BUCKETS],
+            source_limit: u16::try_from((capacity / HALF_OPEN_SHARE / 64).max(32))
+                .unwrap_or(u16::MAX),
             stats: ConntrackStats::default(),
         }
+    }
+
+    /// Most half-open flows (handshake not complete) the table holds.
+    pub fn half_open_limit(&self) -> usize {
+        self.half_open_limit
+    }
+
+    /// Half-open flows held now.
+    pub fn half_open(&self) -> usize {
+        self.half_open
+    }
+
+    /// Most half-open flows one source address may hold.
+    pub fn source_limit(&self) -> usize {
+        usize::from(self.source_limit)
+    }
+
+    fn source_bucket(&self, src: core::net::Ipv4Addr) -> usize {
+        (self.hash.hash2(u64::from(u32::from(src)), 0x5352_4345) as usize) & (SOURCE_BUCKETS - 1)
+    }
+
+    /// Counts a flow entering (`+1`) or leaving (`-1`) the handshake.
+    fn count_half_open(&mut self, f: &Flow, entering: bool) {
+        let b = self.source_bucket(f.original.src.addr);
+        if entering {
+            self.half_open += 1;
+            self.sources[b] = self.sources[b].saturating_add(1);
+        } else {
+            self.half_open = self.half_open.saturating_sub(1);
+            self.sources[b] = self.sources[b].saturating_sub(1);
+        }
+    }
+
+    /// Evicts one half-open flow, sweeping on from where the last sweep
+    /// stopped (examines at most [`EARLY_DROP_SCAN`] entries). Returns
+    /// whether one was evicted.
+    fn early_drop(&mut self, on_remove: &mut impl FnMut(&Flow)) -> bool {
+        let end = self.high_water.min(self.flows.len());
+        for _ in 0..EARLY_DROP_SCAN.min(end) {
+            let e = if self.evict_cursor >= end {
+                0
+            } else {
+                self.evict_cursor
+            };
+            self.evict_cursor = e + 1;
+            let f = &self.flows[e];
+            if f.in_use() && f.state == TcpState::Handshake {
+                self.remove_entry(e as u32, on_remove);
+                self.stats.early_drop += 1;
+                return true;
+            }
+        }
+        false
     }
 
     pub fn capacity(&self) -> usize {
@@ -372,13 +467,33 @@ impl ConnTable {
                 self.stats.expired += 1;
             }
         }
+        let tcp = original.proto == Protocol::Tcp;
+        if tcp {
+            let b = self.source_bucket(original.src.addr);
+            if self.sources[b] >= self.source_limit {
+                self.stats.source_limited += 1;
+                return Err(InsertError::SourceLimit);
+            }
+            // Over the limit: sweep a little further if the first stretch
+            // held no half-open flow (the limit is then exceeded only in
+            // the rare case that four stretches held none).
+            for _ in 0..4 {
+                if self.half_open < self.half_open_limit || self.early_drop(on_remove) {
+                    break;
+                }
+            }
+        }
         if self.free.is_empty() {
             self.expire(now, RECLAIM_BUDGET, on_remove);
+        }
+        if self.free.is_empty() {
+            self.early_drop(on_remove);
         }
         let Some(e) = self.free.pop() else {
             self.stats.refused_full += 1;
             return Err(InsertError::Full);
         };
+        self.high_water = self.high_water.max(e as usize + 1);
         let state = match original.proto {
             Protocol::Tcp => TcpState::Handshake,
             Protocol::Udp => TcpState::Udp,
@@ -394,6 +509,9 @@ impl ConnTable {
             flags: IN_USE | if reply.is_some() { REPLY_INDEXED } else { 0 },
         };
         flow.expires = now.add(self.timeout_of(&flow));
+        if state == TcpState::Handshake {
+            self.count_half_open(&flow, true);
+        }
         self.flows[e as usize] = flow;
         self.index_insert(&original, e);
         if let Some(r) = reply {
@@ -427,7 +545,15 @@ impl ConnTable {
         let f = self.flows.get(id.index()).filter(|f| f.in_use())?;
         let mut f = *f;
         if let (Some(fl), true) = (flags, f.state != TcpState::Udp) {
+            let before = f.state;
             f.state = next_state(f.state, dir, fl);
+            let (was, is) = (
+                before == TcpState::Handshake,
+                f.state == TcpState::Handshake,
+            );
+            if was != is {
+                self.count_half_open(&f, is);
+            }
         }
         f.expires = now.add(self.timeout_of(&f));
         self.flows[id.index()] = f;
@@ -502,6 +628,9 @@ impl ConnTable {
     fn remove_entry(&mut self, e: u32, on_remove: &mut impl FnMut(&Flow)) {
         let f = self.flows[e as usize];
         on_remove(&f);
+        if f.state == TcpState::Handshake {
+            self.count_half_open(&f, false);
+        }
         self.index_remove(&f.original, e);
         if f.has_reply_key() {
             self.index_remove(&f.reply, e | REPLY_BIT);
@@ -587,6 +716,16 @@ impl ConnTable {
         assert_eq!(indexed, keys);
         assert_eq!(used, self.len);
         assert_eq!(self.len + self.free.len(), self.capacity());
+        let half_open = self
+            .flows
+            .iter()
+            .filter(|f| f.in_use() && f.state == TcpState::Handshake)
+            .count();
+        assert_eq!(half_open, self.half_open);
+        assert_eq!(
+            self.sources.iter().map(|&c| usize::from(c)).sum::<usize>(),
+            half_open
+        );
     }
 }
 

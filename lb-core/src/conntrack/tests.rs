@@ -175,26 +175,115 @@ fn udp_flows_use_the_udp_timeout() {
 fn full_table_refuses_new_flows_and_keeps_old_ones() {
     let mut t = ConnTable::new(4, Timeouts::default(), 7);
     for p in 0..4 {
-        t.insert(key(1, p), None, 0, 0, HOUR, Instant(0), &mut none())
+        let id = t
+            .insert(key(1, p), None, 0, 0, HOUR, Instant(0), &mut none())
             .unwrap();
+        // Established: never evicted.
+        t.touch(id, Direction::Original, ACK, Instant(0));
     }
+    assert_eq!(t.half_open(), 0);
     assert_eq!(
         t.insert(key(1, 99), None, 0, 0, HOUR, Instant(1), &mut none()),
         Err(InsertError::Full)
     );
     assert_eq!(t.stats.refused_full, 1);
+    assert_eq!(t.stats.early_drop, 0);
     for p in 0..4 {
         assert!(t.get(&key(1, p), Instant(1)).is_some());
     }
-    // Once they expire (handshake timeout), the insert reclaims them and
-    // reports each to the caller.
+    t.check_invariants();
+}
+
+#[test]
+fn half_open_flows_are_capped_and_evicted_before_established_ones() {
+    let cap = 64;
+    let mut t = ConnTable::new(cap, Timeouts::default(), 7);
+    assert_eq!(t.half_open_limit(), cap / HALF_OPEN_SHARE);
+    // Legitimate clients complete their handshakes.
+    let mut established = Vec::new();
+    for p in 0..40u16 {
+        let id = t
+            .insert(key(1, p), None, 0, 0, HOUR, Instant(0), &mut none())
+            .unwrap();
+        t.touch(id, Direction::Original, ACK, Instant(0));
+        established.push(key(1, p));
+    }
+    // A spoofed SYN flood: every source different, none ever ACKs.
+    let mut evicted = 0;
+    for n in 0..10_000u32 {
+        let k = key(1000 + n, 1);
+        let r = t.insert(k, None, 0, 1, HOUR, Instant(1), &mut |f: &Flow| {
+            assert_eq!(f.state, TcpState::Handshake, "only half-open flows go");
+            evicted += 1;
+        });
+        assert!(r.is_ok(), "{n}: {r:?}");
+        assert!(t.half_open() <= t.half_open_limit());
+    }
+    assert_eq!(t.stats.early_drop, evicted);
+    assert!(evicted >= 10_000 - cap as u64);
+    for k in &established {
+        assert!(t.get(k, Instant(2)).is_some(), "established {k:?} kept");
+    }
+    // A legitimate client's new handshake still gets in, and completes.
+    let id = t
+        .insert(key(2, 7), None, 0, 0, HOUR, Instant(2), &mut none())
+        .unwrap();
+    assert_eq!(
+        t.touch(id, Direction::Original, ACK, Instant(2)),
+        Some(TcpState::Established)
+    );
+    t.check_invariants();
+}
+
+#[test]
+fn one_source_cannot_take_every_half_open_slot() {
+    let mut t = ConnTable::new(1 << 14, Timeouts::default(), 7);
+    let limit = t.source_limit();
+    assert!(limit < t.half_open_limit());
+    for p in 0..limit as u16 {
+        t.insert(key(9, p), None, 0, 0, HOUR, Instant(0), &mut none())
+            .unwrap();
+    }
+    assert_eq!(
+        t.insert(key(9, 60000), None, 0, 0, HOUR, Instant(0), &mut none()),
+        Err(InsertError::SourceLimit)
+    );
+    assert_eq!(t.stats.source_limited, 1);
+    // Others are not affected, and the source gets room back as its
+    // handshakes complete.
+    t.insert(key(10, 1), None, 0, 0, HOUR, Instant(0), &mut none())
+        .unwrap();
+    let (id, dir) = t.get(&key(9, 0), Instant(0)).unwrap();
+    t.touch(id, dir, ACK, Instant(0));
+    t.insert(key(9, 60000), None, 0, 0, HOUR, Instant(0), &mut none())
+        .unwrap();
+    // UDP flows have no handshake and no such limit.
+    let mut u = key(9, 1);
+    u.proto = Protocol::Udp;
+    t.insert(u, None, 0, 0, HOUR, Instant(0), &mut none())
+        .unwrap();
+    t.check_invariants();
+}
+
+#[test]
+fn expired_flows_are_reclaimed_by_an_insert_into_a_full_table() {
+    let mut t = ConnTable::new(4, Timeouts::default(), 7);
+    for p in 0..4 {
+        let mut k = key(1, p);
+        k.proto = Protocol::Udp;
+        t.insert(k, None, 0, 0, HOUR, Instant(0), &mut none())
+            .unwrap();
+    }
+    // Once they expire, the insert reclaims them and reports each to the
+    // caller.
     let mut reclaimed = 0;
-    let later = Instant(0).add(t.timeouts().handshake);
+    let later = Instant(0).add(t.timeouts().udp);
     t.insert(key(1, 99), None, 0, 0, HOUR, later, &mut |_: &Flow| {
         reclaimed += 1
     })
     .unwrap();
     assert_eq!(reclaimed, 4);
+    assert_eq!(t.stats.early_drop, 0);
     t.check_invariants();
 }
 
@@ -222,8 +311,10 @@ fn remove_server_drops_only_its_flows() {
     for p in 0..200u16 {
         let k = key(u32::from(p), p);
         let r = nat_reply(k, Ipv4Addr::new(10, 0, 0, (p % 4) as u8 + 1));
-        t.insert(k, Some(r), p % 2, p % 4, HOUR, Instant(0), &mut none())
+        let id = t
+            .insert(k, Some(r), p % 2, p % 4, HOUR, Instant(0), &mut none())
             .unwrap();
+        t.touch(id, Direction::Original, ACK, Instant(0));
     }
     let mut counts = [0u32; 4];
     let n = t.remove_server(1, 3, &mut |f: &Flow| counts[f.server as usize] += 1);
@@ -239,14 +330,18 @@ fn remove_server_drops_only_its_flows() {
 fn sweep_is_bounded_and_finds_everything() {
     let mut t = ConnTable::new(1000, Timeouts::default(), 7);
     for p in 0..1000u16 {
+        let mut k = key(1, p);
+        if p % 2 == 1 {
+            k.proto = Protocol::Udp;
+        }
         let id = t
-            .insert(key(1, p), None, 0, 0, HOUR, Instant(0), &mut none())
+            .insert(k, None, 0, 0, HOUR, Instant(0), &mut none())
             .unwrap();
         if p % 2 == 0 {
             t.touch(id, Direction::Original, ACK, Instant(0));
         }
     }
-    let later = Instant(0).add(t.timeouts().handshake);
+    let later = Instant(0).add(t.timeouts().udp);
     let mut total = 0;
     for _ in 0..16 {
         let n = t.expire(later, 64, &mut none());
@@ -315,6 +410,9 @@ proptest! {
                         }
                         Err(InsertError::KeyInUse { .. }) => {}
                         Err(InsertError::Full) => prop_assert_eq!(t.len(), cap),
+                        Err(InsertError::SourceLimit) => {
+                            prop_assert!(t.source_limit() <= t.half_open())
+                        }
                     }
                 }
                 Op::Packet(c, p, reply_dir, flags) => {

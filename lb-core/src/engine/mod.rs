@@ -331,14 +331,20 @@ impl Engine {
                 Some(false) => {}
             }
             let flags = (pkt.key.proto == Protocol::Tcp).then_some(ConnFlags(pkt.tcp_flags.0));
-            self.conntrack.touch(id, dir, flags, now);
+            let state = self.conntrack.touch(id, dir, flags, now);
             let service = &self.services[svc];
             if dir == Direction::Original
                 && let Some((mask, timeout)) = service.persistence
-                && let Some(extended) = self.persistence_refresh(&flow, timeout, now)
             {
-                self.persist
-                    .touch(flow.service, pkt.key.src.addr, mask, extended, now);
+                let client = flow.original.src.addr;
+                if flow.state == TcpState::Handshake && state == Some(TcpState::Established) {
+                    // The client answered the server: a real client, now
+                    // worth remembering (see `new_flow`).
+                    self.persist_client(flow.service, client, mask, flow.server, timeout, now);
+                } else if let Some(extended) = self.persistence_refresh(&flow, timeout, now) {
+                    self.persist
+                        .touch(flow.service, client, mask, extended, now);
+                }
             }
             return self.forward(nic, frame, pkt, offload.checksum, sent, &flow, dir);
         }
@@ -374,6 +380,29 @@ impl Engine {
         let previous = flow.expires.millis().saturating_sub(idle.millis());
         ((previous >> shift) != (now.millis() >> shift))
             .then_some(Duration::from_millis(timeout.millis() + (1 << shift)))
+    }
+
+    /// Binds `client` to `server`, unless a live binding exists already
+    /// (then it is refreshed: two flows of a new client that raced through
+    /// their handshakes keep the first one's server for the next flows).
+    fn persist_client(
+        &mut self,
+        service: u16,
+        client: Ipv4Addr,
+        mask: Ipv4Addr,
+        server: u16,
+        timeout: Duration,
+        now: Instant,
+    ) {
+        if self.persist.lookup(service, client, mask, now).is_some() {
+            self.persist.touch(service, client, mask, timeout, now);
+        } else {
+            // A full persistence table only costs stickiness, not the
+            // flow; the table counts the refusal.
+            let _ = self
+                .persist
+                .insert(service, client, mask, server, timeout, now);
+        }
     }
 
     /// Rewrites and routes a packet of a tracked flow.
@@ -540,6 +569,7 @@ impl Engine {
             Err(e) => {
                 let (reason, taken) = match e {
                     InsertError::Full => (DropReason::ConnTableFull, false),
+                    InsertError::SourceLimit => (DropReason::SourceLimit, false),
                     // Another live flow has this 5-tuple; if it is our SNAT
                     // reply key, that flow owns the port and frees it.
                     InsertError::KeyInUse { id, .. } => (
@@ -564,13 +594,14 @@ impl Engine {
         if let Some((mask, ptimeout)) = service.persistence {
             if persistent.is_some() {
                 self.persist.touch(svc as u16, client, mask, ptimeout, now);
-            } else {
-                // A full persistence table only costs stickiness, not the
-                // flow; the table counts the refusal.
-                let _ = self
-                    .persist
-                    .insert(svc as u16, client, mask, srv as u16, ptimeout, now);
+            } else if pkt.key.proto == Protocol::Udp {
+                // UDP has no handshake: the first datagram binds the client.
+                self.persist_client(svc as u16, client, mask, srv as u16, ptimeout, now);
             }
+            // A new TCP client is bound only once its handshake completes
+            // (its first ACK, in `l4`): spoofed SYNs never answer the
+            // server, so a SYN flood cannot fill the persistence table nor
+            // make the appliance forget real clients.
         }
         if pkt.key.proto == Protocol::Tcp {
             self.conntrack.touch(

@@ -500,6 +500,12 @@ fn persistence_sends_a_client_back_to_its_server() {
             next_hop,
             "round robin overridden by persistence"
         );
+        // The client completes its handshake: that binds it.
+        let mut ack = tcp(CLIENT, port, NAT_VIP, 104, ACK);
+        assert!(matches!(
+            e.process(EXT, &mut ack, t(u64::from(port))),
+            Decision::Forward { .. }
+        ));
     }
     // Another client is balanced to the other server.
     let mut f = tcp(LOCAL_CLIENT, 1, NAT_VIP, 104, SYN);
@@ -714,6 +720,9 @@ fn conntrack_full_is_counted_and_leaks_no_port() {
     for p in 0..6u16 {
         let mut f = tcp(CLIENT, 1000 + p, SNAT_VIP, 2575, SYN);
         outcomes.push(e.process(EXT, &mut f, t(0)));
+        // Established flows are never evicted to make room.
+        let mut ack = tcp(CLIENT, 1000 + p, SNAT_VIP, 2575, ACK);
+        e.process(EXT, &mut ack, t(0));
     }
     let full = outcomes
         .iter()
@@ -1090,4 +1099,72 @@ fn offload_metadata_that_does_not_fit_is_dropped() {
     complete(&mut u, &o);
     assert!(checksums_ok(&u));
     assert_eq!(e.drops().get(DropReason::BadOffload), 2);
+}
+
+/// A spoofed SYN flood at a persistent NAT VIP: the fake clients never
+/// complete a handshake, so they get no persistence entry, cannot evict a
+/// real client's, and take only half-open slots; the real client keeps its
+/// server and its established flow.
+#[test]
+fn spoofed_syn_flood_leaves_persistence_and_established_flows_alone() {
+    let mut e = engine_with(|c| {
+        c.conntrack = 1024;
+        c.persistence = 64;
+    });
+    let mut f = tcp(CLIENT, 40000, NAT_VIP, 104, SYN);
+    let Decision::Forward {
+        next_hop: server, ..
+    } = e.process(EXT, &mut f, t(0))
+    else {
+        panic!()
+    };
+    let mut ack = tcp(CLIENT, 40000, NAT_VIP, 104, ACK);
+    assert!(matches!(
+        e.process(EXT, &mut ack, t(1)),
+        Decision::Forward { .. }
+    ));
+    assert_eq!(e.persistence().len(), 1);
+    for n in 0..20_000u32 {
+        let src = Ipv4Addr::from(0x0b00_0000 + n);
+        let mut syn = tcp(src, 1024 + (n % 60_000) as u16, NAT_VIP, 104, SYN);
+        assert!(
+            matches!(e.process(EXT, &mut syn, t(2)), Decision::Forward { .. }),
+            "a half-open slot is always found by evicting another"
+        );
+    }
+    assert_eq!(e.persistence().len(), 1, "no fake client was remembered");
+    assert!(e.conntrack().half_open() <= e.conntrack().half_open_limit());
+    assert!(e.conntrack().stats.early_drop > 0);
+    // The real client's established flow is still there, and its new
+    // associations go to its server.
+    let mut data = tcp(CLIENT, 40000, NAT_VIP, 104, ACK);
+    assert_eq!(
+        e.process(EXT, &mut data, t(3)),
+        Decision::Forward {
+            nic: INT,
+            next_hop: server
+        }
+    );
+    for port in 41000..41010 {
+        let mut f = tcp(CLIENT, port, NAT_VIP, 104, SYN);
+        assert_eq!(
+            e.process(EXT, &mut f, t(4)),
+            Decision::Forward {
+                nic: INT,
+                next_hop: server
+            }
+        );
+    }
+}
+
+/// A new TCP client is remembered only when its handshake completes.
+#[test]
+fn persistence_is_recorded_at_the_clients_first_ack() {
+    let mut e = engine();
+    let mut f = tcp(CLIENT, 40000, NAT_VIP, 104, SYN);
+    e.process(EXT, &mut f, t(0));
+    assert_eq!(e.persistence().len(), 0);
+    let mut ack = tcp(CLIENT, 40000, NAT_VIP, 104, ACK);
+    e.process(EXT, &mut ack, t(1));
+    assert_eq!(e.persistence().len(), 1);
 }

@@ -44,6 +44,9 @@ pub enum DropReason {
     ServerHalted,
     /// The connection table is full and could not make room.
     ConnTableFull,
+    /// The client's source address already holds as many half-open TCP
+    /// flows as one source may (see [`crate::conntrack`]).
+    SourceLimit,
     /// Another tracked flow already uses the translated 5-tuple.
     KeyInUse,
     /// SNAT: the real server's source port range is used up.
@@ -60,7 +63,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedIpv4,
         DropReason::BadIpVersion,
@@ -79,6 +82,7 @@ impl DropReason {
         DropReason::NoRealServer,
         DropReason::ServerHalted,
         DropReason::ConnTableFull,
+        DropReason::SourceLimit,
         DropReason::KeyInUse,
         DropReason::PortsExhausted,
         DropReason::NoRoute,
@@ -108,6 +112,7 @@ impl DropReason {
             DropReason::NoRealServer => "no-real-server",
             DropReason::ServerHalted => "server-halted",
             DropReason::ConnTableFull => "conn-table-full",
+            DropReason::SourceLimit => "source-limit",
             DropReason::KeyInUse => "key-in-use",
             DropReason::PortsExhausted => "ports-exhausted",
             DropReason::NoRoute => "no-route",
