@@ -83,6 +83,7 @@ impl BootInfo {
             let mut n = 0;
             // SAFETY: the loader passes a NUL-terminated string; we stop at CMDLINE_MAX.
             while n < CMDLINE_MAX && unsafe { *p.add(n) } != 0 {
+                // SAFETY: byte `n` was just read above: inside the string.
                 out.cmdline[n] = unsafe { *p.add(n) };
                 n += 1;
             }

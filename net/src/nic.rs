@@ -213,8 +213,8 @@ impl<H: Hal> Nic<H> {
                 self.stats.errors += 1;
                 return None;
             };
-            // SAFETY: `buf` is the buffer posted with this token.
             self.rx_count -= 1;
+            // SAFETY: `buf` is the buffer posted with this token.
             match unsafe { self.dev.receive_complete(token, &mut buf) } {
                 Ok((hdr, len)) if hdr + len <= buf.len() => {
                     self.stats.rx_frames += 1;

@@ -174,3 +174,43 @@ fn damaged_config_blob_is_reported_and_the_appliance_still_serves() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `crash=pagefault|stack|panic` on the command line: the appliance prints
+/// the exception report (or panic message) and halts instead of resetting
+/// or coming up, so a real fault in the field leaves its evidence.
+#[test]
+fn crash_hooks_report_the_fault_and_halt() {
+    let cases = [
+        (
+            "pagefault",
+            "EXCEPTION: page fault",
+            "CR2 0x0000010000000000",
+        ),
+        (
+            "stack",
+            "EXCEPTION: page fault",
+            "stack overflow: the boot stack ran into its guard page",
+        ),
+        (
+            "panic",
+            "panic at ",
+            "crash test requested on the command line",
+        ),
+    ];
+    for (hook, first, detail) in cases {
+        let machine = kernel_machine(&format!("ip=10.205.0.2/24 crash={hook}"));
+        let vm = Appliance::boot(&machine, None).unwrap();
+        vm.wait_for(detail, BOOT_TIMEOUT, |l| l.contains(detail))
+            .unwrap();
+        let console = vm.console();
+        assert!(console.contains(first), "{hook}: {first:?} in:\n{console}");
+        if hook != "panic" {
+            assert!(console.contains("RIP "), "{hook}: registers:\n{console}");
+            assert!(console.contains("halted."), "{hook}:\n{console}");
+        }
+        assert!(
+            !console.contains("ready in"),
+            "{hook}: the appliance must not come up:\n{console}"
+        );
+    }
+}

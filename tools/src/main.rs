@@ -99,8 +99,11 @@ enum Cmd {
     },
     /// Install what the tests need, then run the whole test suite.
     Test {
+        /// Also run the long tests (floods, soaks: `#[ignore = "long: ..."]`).
+        #[arg(long)]
+        long: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }
@@ -225,7 +228,7 @@ fn main() -> Result<()> {
             iso,
             config,
         } => run(cmdline, memory, iso, config)?,
-        Cmd::Test { args } => test(args)?,
+        Cmd::Test { long, args } => test(long, args)?,
         Cmd::Config {
             which: ConfigCmd::Check { file },
         } => {
@@ -428,9 +431,9 @@ fn run(cmdline: String, memory: u32, iso: Option<String>, config: Option<PathBuf
     Ok(())
 }
 
-fn test(args: Vec<String>) -> Result<()> {
+fn test(long: bool, args: Vec<String>) -> Result<()> {
     setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST])?;
-    setup::ensure_python(&[("hl7", "hl7"), ("scapy", "scapy")])?;
+    setup::ensure_python(setup::PYTHON)?;
     // The kernel lint below needs the bare-metal target before any build does.
     setup::ensure_rust_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -471,12 +474,22 @@ fn test(args: Vec<String>) -> Result<()> {
     );
     let mut test_args = vec!["test"];
     test_args.extend(args.iter().map(String::as_str));
+    if long {
+        // The long tests are `#[ignore]`d; run them with the rest.
+        if !args.iter().any(|a| a == "--") {
+            test_args.push("--");
+        }
+        test_args.push("--include-ignored");
+    }
     eprintln!("test: unit, property and end-to-end tests");
     // Forward cargo's output as it comes and add up its per-binary results,
     // so the run ends on one line with the whole suite's count.
     let mut child = Command::new(&cargo)
         .current_dir(workspace::root())
         .args(&test_args)
+        // Every peer is installed by now: a test that cannot find one fails
+        // instead of skipping.
+        .env("LBMED_REQUIRE_PEERS", "1")
         .stdout(Stdio::piped())
         .spawn()?;
     let mut total = TestTotals::default();

@@ -130,24 +130,56 @@ pub fn ensure_rust_target() -> Result<()> {
     }
 }
 
-/// Installs PyPI packages the test peers use, if `python3 -c "import X"` fails.
-pub fn ensure_python(modules: &[(&str, &str)]) -> Result<()> {
-    for (module, package) in modules {
-        let ok = Command::new("python3")
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            eprintln!("setup: installing Python package {package}");
-            run_quiet(Command::new("python3").args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                package,
-            ]))?;
+/// Python modules the test peers import: (module, Debian package, PyPI
+/// package).
+pub const PYTHON: &[(&str, &str, &str)] = &[
+    ("hl7.mllp", "python3-hl7", "hl7"),
+    ("scapy.all", "python3-scapy", "scapy"),
+];
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Makes the Python modules the test peers use importable by `python3`.
+/// Debian's packages first (Debian 12's own Python refuses `pip install`
+/// outside a virtual environment, PEP 668); PyPI through pip only for a
+/// `python3` that is not Debian's (e.g. pyenv), which apt cannot reach.
+pub fn ensure_python(modules: &[(&str, &str, &str)]) -> Result<()> {
+    for (module, debian, pypi) in modules {
+        if python_has(module) {
+            continue;
+        }
+        if is_root() && which("apt-get") {
+            eprintln!("setup: installing Debian package {debian}");
+            let _ = run_quiet(Command::new("apt-get").arg("update").arg("-qq"));
+            run_quiet(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-qq", "--no-install-recommends", debian])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            if python_has(module) {
+                continue;
+            }
+        }
+        eprintln!("setup: installing Python package {pypi} with pip");
+        run_quiet(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            pypi,
+        ]))
+        .with_context(|| {
+            format!("python3 cannot import {module}: install {debian} (Debian) or {pypi} (PyPI)")
+        })?;
+        if !python_has(module) {
+            bail!("python3 still cannot import {module} after installing {pypi}");
         }
     }
     Ok(())
