@@ -12,6 +12,7 @@ use crate::{Nics, println, time};
 use alloc::boxed::Box;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU32, Ordering};
+use embassy_net::Stack;
 use embassy_time::Timer;
 use lb_core::datapath::{Datapath, TICK_MS, Transmit, Verdict};
 use lb_core::time::Instant;
@@ -94,5 +95,51 @@ pub async fn housekeeping_task(dp: &'static RefCell<Datapath>, nics: &'static Ni
             print_log(&mut dp);
         }
         Timer::after_millis(TICK_MS).await;
+    }
+}
+
+/// How often a DHCP-addressed NIC's stack is asked for its lease.
+const LEASE_POLL_MS: u64 = 250;
+
+/// Follows the DHCP lease of NIC `nic`: whenever the stack's address,
+/// prefix or gateway changes (first lease, a renewal that moved it, a lost
+/// lease), the frame path is told, so NAT, SNAT, ARP and ICMP use the
+/// address the stack has. eth0's leased gateway becomes the default route
+/// (a lease without one keeps the configured gateway).
+#[embassy_executor::task(pool_size = 8)]
+pub async fn lease_task(
+    dp: &'static RefCell<Datapath>,
+    nics: &'static Nics,
+    nic: usize,
+    stack: Stack<'static>,
+) {
+    let mut known = None;
+    loop {
+        let lease = stack
+            .config_v4()
+            .map(|c| (c.address.address(), c.address.prefix_len(), c.gateway));
+        if lease != known {
+            let mut dp = dp.borrow_mut();
+            match lease {
+                Some((address, prefix, gateway)) => {
+                    dp.set_address(nic, Some((address, prefix)));
+                    if nic == 0 && gateway.is_some() {
+                        dp.set_gateway(gateway);
+                    }
+                    match gateway {
+                        Some(gw) => println!("eth{nic} leased {address}/{prefix} gw {gw}"),
+                        None => println!("eth{nic} leased {address}/{prefix}"),
+                    }
+                    // Neighbours learn where the VIPs are now.
+                    dp.announce_vips(&mut NicTx(nics));
+                }
+                None => {
+                    dp.set_address(nic, None);
+                    println!("eth{nic} lease lost");
+                }
+            }
+            known = lease;
+        }
+        Timer::after_millis(LEASE_POLL_MS).await;
     }
 }

@@ -245,10 +245,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         .cmdline()
         .split_ascii_whitespace()
         .any(|w| w == "boottrace");
-    match (
-        net_task(runner),
-        announce_task(stack, setting == Ipv4Setting::Dhcp, trace),
-    ) {
+    match (net_task(runner), announce_task(stack, trace)) {
         (Ok(a), Ok(b)) => {
             spawner.spawn(a);
             spawner.spawn(b);
@@ -338,18 +335,13 @@ async fn net_task(mut runner: Runner<'static, NicDriver<KernelHal>>) -> ! {
     runner.run().await
 }
 
-/// Prints the leased address (DHCP) and the `ready` line once eth0 is up.
+/// Prints the `ready` line once eth0 is up (with DHCP: once leased; the
+/// lease itself is printed by `datapath::lease_task`).
 #[embassy_executor::task]
-async fn announce_task(stack: Stack<'static>, dhcp: bool, trace: bool) {
+async fn announce_task(stack: Stack<'static>, trace: bool) {
     trace::mark("tasks running");
     stack.wait_config_up().await;
     trace::mark("config up");
-    if dhcp && let Some(c) = stack.config_v4() {
-        match c.gateway {
-            Some(gw) => println!("eth0 leased {} gw {gw}", c.address),
-            None => println!("eth0 leased {}", c.address),
-        }
-    }
     let ns = time::now_ns();
     println!(
         "ready in {}.{:03} ms since kernel entry",

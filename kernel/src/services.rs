@@ -1,6 +1,7 @@
 //! Bringing the configuration to life once eth0's stack exists: stacks for
-//! the other NICs that have an address, the L4 data path as frame hook,
-//! gratuitous ARP and housekeeping, the health checkers and the console.
+//! the other NICs that have an address or take one from DHCP, the frame
+//! path as hook, gratuitous ARP and housekeeping, the DHCP lease watchers,
+//! the health checkers and the console.
 
 use crate::datapath::{self, print_log};
 use crate::hal::KernelHal;
@@ -47,20 +48,33 @@ pub fn start(
 ) {
     let mut addrs = alloc::vec![cidr(&eth0_setting)];
     let mut stacks = alloc::vec![Some(eth0)];
+    // NICs whose address comes from DHCP: their leases are followed.
+    let mut leased = alloc::vec::Vec::new();
+    if eth0_setting == Ipv4Setting::Dhcp {
+        leased.push((0, eth0));
+    }
     for i in 1..nics.len() {
         let setting = interface_setting(config.as_ref(), i);
         let net = setting.as_ref().and_then(cidr);
         addrs.push(net);
-        let Some((address, prefix)) = net else {
-            stacks.push(None);
-            continue;
+        let cfg = match (setting, net) {
+            (Some(Ipv4Setting::Dhcp), _) => {
+                println!("eth{i} address: dhcp (waiting for a lease)");
+                embassy_net::Config::dhcpv4(Default::default())
+            }
+            (_, Some((address, prefix))) => {
+                println!("eth{i} address: {address}/{prefix}");
+                embassy_net::Config::ipv4_static(StaticConfigV4 {
+                    address: Ipv4Cidr::new(address, prefix),
+                    gateway: None,
+                    dns_servers: Default::default(),
+                })
+            }
+            _ => {
+                stacks.push(None);
+                continue;
+            }
         };
-        println!("eth{i} address: {address}/{prefix}");
-        let cfg = embassy_net::Config::ipv4_static(StaticConfigV4 {
-            address: Ipv4Cidr::new(address, prefix),
-            gateway: None,
-            dns_servers: Default::default(),
-        });
         let resources = Box::leak(Box::new(StackResources::<SOCKETS>::new()));
         let (stack, runner) = embassy_net::new(
             NicDriver::new(nics, i),
@@ -77,6 +91,9 @@ pub fn start(
             }
         }
         datapath::mark_stack(i);
+        if net.is_none() {
+            leased.push((i, stack));
+        }
         stacks.push(Some(stack));
     }
     let gateway = match eth0_setting {
@@ -110,6 +127,9 @@ pub fn start(
         spawner.spawn(shell::console_task(dp, nics).ok()?);
         for _ in 0..health::WORKERS {
             spawner.spawn(health::worker(dp, stacks).ok()?);
+        }
+        for (nic, stack) in leased {
+            spawner.spawn(datapath::lease_task(dp, nics, nic, stack).ok()?);
         }
         Some(())
     })();
