@@ -154,7 +154,7 @@ fn peers_dir() -> PathBuf {
 }
 
 /// Starts storescp on `port` recording each stored file's peer address.
-fn storescp_recording(
+pub fn storescp_recording(
     host: &Host,
     port: u16,
     dir: &Path,

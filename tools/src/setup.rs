@@ -36,8 +36,9 @@ pub const BUILD: &[Requirement] = &[
 /// What `run` needs on top of `build`.
 pub const RUN: &[Requirement] = &[req("qemu-system-x86_64", "qemu-system-x86")];
 
-/// What the test suite needs on top of `run`: UEFI firmware, network tools
-/// and the real protocol peers.
+/// What the test suite needs on top of `run`: UEFI firmware, network tools,
+/// the real protocol peers, a DHCP server (dnsmasq without its system
+/// service) and a packet flooder.
 pub const TEST: &[Requirement] = &[
     req("/usr/share/OVMF/OVMF_CODE.fd", "ovmf"),
     req("ip", "iproute2"),
@@ -47,6 +48,9 @@ pub const TEST: &[Requirement] = &[
     // HTTPS real servers for the health checks (TLS 1.2/1.3 sites).
     req("nginx", "nginx-light"),
     req("openssl", "openssl"),
+    // A DHCP server (without its system service) and a packet flooder.
+    req("dnsmasq", "dnsmasq-base"),
+    req("hping3", "hping3"),
 ];
 
 /// What the benchmarks need on top of the tests: the traffic generator and
