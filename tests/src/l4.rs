@@ -36,6 +36,9 @@ pub struct Plan {
     pub method: Method,
     pub ext: String,
     pub int: String,
+    /// Also an HL7 (MLLP, port 2575) virtual service, with the `hl7`
+    /// library's MLLP server on each real server.
+    pub hl7: bool,
 }
 
 impl Plan {
@@ -44,7 +47,17 @@ impl Plan {
             method,
             ext: format!("10.230.{third_octet}"),
             int: format!("10.230.{}", third_octet + 1),
+            hl7: false,
         }
+    }
+    /// VIP of the HL7 service (with [`Plan::hl7`]).
+    pub fn vip_hl7(&self) -> String {
+        format!("{}.103", self.ext)
+    }
+    /// An address on the external subnet for a host that is neither client
+    /// nor server (e.g. a flooder).
+    pub fn other(&self, i: usize) -> String {
+        format!("{}.{}", self.ext, 41 + i)
     }
     pub fn appliance(&self) -> String {
         format!("{}.2", self.ext)
@@ -124,6 +137,19 @@ impl Plan {
                 self.server(i)
             );
         }
+        if self.hl7 {
+            t += &format!(
+                "\n[[virtual_service]]\nlabel = \"HL7\"\nvip = \"{}\"\nports = \"2575\"\nprotocol = \"tcp\"\nforwarding = \"{m}\"\npersistence_timeout = 3600\n{checks}",
+                self.vip_hl7()
+            );
+            for i in 0..2 {
+                t += &format!(
+                    "\n[[virtual_service.real_server]]\nlabel = \"HL7{}\"\nip = \"{}\"\n",
+                    i + 1,
+                    self.server(i)
+                );
+            }
+        }
         t
     }
 }
@@ -136,6 +162,10 @@ pub struct Pacs {
     pub peers_log: PathBuf,
     pub storescp: Vec<Process>,
     _udp: Process,
+    /// The HL7 MLLP server on port 2575 (with [`Plan::hl7`]); it logs each
+    /// message received under `hl7-log`.
+    pub hl7: Option<Process>,
+    pub hl7_log: PathBuf,
 }
 
 /// A running scenario. Field order is drop order: peers and QEMU end before
@@ -234,7 +264,12 @@ impl Scenario {
             )?;
             if plan.method == Method::Dr {
                 // Solve the ARP problem: the VIPs on loopback, never answered for on eth0.
-                for vip in [plan.vip_persistent(), plan.vip_spread(), plan.vip_udp()] {
+                for vip in [
+                    plan.vip_persistent(),
+                    plan.vip_spread(),
+                    plan.vip_udp(),
+                    plan.vip_hl7(),
+                ] {
                     host.exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
                 }
                 for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
@@ -269,12 +304,40 @@ impl Scenario {
                 ],
                 &tmp.path().join(format!("udp{i}.log")),
             )?;
+            let hl7_log = tmp.sub(&format!("hl7-{i}"))?;
+            let hl7 = if plan.hl7 {
+                let log = hl7_log.display().to_string();
+                let p = Process::spawn(
+                    &host,
+                    &[
+                        "python3",
+                        &peers_dir().join("hl7_mllp_server.py").display().to_string(),
+                        "--host",
+                        "0.0.0.0",
+                        "--port",
+                        "2575",
+                        "--lifetime",
+                        "900",
+                        "--max-connections",
+                        "100000",
+                        "--log",
+                        &log,
+                    ],
+                    &tmp.path().join(format!("hl7-{i}.log")),
+                )?;
+                crate::peers::wait_listening(&host, 2575, Duration::from_secs(10))?;
+                Some(p)
+            } else {
+                None
+            };
             pacs.push(Pacs {
                 host,
                 dir,
                 peers_log,
                 storescp: procs,
                 _udp: udp,
+                hl7,
+                hl7_log,
             });
         }
         let toml = tmp.path().join("config.toml");
