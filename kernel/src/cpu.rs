@@ -185,7 +185,9 @@ fn service(n: u64, a: u64, b: u64) -> u64 {
 /// Drops from ring 0 to ring 3, continuing at the caller with the same stack
 /// and interrupt flag. Call once, after the GDT, IDT and TSS are loaded.
 pub fn enter_user_mode() {
-    net::pci::set_config_io(&PCI_CONFIG_IO);
+    // SAFETY: the functions do mechanism #1 accesses through ports the
+    // kernel owns (PCI_ADDRESS, PCI_DATA).
+    unsafe { net::pci::set_config_io(&PCI_CONFIG_IO) };
     // SAFETY: the GDT has the ring-3 selectors and the TSS a ring-0 stack for
     // interrupts; every page is user-accessible, so code, stack and data stay
     // reachable. IRETQ pops RIP, CS, RFLAGS, RSP, SS.
@@ -208,7 +210,11 @@ pub fn enter_user_mode() {
     crate::interrupts::fill_gates();
 }
 
-pub fn outb(port: u16, value: u8) {
+/// # Safety
+/// The kernel must own the device at `port` and the write must not break
+/// memory safety (e.g. make a device DMA into memory Rust owns). Prefer
+/// [`Port`], which carries that promise from its constructor.
+pub unsafe fn outb(port: u16, value: u8) {
     if in_user_mode() {
         service(SVC_OUTB, u64::from(port), u64::from(value));
         return;
@@ -219,7 +225,9 @@ pub fn outb(port: u16, value: u8) {
     }
 }
 
-pub fn inb(port: u16) -> u8 {
+/// # Safety
+/// As for [`outb`] (a read can have device side effects too).
+pub unsafe fn inb(port: u16) -> u8 {
     if in_user_mode() {
         return service(SVC_INB, u64::from(port), 0) as u8;
     }
@@ -231,7 +239,9 @@ pub fn inb(port: u16) -> u8 {
     v
 }
 
-pub fn outl(port: u16, value: u32) {
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
     if in_user_mode() {
         service(SVC_OUTL, u64::from(port), u64::from(value));
         return;
@@ -242,7 +252,9 @@ pub fn outl(port: u16, value: u32) {
     }
 }
 
-pub fn inl(port: u16) -> u32 {
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn inl(port: u16) -> u32 {
     if in_user_mode() {
         return service(SVC_INL, u64::from(port), 0) as u32;
     }
@@ -255,7 +267,10 @@ pub fn inl(port: u16) -> u32 {
 }
 
 /// Writes `bytes` to `port` with one trap (REP OUTSB).
-pub fn outsb(port: u16, bytes: &[u8]) {
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outsb(port: u16, bytes: &[u8]) {
     if in_user_mode() {
         // SAFETY: the handler reads `bytes` (valid for its length) and clobbers
         // only the declared registers.
@@ -373,8 +388,8 @@ fn pci_config_read(address: u32) -> u32 {
     if in_user_mode() {
         return service(SVC_PCI_READ, u64::from(address), 0) as u32;
     }
-    outl(0xCF8, address);
-    inl(0xCFC)
+    PCI_ADDRESS.write32(address);
+    PCI_DATA.read32()
 }
 
 fn pci_config_write(address: u32, data: u32) {
@@ -382,8 +397,57 @@ fn pci_config_write(address: u32, data: u32) {
         service(SVC_PCI_WRITE, u64::from(address), u64::from(data));
         return;
     }
-    outl(0xCF8, address);
-    outl(0xCFC, data);
+    PCI_ADDRESS.write32(address);
+    PCI_DATA.write32(data);
+}
+
+// SAFETY: configuration mechanism #1; the kernel is the only user of PCI
+// configuration space (net::pci reaches it through these functions).
+const PCI_ADDRESS: Port = unsafe { Port::new(0xCF8) };
+// SAFETY: as for PCI_ADDRESS.
+const PCI_DATA: Port = unsafe { Port::new(0xCFC) };
+
+/// An I/O port of a device the kernel owns. Only [`Port::new`], which is
+/// unsafe, makes one, so safe code reaches port I/O only through ports some
+/// `unsafe` block vouched for.
+#[derive(Clone, Copy, Debug)]
+pub struct Port(u16);
+
+impl Port {
+    /// # Safety
+    /// The kernel must own the device at `port`, and no access through the
+    /// port may break memory safety (no device set up to DMA into memory
+    /// Rust owns, no interference with a driver that assumes it alone
+    /// touches the device).
+    pub const unsafe fn new(port: u16) -> Port {
+        Port(port)
+    }
+
+    pub fn read8(self) -> u8 {
+        // SAFETY: the constructor's promise.
+        unsafe { inb(self.0) }
+    }
+
+    pub fn write8(self, value: u8) {
+        // SAFETY: the constructor's promise.
+        unsafe { outb(self.0, value) }
+    }
+
+    pub fn read32(self) -> u32 {
+        // SAFETY: the constructor's promise.
+        unsafe { inl(self.0) }
+    }
+
+    pub fn write32(self, value: u32) {
+        // SAFETY: the constructor's promise.
+        unsafe { outl(self.0, value) }
+    }
+
+    /// Writes every byte of `bytes` to the port (one trap from ring 3).
+    pub fn write_bytes(self, bytes: &[u8]) {
+        // SAFETY: the constructor's promise.
+        unsafe { outsb(self.0, bytes) }
+    }
 }
 
 /// PCI configuration access with one trap per access from ring 3.

@@ -14,6 +14,7 @@
 //! `critical_section` (it does not mask interrupts; see `CriticalSection` in
 //! main.rs). All waking happens in the idle loop.
 
+use crate::cpu::Port;
 use crate::{apic, cpu, gdt, println};
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
@@ -184,12 +185,20 @@ pub fn fill_gates() {
 /// Remaps and masks the 8259 PICs and loads the IDT (see [`fill_gates`]).
 pub fn init() {
     // ICW1..ICW4: cascade, vectors PIC_BASE.., 8086 mode; then mask every line.
-    for (cmd, data, base, cascade) in [(0x20, 0x21, PIC_BASE, 4), (0xA0, 0xA1, PIC_BASE + 8, 2)] {
-        cpu::outb(cmd, 0x11);
-        cpu::outb(data, base);
-        cpu::outb(data, cascade);
-        cpu::outb(data, 0x01);
-        cpu::outb(data, 0xFF);
+    // SAFETY: the legacy PICs' command and data ports; the kernel owns the
+    // interrupt controllers, and the PICs do no DMA.
+    let pics = unsafe {
+        [
+            (Port::new(0x20), Port::new(0x21), PIC_BASE, 4),
+            (Port::new(0xA0), Port::new(0xA1), PIC_BASE + 8, 2),
+        ]
+    };
+    for (cmd, data, base, cascade) in pics {
+        cmd.write8(0x11);
+        data.write8(base);
+        data.write8(cascade);
+        data.write8(0x01);
+        data.write8(0xFF);
     }
     // Only the gates needed to get into ring 3 are written here: ring-0 code
     // is emulated instruction by instruction under KVM-PVM, so the loop over

@@ -81,8 +81,10 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 /// Critical sections without masking interrupts.
 ///
 /// The kernel runs on one CPU, and interrupt handlers only store to atomics
-/// and acknowledge the LAPIC (see `interrupts`); exception handlers print and
-/// halt. So no critical section can be entered concurrently, and masking
+/// and acknowledge the LAPIC (see `interrupts`); exception handlers print
+/// without entering a critical section (the console writes the UART and the
+/// VGA buffer directly in ring 0, see `serial::emergency_vga`) and halt. So
+/// no critical section can be entered concurrently or re-entered, and masking
 /// interrupts would buy nothing but cost: under KVM-PVM every CLI/STI traps to
 /// the hypervisor, and the allocator, the timer queue and the executor take a
 /// critical section on every call. Shared state behind `critical_section::Mutex`
@@ -179,8 +181,9 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
 
     trace::mark("banner");
     // SAFETY: the kernel is the only user of the PCI configuration ports.
-    let mut root = PciRoot::new(unsafe { PortIoCam::new() });
-    let functions = pci::enumerate();
+    let cam = unsafe { PortIoCam::new() };
+    let functions = pci::enumerate(&cam);
+    let mut root = PciRoot::new(cam);
     trace::mark("pci enumerated");
     let (nics, irqs) = probe_nics(&mut root, &functions);
     trace::mark("nics probed");

@@ -6,20 +6,26 @@
 //! then validity is off by the time zone, harmless next to certificates'
 //! validity of months).
 
-use crate::cpu::{inb, outb};
+use crate::cpu::Port;
 use core::sync::atomic::{AtomicU64, Ordering};
 use lb_core::time::CivilTime;
 
-const INDEX: u16 = 0x70;
-const DATA: u16 = 0x71;
+/// The CMOS index (0x70) or data (0x71) port.
+const fn cmos(port: u16) -> Port {
+    // SAFETY: the kernel owns the CMOS/RTC, reads it only here at boot, and
+    // it does no DMA; callers pass only its two ports.
+    unsafe { Port::new(port) }
+}
+const INDEX: Port = cmos(0x70);
+const DATA: Port = cmos(0x71);
 
 /// Seconds since 1970 at kernel entry (0: unknown).
 static EPOCH_AT_ENTRY: AtomicU64 = AtomicU64::new(0);
 
 fn read(reg: u8) -> u8 {
     // Bit 7 of the index keeps NMIs enabled as they were (0).
-    outb(INDEX, reg & 0x7F);
-    inb(DATA)
+    INDEX.write8(reg & 0x7F);
+    DATA.read8()
 }
 
 fn updating() -> bool {

@@ -9,12 +9,29 @@
 //! (ring 0) flush the buffer and then print directly, and [`flush`] runs
 //! before the CPU halts for good, so crash reports always come out.
 
-use crate::cpu::{self, inb, outb};
+use crate::cpu::{self, Port};
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const COM1: u16 = 0x3F8;
+/// Register `offset` (0..=7) of COM1.
+const fn com1(offset: u16) -> Port {
+    // SAFETY: COM1 is the console UART; only this module and the console's
+    // reader (through `DATA` and `LINE_STATUS`) use it, and a UART does no
+    // DMA. Callers here pass only its register offsets.
+    unsafe { Port::new(COM1 + offset) }
+}
+/// Receive/transmit holding register (divisor low byte with DLAB).
+pub const DATA: Port = com1(0);
+/// Interrupt enable (divisor high byte with DLAB).
+const IER: Port = com1(1);
+/// Interrupt identification (read) / FIFO control (write).
+const IIR_FCR: Port = com1(2);
+const LCR: Port = com1(3);
+const MCR: Port = com1(4);
+/// Line status: bit 0 data ready, bit 5 transmit holding register empty.
+pub const LINE_STATUS: Port = com1(5);
 static SERIAL_PRESENT: AtomicBool = AtomicBool::new(false);
 /// Bytes the transmit FIFO can still take without checking the line status
 /// (each register access is a VM exit, so poll once per FIFO-full).
@@ -23,15 +40,15 @@ static FIFO_DEPTH: AtomicUsize = AtomicUsize::new(1);
 
 /// Programs COM1 for 115200 8N1, FIFOs on, no interrupts.
 pub fn init() {
-    outb(COM1 + 1, 0x00); // no interrupts
-    outb(COM1 + 3, 0x80); // DLAB on
-    outb(COM1, 0x01); // divisor 1 = 115200 baud
-    outb(COM1 + 1, 0x00);
-    outb(COM1 + 3, 0x03); // 8N1, DLAB off
-    outb(COM1 + 2, 0xC7); // FIFO on, cleared, 14-byte threshold
-    outb(COM1 + 4, 0x03); // DTR + RTS
+    IER.write8(0x00); // no interrupts
+    LCR.write8(0x80); // DLAB on
+    DATA.write8(0x01); // divisor 1 = 115200 baud
+    IER.write8(0x00);
+    LCR.write8(0x03); // 8N1, DLAB off
+    IIR_FCR.write8(0xC7); // FIFO on, cleared, 14-byte threshold
+    MCR.write8(0x03); // DTR + RTS
     // A 16550A reports working FIFOs in IIR bits 6-7; a missing UART reads 0xFF.
-    let iir = inb(COM1 + 2);
+    let iir = IIR_FCR.read8();
     SERIAL_PRESENT.store(iir != 0xFF, Ordering::Relaxed);
     FIFO_DEPTH.store(if iir & 0xC0 == 0xC0 { 16 } else { 1 }, Ordering::Relaxed);
 }
@@ -42,13 +59,13 @@ fn serial_chunk(chunk: &[u8]) {
     if budget < chunk.len() {
         // Bounded wait for an empty FIFO: a wedged UART must not hang the kernel.
         for _ in 0..100_000 {
-            if inb(COM1 + 5) & 0x20 != 0 {
+            if LINE_STATUS.read8() & 0x20 != 0 {
                 break;
             }
         }
         budget = FIFO_DEPTH.load(Ordering::Relaxed);
     }
-    cpu::outsb(COM1, chunk);
+    DATA.write_bytes(chunk);
     TX_BUDGET.store(budget.saturating_sub(chunk.len()), Ordering::Relaxed);
 }
 
@@ -139,8 +156,14 @@ static VGA_STATE: critical_section::Mutex<core::cell::RefCell<Vga>> =
         dirty: (0, 0),
     }));
 
+/// Whether the VGA mirror is on, readable without a critical section.
+static VGA_ON: AtomicBool = AtomicBool::new(false);
+/// Where exception reports go on the VGA screen (see [`emergency_vga`]).
+static EMERGENCY_POS: AtomicUsize = AtomicUsize::new(0);
+
 /// Turns the VGA text mirror on (the screen is cleared on the first flush).
 pub fn enable_vga() {
+    VGA_ON.store(true, Ordering::Relaxed);
     critical_section::with(|cs| {
         let mut v = VGA_STATE.borrow_ref_mut(cs);
         v.on = true;
@@ -187,6 +210,34 @@ pub fn flush_vga() {
     });
 }
 
+/// Writes `s` straight to the VGA text buffer from the top of the screen,
+/// white on red, with a cursor of its own: for exception handlers, which may
+/// have interrupted code inside a critical section (one that does not mask
+/// interrupts, see `CriticalSection` in main.rs) and so must not enter one
+/// or touch the mirror's state. They halt afterwards; nothing else writes.
+fn emergency_vga(s: &str) {
+    if !VGA_ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut pos = EMERGENCY_POS.load(Ordering::Relaxed);
+    for b in s.bytes() {
+        match b {
+            b'\n' => pos = (pos / VGA_COLS + 1) * VGA_COLS,
+            b'\r' => pos -= pos % VGA_COLS,
+            _ => {
+                if pos < VGA_CELLS {
+                    // SAFETY: 0xB8000 is the VGA text buffer (text mode,
+                    // identity-mapped) and `pos` < 2000.
+                    unsafe { VGA.add(pos).write_volatile(0x4F00 | u16::from(b)) };
+                }
+                pos += 1;
+            }
+        }
+        pos = pos.min(VGA_CELLS);
+    }
+    EMERGENCY_POS.store(pos, Ordering::Relaxed);
+}
+
 fn put(b: u8) {
     if b == b'\n' {
         queue_byte(b'\r');
@@ -200,11 +251,14 @@ impl fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         s.bytes().for_each(put);
         if !cpu::in_user_mode() {
-            // Exception handlers (ring 0) halt next: print synchronously.
+            // Exception handlers (ring 0) halt next: print synchronously, and
+            // enter no critical section (see `emergency_vga`).
             flush();
+            emergency_vga(s);
+            return Ok(());
         }
         critical_section::with(|cs| {
-            // Busy only if an exception hit while printing: skip the mirror then.
+            // Busy only on re-entry (a panic while printing): skip the mirror then.
             if let Ok(mut v) = VGA_STATE.borrow(cs).try_borrow_mut()
                 && v.on
             {

@@ -4,7 +4,7 @@
 //! and non-ASCII bytes are ignored and an over-long line is cut at
 //! [`LINE_MAX`] bytes.
 
-use crate::cpu::inb;
+use crate::serial::{DATA, LINE_STATUS};
 use crate::{Nics, print, println};
 use core::cell::RefCell;
 use embassy_time::Timer;
@@ -13,7 +13,6 @@ use lb_core::datapath::Datapath;
 use lb_core::frame::DropReason;
 use lb_core::schedule::Health;
 
-const COM1: u16 = 0x3F8;
 const POLL_MS: u64 = 20;
 const LINE_MAX: usize = 128;
 
@@ -203,14 +202,14 @@ pub async fn console_task(dp: &'static RefCell<Datapath>, nics: &'static Nics) {
         len: 0,
     };
     // A missing UART reads 0xFF everywhere: never treat that as input.
-    if inb(COM1 + 5) == 0xFF {
+    if LINE_STATUS.read8() == 0xFF {
         return;
     }
     loop {
         let mut budget = 256;
-        while budget > 0 && inb(COM1 + 5) & 1 != 0 {
+        while budget > 0 && LINE_STATUS.read8() & 1 != 0 {
             budget -= 1;
-            let b = inb(COM1);
+            let b = DATA.read8();
             if let Some(line) = ed.feed(b) {
                 let line = alloc::string::String::from(line);
                 run(&line, dp, nics).await;

@@ -12,6 +12,7 @@
 //! loop calls [`wake_expired`], which wakes what is due and returns the next
 //! deadline, then arms the LAPIC one-shot timer for it before HLT.
 
+use crate::cpu::Port;
 use crate::{apic, cpu};
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -22,6 +23,17 @@ use critical_section::Mutex;
 const PIT_HZ: u64 = 1_193_182;
 /// Calibration window: 1 ms of PIT counts.
 const PIT_COUNT: u16 = 1193;
+/// One of the PIT's ports (0x42, 0x43) or port B (0x61).
+const fn pit(port: u16) -> Port {
+    // SAFETY: the kernel owns the PIT and the speaker gate, uses them only to
+    // calibrate the TSC at boot, and they do no DMA; callers here pass only
+    // those three ports.
+    unsafe { Port::new(port) }
+}
+/// Port B: channel 2 gate (bit 0) and output (bit 5).
+const PIT_GATE: Port = pit(0x61);
+const PIT_MODE: Port = pit(0x43);
+const PIT_CHANNEL2: Port = pit(0x42);
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 /// TSC ticks -> microseconds: `(delta * MULT) >> 32`.
@@ -87,26 +99,26 @@ fn against_pit() -> (u64, u64) {
 /// TSC and LAPIC ticks over one PIT window of `PIT_COUNT` counts.
 fn pit_window() -> Option<(u64, u32)> {
     // Speaker off, gate low; channel 2, lobyte/hibyte, mode 0 (OUT rises at terminal count).
-    let gate = cpu::inb(0x61) & 0xFC;
-    cpu::outb(0x61, gate);
-    cpu::outb(0x43, 0b1011_0000);
-    cpu::outb(0x42, PIT_COUNT as u8);
-    cpu::outb(0x42, (PIT_COUNT >> 8) as u8);
+    let gate = PIT_GATE.read8() & 0xFC;
+    PIT_GATE.write8(gate);
+    PIT_MODE.write8(0b1011_0000);
+    PIT_CHANNEL2.write8(PIT_COUNT as u8);
+    PIT_CHANNEL2.write8((PIT_COUNT >> 8) as u8);
     apic::timer_start_calibration();
     let lapic0 = apic::timer_calibration_elapsed();
     let t0 = cpu::rdtsc();
-    cpu::outb(0x61, gate | 1); // gate high: counting starts
+    PIT_GATE.write8(gate | 1); // gate high: counting starts
     let mut spins = 0u32;
-    while cpu::inb(0x61) & 0x20 == 0 {
+    while PIT_GATE.read8() & 0x20 == 0 {
         spins += 1;
         if spins > 10_000_000 {
-            cpu::outb(0x61, gate);
+            PIT_GATE.write8(gate);
             return None;
         }
     }
     let t1 = cpu::rdtsc();
     let lapic1 = apic::timer_calibration_elapsed();
-    cpu::outb(0x61, gate);
+    PIT_GATE.write8(gate);
     Some((t1 - t0, lapic1 - lapic0))
 }
 

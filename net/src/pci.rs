@@ -22,7 +22,11 @@ use virtio_drivers::transport::pci::bus::{
 /// is held back and dropped when the matching restore follows: the device
 /// sees the same end state, without the toggles. Any other access first
 /// performs a held-back write, so nothing else can observe the difference.
-#[derive(Debug, Default)]
+///
+/// Only the unsafe [`PortIoCam::new`] makes one; every function here that
+/// touches configuration space takes one (or a `PciRoot` over one), so safe
+/// code cannot reach the configuration ports without that promise.
+#[derive(Debug)]
 pub struct PortIoCam {
     /// Sizes learned: (function, BAR register, its value, all-ones read-back).
     bars: RefCell<Vec<(DeviceFunction, u8, u32, u32)>>,
@@ -56,7 +60,20 @@ impl PortIoCam {
     /// The caller must own the PCI configuration ports (one instance at a time
     /// doing writes, on a machine that has them).
     pub unsafe fn new() -> Self {
-        PortIoCam::default()
+        PortIoCam::blank()
+    }
+
+    /// A second handle (private: the caller already holds one, or is this
+    /// module acting for a function that was handed one).
+    fn blank() -> Self {
+        PortIoCam {
+            bars: RefCell::new(Vec::new()),
+            learning: Cell::new(None),
+            replaying: Cell::new(None),
+            last_read: Cell::new(None),
+            last_command: Cell::new(None),
+            held_command: Cell::new(None),
+        }
     }
 
     /// Performs a held-back command write.
@@ -115,7 +132,11 @@ pub struct ConfigIo {
 static CONFIG_IO: AtomicPtr<ConfigIo> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Routes every configuration access through `io` from now on.
-pub fn set_config_io(io: &'static ConfigIo) {
+///
+/// # Safety
+/// `io`'s functions must perform configuration mechanism #1 accesses (the
+/// address given, the data read or written) and nothing else.
+pub unsafe fn set_config_io(io: &'static ConfigIo) {
     CONFIG_IO.store(core::ptr::from_ref(io).cast_mut(), Ordering::Release);
 }
 
@@ -180,7 +201,7 @@ fn config_io() -> Option<&'static ConfigIo> {
 
 /// A second handle, for registers `PciRoot` does not expose.
 fn raw() -> PortIoCam {
-    PortIoCam::default()
+    PortIoCam::blank()
 }
 
 fn raw_read(df: DeviceFunction, offset: u8) -> u32 {
@@ -323,7 +344,7 @@ impl ConfigurationAccess for PortIoCam {
     unsafe fn unsafe_clone(&self) -> Self {
         // The clone must not see a state that only this handle knows about.
         self.release_command();
-        PortIoCam::default()
+        PortIoCam::blank()
     }
 }
 
@@ -334,7 +355,8 @@ impl ConfigurationAccess for PortIoCam {
 /// Each configuration access is a VM exit (slow under nested virtualisation),
 /// so this reads only function 0 of empty slots and looks at functions 1-7
 /// only on multi-function devices, and scans only buses that bridges lead to.
-pub fn enumerate() -> Vec<(DeviceFunction, DeviceFunctionInfo)> {
+/// `_cam` shows the caller owns configuration space (see [`PortIoCam`]).
+pub fn enumerate(_cam: &PortIoCam) -> Vec<(DeviceFunction, DeviceFunctionInfo)> {
     probe_ecam();
     let cam = raw();
     let mut out = Vec::new();
@@ -394,7 +416,7 @@ pub fn enumerate() -> Vec<(DeviceFunction, DeviceFunctionInfo)> {
 ///
 /// First gives memory BARs the firmware left unassigned an address
 /// (see [`assign_missing_bars`]).
-pub fn enable_device<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction) {
+pub fn enable_device(root: &mut PciRoot<PortIoCam>, df: DeviceFunction) {
     assign_missing_bars(df);
     let (_, cmd) = root.get_status_command(df);
     root.set_command(
