@@ -184,8 +184,9 @@ fuzz_target!(|data: &[u8]| {
         match c % 4 {
             0 => {
                 let len = usize::from(arg(&mut i)) * 2;
-                let end = (i + len).min(data.len());
-                let mut f = data[i..end].to_vec();
+                let start = i.min(data.len());
+                let end = (start + len).min(data.len());
+                let mut f = data[start..end].to_vec();
                 i = end;
                 let nic = usize::from(c >> 2 & 1);
                 let v = deliver(&mut dp, &mut tx, nic, &mut f, now);
