@@ -117,6 +117,10 @@ impl Net {
     fn client(&self) -> String {
         format!("{}.11", self.ext)
     }
+    /// Where the SYN flood comes from (its packets carry random sources).
+    fn flooder(&self) -> String {
+        format!("{}.31", self.ext)
+    }
     fn server(&self) -> String {
         let net = if self.mode == Mode::Nat {
             &self.int
@@ -190,6 +194,9 @@ impl Net {
 struct Figures {
     pps: f64,
     gbps: f64,
+    /// Share of a client's new TCP connections that completed during a
+    /// spoofed SYN flood at the same target (NaN: not measured).
+    served: f64,
 }
 
 type Outcome = std::result::Result<Figures, String>;
@@ -213,6 +220,9 @@ pub struct Options {
     /// Segmentation and checksum offloads on the NICs and veths (GSO/TSO
     /// frames of 64 KiB cross the taps); off compares frame for frame.
     pub offloads: bool,
+    /// Seconds of spoofed SYN flood per side for the "under flood" figure
+    /// (0: not measured).
+    pub flood_seconds: u32,
     /// The command line as typed, for the report.
     pub command: String,
 }
@@ -319,6 +329,7 @@ fn median_figures(v: &[Figures]) -> Figures {
     Figures {
         pps: median(v.iter().map(|f| f.pps).collect()),
         gbps: median(v.iter().map(|f| f.gbps).collect()),
+        served: median(v.iter().map(|f| f.served).filter(|s| !s.is_nan()).collect()),
     }
 }
 
@@ -390,6 +401,7 @@ impl Ctx<'_> {
             }
         }
         let client = lab.host("c", "ext", &format!("{}/24", net.client()), None)?;
+        let flooder = lab.host("f", "ext", &format!("{}/24", net.flooder()), None)?;
         let (bridge, gateway) = if two_arm {
             ("int", Some(net.balancer_internal()))
         } else {
@@ -439,7 +451,11 @@ impl Ctx<'_> {
         wait_path(&client, &target, &scratch)?;
         let gbps = iperf3_tcp(&client, &target, self.opts.seconds, &scratch)?;
         let pps = iperf3_udp(&client, &target, self.opts.seconds, &scratch)?;
-        Ok(Figures { pps, gbps })
+        let served = match self.opts.flood_seconds {
+            0 => f64::NAN,
+            secs => served_under_flood(&client, &flooder, &target, secs)?,
+        };
+        Ok(Figures { pps, gbps, served })
     }
 
     /// Boots the appliance or the Debian guest on `taps` and waits until it is up.
@@ -536,6 +552,53 @@ fn hold_vip_on_loopback(server: &Host, vip: &str) -> Result<()> {
 fn route(host: &Host, dest: &str, via: &str) -> Result<()> {
     host.exec(&["ip", "route", "add", dest, "via", via])?;
     Ok(())
+}
+
+/// The share of new TCP connections from `client` to `target`'s iperf3
+/// port that complete (handshake within 1 s) while `flooder` sends
+/// `hping3 --flood --rand-source` SYNs at the same port for `seconds`:
+/// one attempt every 50 ms, from the second second of the flood on.
+fn served_under_flood(client: &Host, flooder: &Host, target: &str, seconds: u32) -> Result<f64> {
+    let port = PORT.to_string();
+    let secs = seconds.to_string();
+    let mut flood = flooder
+        .command(&[
+            "timeout",
+            "-s",
+            "INT",
+            &secs,
+            "hping3",
+            "--flood",
+            "--rand-source",
+            "-S",
+            "-p",
+            &port,
+            target,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting hping3")?;
+    std::thread::sleep(Duration::from_secs(1));
+    // Attempts that fit in the flood, each taking 50 ms to 1 s.
+    let attempts = (seconds.saturating_sub(2) * 10).max(10).to_string();
+    let probe = "import socket,sys,time\nt,p,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])\nok=0\nfor i in range(n):\n    s=socket.socket()\n    s.settimeout(1.0)\n    try:\n        s.connect((t,p)); ok+=1\n    except OSError:\n        pass\n    finally:\n        s.close()\n    time.sleep(0.05)\nprint(ok, n)\n";
+    let out = client
+        .command(&["python3", "-c", probe, target, &port, &attempts])
+        .output()
+        .context("running the connection probe")?;
+    // timeout(1) ends hping3 after `seconds`; wait for it (our child, by PID).
+    let _ = flood.wait();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace().map(|w| w.parse::<f64>());
+    match (words.next(), words.next()) {
+        (Some(Ok(ok)), Some(Ok(n))) if n > 0.0 => Ok(ok / n),
+        _ => bail!(
+            "connection probe said {text:?} ({})",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
 
 /// `iperf3 -s` in the real server's namespace, killed (by PID) on drop.
@@ -716,6 +779,14 @@ fn gbit(v: f64) -> String {
     format!("{v:.3} Gbit/s")
 }
 
+fn percent(v: f64) -> String {
+    if v.is_nan() {
+        "not measured".into()
+    } else {
+        format!("{:.0} %", v * 100.0)
+    }
+}
+
 fn report(
     opts: &Options,
     debian: &DebianGuest,
@@ -741,9 +812,14 @@ fn report(
         "|---|---|---|---|---|---|---|---|---|{}",
         if kvm_col { "---|" } else { "" }
     )?;
-    let figures: [FigureSpec; 2] = [
+    let figures: [FigureSpec; 3] = [
         ("UDP 64 B received packets/s", |f| f.pps, kpps),
         ("TCP throughput", |f| f.gbps, gbit),
+        (
+            "new TCP connections served under a spoofed SYN flood",
+            |f| f.served,
+            percent,
+        ),
     ];
     let mut failures: Vec<String> = partial.to_vec();
     let mut note = |what: String, o: &Outcome| {
@@ -845,6 +921,13 @@ fn report(
         md,
         "- IPVS has no SNAT method: its SNAT here is NAT (`-m`) on one arm with `net.ipv4.vs.conntrack=1` and an nftables `masquerade` rule on eth0's postrouting, so the server sees the VM's address, as with the appliance."
     )?;
+    if opts.flood_seconds > 0 {
+        writeln!(
+            md,
+            "- Under flood: after the iperf3 runs, a third namespace on the client's segment runs `hping3 --flood --rand-source -S -p {PORT}` at the same target for {} s (as fast as it can send; random spoofed sources) while the client opens new TCP connections to that port, one every 50 ms, each given 1 s to complete its handshake; the figure is the share that did. The appliance's SYN-flood policy (half-open cap with early drop, per-source limit) against IPVS with its defaults.",
+            opts.flood_seconds
+        )?;
+    }
     if !failures.is_empty() {
         writeln!(md, "- ¹ Failures:")?;
         for f in &failures {
@@ -947,7 +1030,13 @@ mod tests {
 
     #[test]
     fn rounds_combine_to_medians_with_failures_noted() {
-        let f = |pps: f64, gbps: f64| Ok(Figures { pps, gbps });
+        let f = |pps: f64, gbps: f64| {
+            Ok(Figures {
+                pps,
+                gbps,
+                served: f64::NAN,
+            })
+        };
         let (all, note) = combine(&[f(3.0, 0.1), f(1.0, 0.3), f(2.0, 0.2)]);
         let all = all.unwrap();
         assert_eq!((all.pps, all.gbps), (2.0, 0.2));

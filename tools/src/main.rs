@@ -205,6 +205,10 @@ enum BenchCmd {
         /// Appliance kernel ELF to measure instead of building one.
         #[arg(long)]
         kernel: Option<PathBuf>,
+        /// Seconds of spoofed SYN flood per side for the "under flood"
+        /// figure (0 skips it).
+        #[arg(long, default_value_t = 10)]
+        flood_seconds: u32,
     },
 }
 
@@ -333,6 +337,7 @@ fn main() -> Result<()> {
                     also_kvm,
                     offloads,
                     kernel,
+                    flood_seconds,
                 },
         } => {
             setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
@@ -366,6 +371,7 @@ fn main() -> Result<()> {
                 runs,
                 also_kvm,
                 offloads,
+                flood_seconds,
                 command,
             })?;
             let out = workspace::root().join("target").join("bench").join("l4.md");

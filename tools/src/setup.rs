@@ -55,7 +55,11 @@ pub const TEST: &[Requirement] = &[
 
 /// What the benchmarks need on top of the tests: the traffic generator and
 /// the offload switch.
-pub const BENCH: &[Requirement] = &[req("iperf3", "iperf3"), req("ethtool", "ethtool")];
+pub const BENCH: &[Requirement] = &[
+    req("iperf3", "iperf3"),
+    req("ethtool", "ethtool"),
+    req("hping3", "hping3"),
+];
 
 fn present(r: &Requirement) -> bool {
     if r.path_or_cmd.starts_with('/') {
