@@ -7,9 +7,9 @@
 //! * `c % 4 == 0`: a raw frame on NIC `c >> 2 & 1` of `2 × next byte` bytes;
 //! * `c % 4 == 1`: a valid frame (ARP for a VIP or our address, an ARP
 //!   answer from a real server or the gateway, a SYN to the DR or NAT VIP,
-//!   a segment of that flow, a server's reply, a ping to us, routed UDP,
-//!   an ICMP error) chosen by `c >> 2`, XORed with the next `next byte`
-//!   bytes;
+//!   a segment of that flow, a server's reply, a ping to us, routed UDP, a
+//!   datagram to the UDP VIP) chosen by `c >> 2`, XORed with the next
+//!   `next byte` bytes;
 //! * `c % 4 == 2`: a housekeeping tick, `(c >> 2) × 100 ms` later;
 //! * `c % 4 == 3`: an originated packet to one of a few addresses, with the
 //!   transmit queue full when bit 7 is set.
@@ -25,50 +25,9 @@ use lb_core::frame::build;
 use lb_core::time::Instant;
 use libfuzzer_sys::fuzz_target;
 
-const CONFIG: &str = r#"
-[network]
-gateway = "192.0.2.254"
-[[network.interface]]
-name = "eth0"
-address = "192.0.2.1"
-prefix = 24
-[[network.interface]]
-name = "eth1"
-address = "10.1.0.1"
-prefix = 16
-role = "internal"
-[[virtual_service]]
-label = "DR"
-vip = "192.0.2.10"
-ports = "104,11112"
-forwarding = "dr"
-persistence_timeout = 3600
-  [[virtual_service.real_server]]
-  label = "A"
-  ip = "192.0.2.21"
-  [[virtual_service.real_server]]
-  label = "B"
-  ip = "192.0.2.22"
-[[virtual_service]]
-label = "NAT"
-vip = "192.0.2.11"
-ports = 104
-forwarding = "nat"
-check_type = "none"
-  [[virtual_service.real_server]]
-  label = "C"
-  ip = "10.1.0.11"
-[[virtual_service]]
-label = "SNAT"
-vip = "192.0.2.12"
-ports = 104
-protocol = "udp"
-forwarding = "snat"
-check_type = "none"
-  [[virtual_service.real_server]]
-  label = "D"
-  ip = "10.1.0.21"
-"#;
+/// Services 0 DR, 1 NAT (persistent, server port 11112), 2 SNAT (TCP 2575),
+/// 3 NAT UDP (514) without a check, 4 layer 7.
+const CONFIG: &str = include_str!("../../testdata/l4.toml");
 
 const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 0xa0], [2, 0, 0, 0, 0, 0xa1]];
 const PEER: [u8; 6] = [2, 0, 0, 0, 0, 0xc1];
@@ -76,12 +35,16 @@ const CLIENT: Endpoint = Endpoint::new(Ipv4Addr::new(192, 0, 2, 50), 40000);
 const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const DR_VIP: Endpoint = Endpoint::new(Ipv4Addr::new(192, 0, 2, 10), 104);
 const NAT_VIP: Endpoint = Endpoint::new(Ipv4Addr::new(192, 0, 2, 11), 104);
-const SNAT_VIP: Endpoint = Endpoint::new(Ipv4Addr::new(192, 0, 2, 12), 104);
-const NAT_RS: Endpoint = Endpoint::new(Ipv4Addr::new(10, 1, 0, 11), 104);
+const SNAT_VIP: Endpoint = Endpoint::new(Ipv4Addr::new(192, 0, 2, 12), 2575);
+const UDP_VIP: Endpoint = Endpoint::new(Ipv4Addr::new(192, 0, 2, 13), 514);
+const NAT_RS: Endpoint = Endpoint::new(Ipv4Addr::new(10, 1, 0, 11), 11112);
 
 fn datapath() -> Datapath {
+    // Parsed once: the TOML front end is not what is fuzzed here.
+    static PARSED: std::sync::OnceLock<lb_core::config::Config> = std::sync::OnceLock::new();
+    let config = PARSED.get_or_init(|| from_toml(CONFIG).expect("fuzz config"));
     Datapath::new(Setup {
-        config: Some(from_toml(CONFIG).expect("fuzz config")),
+        config: Some(config.clone()),
         macs: MACS.to_vec(),
         addrs: vec![
             Some((Ipv4Addr::new(192, 0, 2, 1), 24)),
@@ -89,7 +52,8 @@ fn datapath() -> Datapath {
         ],
         gateway: Some(Ipv4Addr::new(192, 0, 2, 254)),
         hash_seed: 1,
-        memory: 8 << 20,
+        // The smallest tables (1024 entries): each run builds them afresh.
+        memory: 0,
         now: Instant(0),
     })
 }
@@ -129,7 +93,7 @@ fn template(which: u8) -> (usize, Vec<u8>) {
                 b"q",
             ),
         ),
-        _ => (0, build::udp(CLIENT, SNAT_VIP, b"<14>msg")),
+        _ => (0, build::udp(CLIENT, UDP_VIP, b"<14>msg")),
     };
     f[..6].copy_from_slice(&MACS[nic]);
     f[6..12].copy_from_slice(&PEER);

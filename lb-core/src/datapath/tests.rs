@@ -35,60 +35,9 @@ const NAT_RS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 11), Ipv4Addr::new(10, 1,
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
-/// Service 0 DR (checked), 1 NAT (no check), 2 layer 7.
-const CONFIG: &str = r#"
-[network]
-gateway = "192.0.2.254"
-
-[[network.interface]]
-name = "eth0"
-address = "192.0.2.1"
-prefix = 24
-
-[[network.interface]]
-name = "eth1"
-address = "10.1.0.1"
-prefix = 16
-role = "internal"
-
-[[virtual_service]]
-label = "DICOM-DR"
-vip = "192.0.2.10"
-ports = 104
-forwarding = "dr"
-scheduler = "rr"
-check_interval = 1
-check_timeout = 1
-check_fall = 1
-  [[virtual_service.real_server]]
-  label = "PACS1"
-  ip = "192.0.2.21"
-  [[virtual_service.real_server]]
-  label = "PACS2"
-  ip = "192.0.2.22"
-
-[[virtual_service]]
-label = "DICOM-NAT"
-vip = "192.0.2.11"
-ports = 104
-forwarding = "nat"
-check_type = "none"
-  [[virtual_service.real_server]]
-  label = "VNA1"
-  ip = "10.1.0.11"
-  [[virtual_service.real_server]]
-  label = "VNA2"
-  ip = "10.1.0.12"
-
-[[virtual_service]]
-label = "HL7"
-vip = "192.0.2.14"
-ports = 2575
-forwarding = "layer7"
-  [[virtual_service.real_server]]
-  label = "HL71"
-  ip = "192.0.2.31"
-"#;
+/// The engine tests' configuration: services 0 DR, 1 NAT (persistent,
+/// server port 11112), 2 SNAT, 3 NAT UDP without a check, 4 layer 7.
+const CONFIG: &str = include_str!("../../testdata/l4.toml");
 
 fn setup(config: Option<Config>) -> Setup {
     Setup {
@@ -191,7 +140,7 @@ fn announces_every_vip_on_its_nic() {
         .iter()
         .map(|(nic, f)| (*nic, f.len(), Arp::parse(f).expect("ARP")))
         .collect();
-    assert_eq!(sent.len(), 3);
+    assert_eq!(sent.len(), 5);
     for (nic, len, a) in sent {
         assert_eq!((nic, len), (0, MIN_FRAME));
         assert!(a.request && a.sender_ip == a.target_ip && a.sender_mac == MAC0);
@@ -273,7 +222,7 @@ fn nat_forwards_to_the_internal_nic_and_replies_back_to_the_client() {
         RS_MAC[0],
         MAC1,
         build::tcp(
-            Endpoint::new(server, 104),
+            Endpoint::new(server, 11112),
             Endpoint::new(CLIENT, 40001),
             SYN | ACK,
             b"",
@@ -308,7 +257,7 @@ fn own_address_traffic_goes_to_the_stack() {
         dp.on_frame(0, &mut ssh, Instant(1), &mut tx),
         Verdict::PassToStack
     );
-    let mut l7 = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, L7_VIP, 2575));
+    let mut l7 = from(CLIENT_MAC, MAC0, syn(CLIENT, 40000, L7_VIP, 443));
     assert_eq!(
         dp.on_frame(0, &mut l7, Instant(1), &mut tx),
         Verdict::PassToStack
@@ -402,7 +351,7 @@ fn originated_packets_are_routed_and_wait_for_arp() {
     let mut dp = datapath();
     let mut tx = Recorder::default();
     let synack = build::tcp(
-        Endpoint::new(L7_VIP, 2575),
+        Endpoint::new(L7_VIP, 443),
         Endpoint::new(FAR_CLIENT, 40000),
         SYN | ACK,
         b"",
@@ -473,14 +422,10 @@ fn unanswered_arp_is_retried_on_tick_then_given_up() {
 fn a_failed_check_takes_the_server_out_of_rotation() {
     let mut dp = datapath();
     let mut tx = Recorder::default();
+    assert_eq!(dp.check_count(), 7, "every server but the UDP service's");
+    // Servers without a check are up at once.
     assert_eq!(
-        dp.check_count(),
-        3,
-        "DR and layer 7 servers; NAT has no check"
-    );
-    // NAT servers without a check are up at once.
-    assert_eq!(
-        dp.engine.server_state(1, 0).map(|s| s.health),
+        dp.engine.server_state(3, 0).map(|s| s.health),
         Some(crate::schedule::Health::Up)
     );
     let now = Instant(5_000);
@@ -488,11 +433,11 @@ fn a_failed_check_takes_the_server_out_of_rotation() {
     while let Some(j) = dp.next_check(now) {
         jobs.push(j);
     }
-    assert_eq!(jobs.len(), 3);
-    assert!(
-        jobs.iter().all(|j| j.nic == 0),
-        "servers are on eth0's subnet"
-    );
+    assert_eq!(jobs.len(), 7);
+    for j in &jobs {
+        let nic = if DR_RS.contains(&j.job.ip) { 0 } else { 1 };
+        assert_eq!(j.nic, nic, "the stack on {}'s subnet", j.job.ip);
+    }
     let pacs1 = jobs.iter().find(|j| j.job.ip == DR_RS[0]).unwrap();
     let pacs2 = jobs.iter().find(|j| j.job.ip == DR_RS[1]).unwrap();
     dp.check_done(pacs2.job.index, CheckVerdict::Pass, now);
