@@ -55,6 +55,20 @@ impl Process {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// The process's PID (`ip netns exec` execs the command: it is the
+    /// command's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Sends SIGINT to `pid` (a process a test started), e.g. so that hping3
+/// stops and prints its statistics.
+pub fn interrupt(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
 }
 
 impl Drop for Process {

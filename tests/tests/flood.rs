@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 use tests::l4::{Method, Plan, Scenario, check_sent, holder};
-use tests::peers::{Process, echoscu, storescu};
+use tests::peers::{Process, echoscu, interrupt, storescu};
 
 const FLOOD_SECS: u64 = 30;
 
@@ -63,24 +63,22 @@ fn flood_scenario(method: Method, third_octet: u8, flood: Flood) {
     let home = if after[0] > before[0] { 0 } else { 1 };
 
     let (studies, files) = s.studies_for(0, 12, 7).unwrap();
-    let secs = FLOOD_SECS.to_string();
-    let mut argv = vec![
-        "timeout",
-        "-s",
-        "INT",
-        &secs,
-        "hping3",
-        "--flood",
-        "--rand-source",
-    ];
+    // hping3 itself (no wrapper), so that dropping the guard kills it by PID.
+    let mut argv = vec!["hping3", "--flood", "--rand-source"];
     argv.extend(hping_args);
     argv.push(&target);
     let mut hping = Process::spawn(&attacker, &argv, &s.tmp.path().join("hping.log")).unwrap();
     let started = Instant::now();
+    let hping_pid = hping.pid();
     // Let the flood build up before the real work starts.
     std::thread::sleep(Duration::from_secs(2));
     let before_assoc = [associations(&s, 0, 11112), associations(&s, 1, 11112)];
     let (store, hl7, echoes) = std::thread::scope(|scope| {
+        // The flood lasts FLOOD_SECS, however long the work takes.
+        scope.spawn(move || {
+            std::thread::sleep(Duration::from_secs(FLOOD_SECS).saturating_sub(started.elapsed()));
+            interrupt(hping_pid);
+        });
         let store = scope.spawn(|| storescu(&s.clients[0], &vip, 104, &files));
         let hl7 = scope.spawn(|| {
             s.clients[1]
@@ -120,7 +118,7 @@ fn flood_scenario(method: Method, third_octet: u8, flood: Flood) {
             l.starts_with("conntrack:")
         })
         .unwrap();
-    let _ = hping.wait_timeout(Duration::from_secs(FLOOD_SECS + 20));
+    let _ = hping.wait_timeout(Duration::from_secs(10));
     let hping_log = std::fs::read_to_string(s.tmp.path().join("hping.log")).unwrap_or_default();
     let context = format!(
         "flood for {during:?} of the work; hping3: {hping_log}\n{}",

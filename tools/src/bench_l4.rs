@@ -560,13 +560,9 @@ fn route(host: &Host, dest: &str, via: &str) -> Result<()> {
 /// one attempt every 50 ms, from the second second of the flood on.
 fn served_under_flood(client: &Host, flooder: &Host, target: &str, seconds: u32) -> Result<f64> {
     let port = PORT.to_string();
-    let secs = seconds.to_string();
+    // hping3 itself (`ip netns exec` execs it): ended by its PID below.
     let mut flood = flooder
         .command(&[
-            "timeout",
-            "-s",
-            "INT",
-            &secs,
             "hping3",
             "--flood",
             "--rand-source",
@@ -584,12 +580,14 @@ fn served_under_flood(client: &Host, flooder: &Host, target: &str, seconds: u32)
     // Attempts that fit in the flood, each taking 50 ms to 1 s.
     let attempts = (seconds.saturating_sub(2) * 10).max(10).to_string();
     let probe = "import socket,sys,time\nt,p,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])\nok=0\nfor i in range(n):\n    s=socket.socket()\n    s.settimeout(1.0)\n    try:\n        s.connect((t,p)); ok+=1\n    except OSError:\n        pass\n    finally:\n        s.close()\n    time.sleep(0.05)\nprint(ok, n)\n";
+    let started = Instant::now();
     let out = client
         .command(&["python3", "-c", probe, target, &port, &attempts])
-        .output()
-        .context("running the connection probe")?;
-    // timeout(1) ends hping3 after `seconds`; wait for it (our child, by PID).
+        .output();
+    std::thread::sleep(Duration::from_secs(u64::from(seconds)).saturating_sub(started.elapsed()));
+    let _ = flood.kill();
     let _ = flood.wait();
+    let out = out.context("running the connection probe")?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut words = text.split_whitespace().map(|w| w.parse::<f64>());
     match (words.next(), words.next()) {
