@@ -39,6 +39,10 @@ pub struct Plan {
     /// Also an HL7 (MLLP, port 2575) virtual service, with the `hl7`
     /// library's MLLP server on each real server.
     pub hl7: bool,
+    /// Health checks every second, down after two failures (to see
+    /// failover quickly); else the product's defaults (10 s, 5 s timeout,
+    /// down after three failures).
+    pub fast_checks: bool,
 }
 
 impl Plan {
@@ -48,6 +52,7 @@ impl Plan {
             ext: format!("10.230.{third_octet}"),
             int: format!("10.230.{}", third_octet + 1),
             hl7: false,
+            fast_checks: true,
         }
     }
     /// VIP of the HL7 service (with [`Plan::hl7`]).
@@ -103,7 +108,11 @@ impl Plan {
             );
         }
         let m = self.method.name();
-        let checks = "check_type = \"connect\"\ncheck_interval = 1\ncheck_timeout = 1\ncheck_rise = 1\ncheck_fall = 2\n";
+        let checks = if self.fast_checks {
+            "check_type = \"connect\"\ncheck_interval = 1\ncheck_timeout = 1\ncheck_rise = 1\ncheck_fall = 2\n"
+        } else {
+            "check_type = \"connect\"\n"
+        };
         t += &format!(
             "\n[[virtual_service]]\nlabel = \"DICOM-Persistent\"\nvip = \"{}\"\nports = \"104,11112\"\nprotocol = \"tcp\"\nforwarding = \"{m}\"\npersistence_timeout = 3600\ncheck_port = 104\n{checks}",
             self.vip_persistent()
