@@ -146,6 +146,12 @@ fn status(dp: &Datapath, nics: &Nics) {
         ct.stats.refused_full
     );
     println!(
+        "stack: udp-limited={} echo-limited={} (each at most {}/s to our own addresses)",
+        dp.stats.stack_udp_limited,
+        dp.stats.stack_echo_limited,
+        lb_core::datapath::guard::PER_SECOND
+    );
+    println!(
         "persistence: {} clients (max {}) refused-full={}",
         p.len(),
         p.capacity(),

@@ -122,6 +122,11 @@ fn flood_scenario(method: Method, third_octet: u8, flood: Flood) {
             l.starts_with("conntrack:")
         })
         .unwrap();
+    let stack =
+        s.vm.wait_for("status under flood", Duration::from_secs(30), |l| {
+            l.starts_with("stack:")
+        })
+        .unwrap();
     let _ = hping.wait_timeout(Duration::from_secs(10));
     let hping_log = std::fs::read_to_string(s.tmp.path().join("hping.log")).unwrap_or_default();
     let context = format!(
@@ -171,7 +176,10 @@ fn flood_scenario(method: Method, third_octet: u8, flood: Flood) {
             field(&conntrack, "early-drop") > 0,
             "the SYN flood met the half-open limit: {conntrack}"
         ),
-        Flood::UdpAtOwnAddress => {}
+        Flood::UdpAtOwnAddress => assert!(
+            field(&stack, "udp-limited") > 0,
+            "the UDP flood met the stack's rate limit: {stack}"
+        ),
     }
     for bad in ["panic", "fatal", "EXCEPTION"] {
         assert!(!console.contains(bad), "no {bad}; {context}");

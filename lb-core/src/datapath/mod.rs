@@ -4,7 +4,8 @@
 //! [`Datapath`] puts the L4 [`Engine`] together with what the engine leaves
 //! to its caller: ARP (answering for VIPs, resolving next hops, gratuitous
 //! ARP; see [`arp`]), ICMP "network unreachable" for traffic routed to the
-//! appliance that it does not serve ([`unreachable`]), the interfaces'
+//! appliance that it does not serve ([`unreachable`]), rate limits on what
+//! floods the IP stack unasked ([`guard`]), the interfaces'
 //! addresses, the periodic expiry of flows, and the health board that
 //! drives the engine's view of the real servers. It does no I/O: frames
 //! leave through a [`Transmit`] the caller supplies (the kernel's NICs, a
@@ -25,6 +26,7 @@
 //!   verdicts with [`Datapath::check_done`].
 
 pub mod arp;
+pub mod guard;
 #[cfg(test)]
 mod tests;
 pub mod unreachable;
@@ -125,6 +127,10 @@ pub struct PathStats {
     pub originated: u64,
     /// Originated packets with no route to their destination.
     pub originate_no_route: u64,
+    /// UDP datagrams to our own addresses dropped over the stack's rate.
+    pub stack_udp_limited: u64,
+    /// ICMP echo requests to our own addresses dropped over the rate.
+    pub stack_echo_limited: u64,
 }
 
 /// Where an originated packet went.
@@ -175,6 +181,7 @@ pub struct Datapath {
     pub log: Log,
     board: Board,
     unreachable: unreachable::Limiter,
+    guard: guard::StackGuard,
     macs: Vec<[u8; 6]>,
     /// Address and prefix of each NIC.
     addrs: Vec<Option<(Ipv4Addr, u8)>>,
@@ -275,6 +282,7 @@ impl Datapath {
             log,
             board,
             unreachable: Default::default(),
+            guard: Default::default(),
             macs: setup.macs,
             addrs: setup.addrs,
             vips: Vec::new(),
@@ -466,8 +474,9 @@ impl Datapath {
         Verdict::PassToStack
     }
 
-    /// A frame for the stack, unless it was routed to us for a destination
-    /// we do not serve: then ICMP "network unreachable" (see [`unreachable`]).
+    /// A frame for the stack, unless it floods the stack (see [`guard`]) or
+    /// was routed to us for a destination we do not serve: then ICMP
+    /// "network unreachable" (see [`unreachable`]).
     fn for_stack<T: Transmit>(
         &mut self,
         nic: usize,
@@ -475,6 +484,19 @@ impl Datapath {
         now: Instant,
         tx: &mut T,
     ) -> Verdict {
+        let addrs = &self.addrs;
+        let is_own = |ip: Ipv4Addr| addrs.iter().any(|a| a.is_some_and(|a| a.0 == ip));
+        match self.guard.check(frame, now, is_own) {
+            guard::Guard::Pass => {}
+            guard::Guard::UdpLimited => {
+                self.stats.stack_udp_limited += 1;
+                return Verdict::Consumed;
+            }
+            guard::Guard::EchoLimited => {
+                self.stats.stack_echo_limited += 1;
+                return Verdict::Consumed;
+            }
+        }
         let (Some(&mac), Some((own, _))) = (self.macs.get(nic), self.address(nic)) else {
             return Verdict::PassToStack;
         };
