@@ -88,6 +88,24 @@ impl Lab {
                 "forward_delay",
                 "0",
             ])?;
+            // A plain layer-2 segment: no netfilter on bridged frames even
+            // where the host loaded br_netfilter (it would drop frames with
+            // bad IP headers, which the tests send on purpose, before they
+            // reach the appliance).
+            self.exec(&[
+                "ip",
+                "link",
+                "set",
+                name,
+                "type",
+                "bridge",
+                "nf_call_iptables",
+                "0",
+                "nf_call_ip6tables",
+                "0",
+                "nf_call_arptables",
+                "0",
+            ])?;
             self.exec(&["ip", "link", "set", name, "up"])?;
         }
         Ok(())
