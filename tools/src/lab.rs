@@ -57,6 +57,19 @@ impl Lab {
             taps: 0,
         };
         lab.exec(&["ip", "link", "set", "lo", "up"])?;
+        // Bridges here are plain layer-2 segments: where the host loaded
+        // br_netfilter, bridged IPv4 would go through netfilter, which drops
+        // frames with bad IP headers (the tests send such frames on purpose)
+        // before they reach the appliance. The switch is per namespace and
+        // absent without the module.
+        let _ = lab.exec(&[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ]);
         Ok(lab)
     }
 
@@ -86,24 +99,6 @@ impl Lab {
                 "type",
                 "bridge",
                 "forward_delay",
-                "0",
-            ])?;
-            // A plain layer-2 segment: no netfilter on bridged frames even
-            // where the host loaded br_netfilter (it would drop frames with
-            // bad IP headers, which the tests send on purpose, before they
-            // reach the appliance).
-            self.exec(&[
-                "ip",
-                "link",
-                "set",
-                name,
-                "type",
-                "bridge",
-                "nf_call_iptables",
-                "0",
-                "nf_call_ip6tables",
-                "0",
-                "nf_call_arptables",
                 "0",
             ])?;
             self.exec(&["ip", "link", "set", name, "up"])?;
