@@ -283,10 +283,10 @@ fn malformed_traffic_is_counted_and_service_continues() {
     ] {
         assert!(count(reason) >= 3, "{reason} counted: {drops}");
     }
-    // Fragments and flag combinations that open no flow: at the VIP only.
-    for reason in ["fragment", "no-flow"] {
-        assert!(count(reason) >= 3, "{reason} counted: {drops}");
-    }
+    // Fragments: at the VIP only (the stack reassembles its own). The odd
+    // TCP flag combinations share the 4-tuple of an earlier valid SYN, so
+    // they belong to its flow rather than count as no-flow.
+    assert!(count("fragment") >= 3, "fragments counted: {drops}");
     let console = s.vm.console().to_lowercase();
     for bad in ["panic", "fatal", "exception"] {
         assert!(
