@@ -13,7 +13,8 @@ control ID. Flags make it misbehave the ways a health check must notice:
     --garbage                answer with bytes that are not an MLLP block
 
 Bounded: it exits after --max-connections connections or --lifetime seconds,
-whichever comes first. Listens on --host (loopback only) and --port (0 picks
+whichever comes first. Listens on --host (loopback only, unless
+--in-namespace says it runs in a test's own network namespace) and --port (0 picks
 a free port); prints "PORT <n>" on stdout once listening. With --log DIR each
 message received and each reply sent is written there raw (MLLP framing
 included) as <n>.rx.bin / <n>.tx.bin.
@@ -43,9 +44,11 @@ async def main():
     ap.add_argument("--max-connections", type=int, default=100)
     ap.add_argument("--lifetime", type=float, default=120.0)
     ap.add_argument("--log", default=None, help="directory for raw rx/tx blocks")
+    ap.add_argument("--in-namespace", action="store_true",
+                    help="runs inside a test network namespace: any --host is private there")
     args = ap.parse_args()
-    if not args.host.startswith("127.") and args.host != "localhost":
-        sys.exit("listen address must be on loopback")
+    if not args.in_namespace and not args.host.startswith("127.") and args.host != "localhost":
+        sys.exit("listen address must be on loopback (or use --in-namespace)")
 
     done = asyncio.Event()
     state = {"connections": 0, "messages": 0}

@@ -331,6 +331,7 @@ impl Scenario {
                         "100000",
                         "--log",
                         &log,
+                        "--in-namespace",
                     ],
                     &tmp.path().join(format!("hl7-{i}.log")),
                 )?;
