@@ -560,9 +560,14 @@ fn route(host: &Host, dest: &str, via: &str) -> Result<()> {
 /// one attempt every 50 ms, from the second second of the flood on.
 fn served_under_flood(client: &Host, flooder: &Host, target: &str, seconds: u32) -> Result<f64> {
     let port = PORT.to_string();
-    // hping3 itself (`ip netns exec` execs it): ended by its PID below.
+    // hping3 (nice execs it: the PID is hping3's), ended by its PID below;
+    // niced because it shares the host's CPUs with the VM under test (the
+    // same for every side).
     let mut flood = flooder
         .command(&[
+            "nice",
+            "-n",
+            "19",
             "hping3",
             "--flood",
             "--rand-source",
@@ -922,7 +927,7 @@ fn report(
     if opts.flood_seconds > 0 {
         writeln!(
             md,
-            "- Under flood: after the iperf3 runs, a third namespace on the client's segment runs `hping3 --flood --rand-source -S -p {PORT}` at the same target for {} s (as fast as it can send; random spoofed sources) while the client opens new TCP connections to that port, one every 50 ms, each given 1 s to complete its handshake; the figure is the share that did. The appliance's SYN-flood policy (half-open cap with early drop, per-source limit) against IPVS with its defaults.",
+            "- Under flood: after the iperf3 runs, a third namespace on the client's segment runs `nice -n 19 hping3 --flood --rand-source -S -p {PORT}` (niced: it shares the host's CPUs with the VM) at the same target for {} s (as fast as it can send; random spoofed sources) while the client opens new TCP connections to that port, one every 50 ms, each given 1 s to complete its handshake; the figure is the share that did. The appliance's SYN-flood policy (half-open cap with early drop, per-source limit) against IPVS with its defaults.",
             opts.flood_seconds
         )?;
     }
