@@ -10,6 +10,7 @@
 
 use crate::{Nics, println, time};
 use alloc::boxed::Box;
+use alloc::string::String;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 use embassy_net::Stack;
@@ -52,10 +53,22 @@ impl Transmit for NicTx {
     }
 }
 
-/// Prints the lines the frame path logged.
+/// Prints the lines the frame path logged; health changes also go to the
+/// event log (console `log`, syslog).
 pub fn print_log(dp: &mut Datapath) {
+    use lb_core::mgmt::events::{Category, Severity};
     while let Some(line) = dp.log.pop() {
-        println!("{line}");
+        match line.strip_prefix("health: ") {
+            Some(text) => {
+                let severity = if text.contains(" down") {
+                    Severity::Warning
+                } else {
+                    Severity::Notice
+                };
+                crate::mgmt::events::log(severity, Category::Health, String::from(text));
+            }
+            None => println!("{line}"),
+        }
     }
 }
 

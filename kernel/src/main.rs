@@ -21,6 +21,7 @@ mod hal;
 mod health;
 mod interrupts;
 mod memory;
+mod mgmt;
 mod rng;
 mod rtc;
 mod running;
@@ -47,7 +48,7 @@ use virtio_drivers::transport::pci::bus::PciRoot;
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 
 const PRODUCT: &str = "Medical Load Balancer appliance";
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Longest HLT when nothing is scheduled and NIC interrupts work.
 const IDLE_MAX_US: u64 = 1_000_000;
@@ -237,7 +238,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         }),
         Ipv4Setting::Dhcp => embassy_net::Config::dhcpv4(Default::default()),
     };
-    let resources = Box::leak(Box::new(StackResources::<8>::new()));
+    let resources = Box::leak(Box::new(StackResources::<{ services::SOCKETS }>::new()));
     trace::mark("stack resources");
     let (stack, runner) = embassy_net::new(NicDriver::new(nics, 0), config, resources, rng::u64());
 

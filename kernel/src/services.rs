@@ -17,8 +17,8 @@ use lb_core::datapath::{Datapath, Setup};
 use lb_core::startup::interface_setting;
 use net::driver::NicDriver;
 
-/// Sockets per extra stack: the health checkers' plus slack.
-const SOCKETS: usize = health::WORKERS + 4;
+/// Sockets per stack: the health checkers', management's, plus slack.
+pub const SOCKETS: usize = health::WORKERS + crate::mgmt::SOCKETS + 4;
 
 fn cidr(s: &Ipv4Setting) -> Option<(Ipv4Addr, u8)> {
     match *s {
@@ -103,6 +103,7 @@ pub fn start(
         _ => config.as_ref().and_then(|c| c.network.gateway),
     };
     let macs = (0..nics.len()).map(|i| nics.with(i, |n| n.mac)).collect();
+    let addrs_for_mgmt = addrs.clone();
     let mut dp = Datapath::new(Setup {
         config,
         macs,
@@ -121,6 +122,13 @@ pub fn start(
         );
     }
     let dp = datapath::install(dp, nics);
+    let (mgmt_nic, mgmt_stack) = management_stack(&stacks, &addrs_for_mgmt);
+    crate::mgmt::start(
+        spawner,
+        crate::mgmt::Ctx { dp, nics },
+        mgmt_stack,
+        &alloc::format!("eth{mgmt_nic}"),
+    );
     let stacks: &'static Stacks = Box::leak(Box::new(Stacks(stacks)));
     let spawned = (|| {
         spawner.spawn(datapath::housekeeping_task(dp, nics).ok()?);
@@ -136,4 +144,31 @@ pub fn start(
     if spawned.is_none() {
         fatal("cannot spawn the data path tasks");
     }
+}
+
+/// The NIC and stack that serve management: `management.address` names
+/// an interface (`eth1`) or one of its addresses; unset, or naming none
+/// with a stack, eth0 (said on the console: a typo must not lock the
+/// administrator out).
+fn management_stack(
+    stacks: &[Option<Stack<'static>>],
+    addrs: &[Option<(Ipv4Addr, u8)>],
+) -> (usize, Stack<'static>) {
+    let wanted = crate::running::get().management.address;
+    let nic = wanted.as_deref().and_then(|w| match w.parse::<Ipv4Addr>() {
+        Ok(ip) => addrs.iter().position(|a| a.is_some_and(|a| a.0 == ip)),
+        Err(_) => w.strip_prefix("eth").and_then(|n| n.parse::<usize>().ok()),
+    });
+    if let Some(n) = nic
+        && let Some(Some(stack)) = stacks.get(n)
+    {
+        return (n, *stack);
+    }
+    if let Some(w) = wanted {
+        println!(
+            "warning: management: `{w}` is not an interface with a stack here; serving on eth0"
+        );
+    }
+    // eth0 always has a stack.
+    (0, stacks[0].expect("eth0 has a stack"))
 }

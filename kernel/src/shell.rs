@@ -8,13 +8,12 @@ use crate::serial::{DATA, LINE_STATUS};
 use crate::{Nics, print, println};
 use core::cell::RefCell;
 use embassy_time::Timer;
-use lb_core::config::{AdminState, Forwarding};
 use lb_core::datapath::Datapath;
-use lb_core::frame::DropReason;
-use lb_core::schedule::Health;
 
 const POLL_MS: u64 = 20;
 const LINE_MAX: usize = 128;
+/// Events `log` shows.
+const LOG_LINES: usize = 50;
 
 /// The line being typed.
 struct LineEditor {
@@ -49,126 +48,10 @@ impl LineEditor {
     }
 }
 
-fn forwarding(f: Forwarding) -> &'static str {
-    match f {
-        Forwarding::Dr => "dr",
-        Forwarding::Nat => "nat",
-        Forwarding::Snat => "snat",
-        Forwarding::Layer7 => "layer7",
-    }
-}
-
-fn health(h: Health) -> &'static str {
-    match h {
-        Health::Up => "up",
-        Health::Down => "down",
-        Health::Unknown => "unknown",
-    }
-}
-
-fn admin(a: AdminState) -> &'static str {
-    match a {
-        AdminState::Online => "online",
-        AdminState::Drain => "drain",
-        AdminState::Halt => "halt",
-    }
-}
-
-/// `status`: services, real servers, drop counters, ARP.
-fn status(dp: &Datapath, nics: &Nics) {
-    let e = &dp.engine;
-    for (si, vs) in dp.config.virtual_services.iter().enumerate() {
-        let Some(stats) = e.service_stats(si) else {
-            continue;
-        };
-        let active: u64 = (0..vs.real_servers.len())
-            .filter_map(|ri| e.server_state(si, ri))
-            .map(|s| u64::from(s.active))
-            .sum();
-        print!("vs {} {}:", vs.label, vs.vip);
-        for (i, p) in vs.ports.iter().enumerate() {
-            print!("{}{p}", if i > 0 { "," } else { "" });
-        }
-        println!(
-            " {} conns={active} pkts={} bytes={}",
-            forwarding(vs.forwarding),
-            stats.service.packets,
-            stats.service.bytes
-        );
-        for (ri, rs) in vs.real_servers.iter().enumerate() {
-            let (Some(st), Some(c)) = (e.server_state(si, ri), stats.servers.get(ri)) else {
-                continue;
-            };
-            let port = rs.target_port(vs.forwarding, vs.ports.first().copied().unwrap_or(0));
-            println!(
-                "  rs {} {}:{port} {} {} weight={} active={} conns={} pkts={} bytes={}",
-                rs.label,
-                rs.ip,
-                health(st.health),
-                admin(st.admin),
-                st.weight,
-                st.active,
-                c.connections,
-                c.packets,
-                c.bytes
-            );
-        }
-    }
-    let drops = e.drops();
-    print!("drops:");
-    for r in DropReason::ALL {
-        print!(" {}={}", r.name(), drops.get(r));
-    }
-    let a = &dp.arp.stats;
-    println!(
-        " arp-full={} arp-queue-full={} arp-unanswered={} tx-full={}",
-        a.full, a.queue_full, a.unanswered, dp.stats.tx_full
-    );
-    println!(
-        "arp: {} entries (max {}), {} frames waiting, {} requests sent, {} VIP replies; {} ICMP unreachable sent",
-        dp.arp.len(),
-        dp.arp.capacity(),
-        dp.arp.queued(),
-        a.requests_sent,
-        dp.stats.vip_arp_replies,
-        dp.stats.unreachable_sent
-    );
-    let ct = e.conntrack();
-    let p = e.persistence();
-    println!(
-        "conntrack: {} flows, {} half-open (max {}, {} per source) early-drop={} source-limited={} full={}",
-        ct.len(),
-        ct.half_open(),
-        ct.half_open_limit(),
-        ct.source_limit(),
-        ct.stats.early_drop,
-        ct.stats.source_limited,
-        ct.stats.refused_full
-    );
-    println!(
-        "stack: udp-limited={} echo-limited={} (each at most {}/s to our own addresses)",
-        dp.stats.stack_udp_limited,
-        dp.stats.stack_echo_limited,
-        lb_core::datapath::guard::PER_SECOND
-    );
-    println!(
-        "persistence: {} clients (max {}) refused-full={}",
-        p.len(),
-        p.capacity(),
-        p.stats.refused_full
-    );
-    for i in 0..nics.len() {
-        let n = nics.with(i, |n| n.stats);
-        println!(
-            "nic eth{i} rx={} tx={} consumed={} redirected={} dropped={} errors={}",
-            n.rx_frames, n.tx_frames, n.rx_consumed, n.rx_redirected, n.dropped, n.errors
-        );
-    }
-}
-
 fn help() {
     println!("commands:");
     println!("  status   virtual services, real servers, drop counters, ARP");
+    println!("  log      recent events (health, signed changes, requests refused)");
     println!("  help     this list");
 }
 
@@ -176,7 +59,12 @@ async fn run(line: &str, dp: &RefCell<Datapath>, nics: &Nics) {
     let line = line.trim();
     match line {
         "" => {}
-        "status" => status(&dp.borrow(), nics),
+        "status" => print!("{}", crate::mgmt::snapshot(&dp.borrow(), nics).to_text()),
+        "log" => {
+            for e in crate::mgmt::events::recent(LOG_LINES) {
+                println!("{}", lb_core::mgmt::events::console_line(&e));
+            }
+        }
         "help" | "?" => help(),
         "save" => match crate::storage::save(&crate::running::get()).await {
             Ok(h) => println!(

@@ -213,7 +213,7 @@ enum BenchCmd {
 }
 
 /// Host TCP ports forwarded to the appliance by `run` (host 127.0.0.1:port).
-const RUN_FORWARDS: &[(u16, u16)] = &[(9080, 9080)];
+const RUN_FORWARDS: &[(u16, u16)] = &[(9080, 9080), (9081, 9081)];
 
 fn main() -> Result<()> {
     match Cli::parse().command {

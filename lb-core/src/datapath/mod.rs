@@ -44,6 +44,7 @@ use crate::frame::{ETHERNET_HEADER_LEN, set_macs};
 use crate::health::Verdict as CheckVerdict;
 use crate::health::board::{self, Board, Job};
 use crate::log::Log;
+use crate::mgmt::allow::{self, AllowList};
 use crate::time::Instant;
 use arp::{Arp, ArpCache, Resolve};
 
@@ -131,6 +132,9 @@ pub struct PathStats {
     pub stack_udp_limited: u64,
     /// ICMP echo requests to our own addresses dropped over the rate.
     pub stack_echo_limited: u64,
+    /// Frames to a management port from a source outside
+    /// `management.allow`, dropped before the stack.
+    pub management_refused: u64,
 }
 
 /// Where an originated packet went.
@@ -180,6 +184,8 @@ pub struct Datapath {
     /// Console lines for the caller to print.
     pub log: Log,
     board: Board,
+    /// Who may reach the management ports.
+    allow: AllowList,
     unreachable: unreachable::Limiter,
     guard: guard::StackGuard,
     macs: Vec<[u8; 6]>,
@@ -274,8 +280,10 @@ impl Datapath {
                 log.push(line);
             }
         }
+        let allow = AllowList::from_config(config.management.allow.as_deref());
         let mut dp = Datapath {
             engine,
+            allow,
             config,
             arp: ArpCache::new(ARP_CAPACITY),
             stats: PathStats::default(),
@@ -484,6 +492,12 @@ impl Datapath {
         now: Instant,
         tx: &mut T,
     ) -> Verdict {
+        // Management lockdown: sources outside the allow list get nothing,
+        // not even a reset, and are counted.
+        if allow::refuses(&self.allow, frame) {
+            self.stats.management_refused += 1;
+            return Verdict::Consumed;
+        }
         let addrs = &self.addrs;
         let is_own = |ip: Ipv4Addr| addrs.iter().any(|a| a.is_some_and(|a| a.0 == ip));
         match self.guard.check(frame, now, is_own) {
@@ -595,6 +609,16 @@ impl Datapath {
 
     /// Records a check's verdict; a change of the server's health goes to
     /// the engine and the console log.
+    /// Takes a new management allow list (after a configuration change).
+    pub fn set_allow(&mut self, allow: AllowList) {
+        self.allow = allow;
+    }
+
+    /// Why the last health check of a real server failed, if it did.
+    pub fn check_failure(&self, service: usize, server: usize) -> Option<&str> {
+        self.board.last_failure(service, server)
+    }
+
     pub fn check_done(&mut self, index: usize, verdict: CheckVerdict, now: Instant) {
         if let Some(change) = self.board.finish(index, verdict, now) {
             self.engine

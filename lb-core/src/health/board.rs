@@ -30,6 +30,8 @@ struct Target {
     schedule: ServerHealth,
     /// What the caller was last told.
     told: Option<Health>,
+    /// Why the last check failed (`None` once one passes).
+    last_failure: Option<String>,
 }
 
 /// A check to run now.
@@ -128,6 +130,7 @@ impl Board {
                     params,
                     schedule: ServerHealth::from_config(vs, rs, now),
                     told: None,
+                    last_failure: None,
                 });
             }
         }
@@ -168,6 +171,10 @@ impl Board {
     pub fn finish(&mut self, index: usize, verdict: Verdict, now: Instant) -> Option<Change> {
         let t = self.targets.get_mut(index)?;
         let reason = verdict.clone();
+        t.last_failure = match &reason {
+            Verdict::Fail(why) => Some(format!("{why}")),
+            Verdict::Pass => None,
+        };
         t.schedule.finish(now, verdict);
         let health = t.schedule.health();
         if t.told == Some(health) {
@@ -189,6 +196,16 @@ impl Board {
             up,
             line,
         })
+    }
+
+    /// Why the last check of real server `server` of service `service`
+    /// failed, if it did.
+    pub fn last_failure(&self, service: usize, server: usize) -> Option<&str> {
+        self.targets
+            .iter()
+            .find(|t| t.service == service && t.server == server)?
+            .last_failure
+            .as_deref()
     }
 
     /// (checks run, checks failed) of the server behind check `index`.

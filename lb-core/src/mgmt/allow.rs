@@ -95,10 +95,72 @@ impl AllowList {
     }
 }
 
+/// The source of `frame` when it is a TCP segment (IPv4 in Ethernet II)
+/// to a management port ([`super::is_management_port`]); `None` for
+/// anything else, including malformed frames (the stack judges those).
+pub fn management_source(frame: &[u8]) -> Option<Ipv4Addr> {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    super::is_management_port(tcp.dst_port()).then(|| ip.src_addr())
+}
+
+/// Whether `frame` must be dropped before the IP stack sees it: TCP to a
+/// management port from a source the list does not permit.
+pub fn refuses(list: &AllowList, frame: &[u8]) -> bool {
+    management_source(frame).is_some_and(|src| !list.permits(src))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::string::String;
+
+    #[test]
+    fn frames_to_management_ports_are_judged_by_source() {
+        use crate::flow::Endpoint;
+        use crate::frame::build;
+        let list = AllowList::from_config(Some(&[String::from("10.0.0.0/24")]));
+        let frame = |src: [u8; 4], port: u16| {
+            build::tcp(
+                Endpoint::new(Ipv4Addr::from(src), 40000),
+                Endpoint::new(Ipv4Addr::new(10, 0, 0, 1), port),
+                0x02,
+                &[],
+            )
+        };
+        assert!(!refuses(
+            &list,
+            &frame([10, 0, 0, 9], super::super::HTTP_PORT)
+        ));
+        assert!(refuses(
+            &list,
+            &frame([10, 0, 1, 9], super::super::HTTP_PORT)
+        ));
+        assert!(refuses(
+            &list,
+            &frame([10, 0, 1, 9], super::super::COMMAND_PORT)
+        ));
+        // Other ports are none of the list's business.
+        assert!(!refuses(&list, &frame([10, 0, 1, 9], 104)));
+        assert_eq!(
+            management_source(&frame([10, 0, 1, 9], 9080)),
+            Some(Ipv4Addr::new(10, 0, 1, 9))
+        );
+        // Truncated or foreign frames are left to the stack.
+        let f = frame([10, 0, 1, 9], 9080);
+        for n in 0..f.len() - 20 {
+            let _ = refuses(&list, &f[..n]);
+        }
+        assert!(!refuses(&list, &[0u8; 60]));
+    }
 
     #[test]
     fn prefixes_match_what_they_say() {

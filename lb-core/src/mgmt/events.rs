@@ -80,6 +80,15 @@ pub struct EventRing {
 }
 
 impl EventRing {
+    /// An empty log (usable in a `static`).
+    pub const fn new() -> EventRing {
+        EventRing {
+            events: VecDeque::new(),
+            last_seq: 0,
+            dropped: 0,
+        }
+    }
+
     /// Logs an event; returns its sequence number.
     pub fn push(
         &mut self,

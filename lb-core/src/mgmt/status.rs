@@ -5,6 +5,7 @@
 //! ([`super::page`]). `tools status` decodes the JSON and prints
 //! [`Status::to_text`], so it shows exactly what the console does.
 
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Write;
@@ -13,6 +14,7 @@ use core::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AdminState, Config, Forwarding, SchedulerKind};
+use crate::datapath::Datapath;
 use crate::engine::Engine;
 use crate::flow::Protocol;
 use crate::frame::DropReason;
@@ -231,6 +233,86 @@ impl Status {
                 cap as u64,
             ));
         }
+        st
+    }
+
+    /// The frame path as the console's `status` shows it: services and
+    /// servers (with the last check failure of a down server), then drop
+    /// counters, ARP, connection and persistence tables, the stack guard
+    /// and the management lockdown; the same as metrics.
+    pub fn from_datapath(dp: &Datapath) -> Status {
+        let mut st = Status::from_engine(&dp.config, &dp.engine, |si, ri| {
+            dp.check_failure(si, ri).map(String::from)
+        });
+        let e = &dp.engine;
+        let a = &dp.arp.stats;
+        let mut drops = String::from("drops:");
+        for r in DropReason::ALL {
+            let _ = write!(drops, " {}={}", r.name(), e.drops().get(r));
+        }
+        for (name, v) in [
+            ("arp-full", a.full),
+            ("arp-queue-full", a.queue_full),
+            ("arp-unanswered", a.unanswered),
+            ("tx-full", dp.stats.tx_full),
+            ("stack-udp-limited", dp.stats.stack_udp_limited),
+            ("stack-echo-limited", dp.stats.stack_echo_limited),
+        ] {
+            if !name.starts_with("stack") {
+                let _ = write!(drops, " {name}={v}");
+            }
+            st.metrics
+                .push(Sample::new("lbmed_drops_total", &[("reason", name)], v));
+        }
+        st.details.push(drops);
+        st.details.push(format!(
+            "arp: {} entries (max {}), {} frames waiting, {} requests sent, {} VIP replies; {} ICMP unreachable sent",
+            dp.arp.len(),
+            dp.arp.capacity(),
+            dp.arp.queued(),
+            a.requests_sent,
+            dp.stats.vip_arp_replies,
+            dp.stats.unreachable_sent
+        ));
+        let ct = e.conntrack();
+        let p = e.persistence();
+        st.details.push(format!(
+            "conntrack: {} flows, {} half-open (max {}, {} per source) early-drop={} source-limited={} full={}",
+            ct.len(),
+            ct.half_open(),
+            ct.half_open_limit(),
+            ct.source_limit(),
+            ct.stats.early_drop,
+            ct.stats.source_limited,
+            ct.stats.refused_full
+        ));
+        st.details.push(format!(
+            "stack: udp-limited={} echo-limited={} (each at most {}/s to our own addresses)",
+            dp.stats.stack_udp_limited,
+            dp.stats.stack_echo_limited,
+            crate::datapath::guard::PER_SECOND
+        ));
+        st.details.push(format!(
+            "persistence: {} clients (max {}) refused-full={}",
+            p.len(),
+            p.capacity(),
+            p.stats.refused_full
+        ));
+        st.metrics.push(Sample::new(
+            "lbmed_table_entries",
+            &[("table", "arp")],
+            dp.arp.len() as u64,
+        ));
+        st.metrics.push(Sample::new(
+            "lbmed_table_capacity",
+            &[("table", "arp")],
+            dp.arp.capacity() as u64,
+        ));
+        st.metrics.push(Sample::new(
+            "lbmed_management_not_allowed_total",
+            &[],
+            dp.stats.management_refused,
+        ));
         st
     }
 
@@ -498,6 +580,7 @@ mod tests {
     use super::*;
     use crate::config::from_toml;
     use crate::engine::Capacities;
+    use core::net::Ipv4Addr;
 
     #[test]
     fn text_matches_the_console_format() {
@@ -542,6 +625,45 @@ mod tests {
             assert!(value.parse::<u64>().is_ok(), "{line}");
             assert!(name.starts_with("lbmed_"), "{line}");
         }
+    }
+
+    #[test]
+    fn the_frame_path_shows_its_tables_and_refusals() {
+        use crate::datapath::{Recorder, Setup};
+        use crate::flow::Endpoint;
+        use crate::frame::build;
+        let mut cfg = from_toml(include_str!("../../configs/medical.toml")).unwrap();
+        cfg.management.allow = Some(alloc::vec!["10.12.1.0/28".into()]);
+        let own = Ipv4Addr::new(10, 12, 1, 21);
+        let mut dp = Datapath::new(Setup {
+            config: Some(cfg),
+            macs: alloc::vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]],
+            addrs: alloc::vec![Some((own, 24)), Some((Ipv4Addr::new(10, 12, 2, 1), 24))],
+            gateway: None,
+            hash_seed: 1,
+            memory: 64 << 20,
+            now: crate::time::Instant(0),
+        });
+        let mut tx = Recorder::default();
+        let mut syn = |src: [u8; 4]| {
+            let mut f = build::tcp(
+                Endpoint::new(Ipv4Addr::from(src), 40000),
+                Endpoint::new(own, super::super::HTTP_PORT),
+                0x02,
+                &[],
+            );
+            dp.on_frame(0, &mut f, crate::time::Instant(1), &mut tx)
+        };
+        use crate::datapath::Verdict;
+        assert_eq!(syn([10, 12, 1, 5]), Verdict::PassToStack);
+        assert_eq!(syn([10, 12, 1, 99]), Verdict::Consumed);
+        let st = Status::from_datapath(&dp);
+        assert_eq!(st.metric("lbmed_management_not_allowed_total", &[]), 1);
+        assert_eq!(st.metric("lbmed_table_capacity", &[("table", "arp")]), 1024);
+        let text = st.to_text();
+        assert!(text.contains("\ndrops: truncated-ethernet=0"), "{text}");
+        assert!(text.contains("\npersistence: 0 clients"), "{text}");
+        assert_eq!(st.services.len(), 5);
     }
 
     #[test]

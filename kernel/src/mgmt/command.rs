@@ -1,0 +1,204 @@
+//! Signed uploads and commands on TCP port 9081: one request frame in, one
+//! reply frame out (see `lb_core::mgmt::wire`). The frame reader bounds
+//! what a client can make the appliance hold; lb-core's admission policy
+//! decides; this task applies what was admitted.
+
+use super::slots::{Cut, Slots};
+use super::{Ctx, count, events};
+use crate::datapath;
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use embassy_futures::select::{Either, select};
+use embassy_net::Stack;
+use embassy_net::tcp::TcpSocket;
+use embassy_time::Duration;
+use lb_core::mgmt::admission::{Admit, Admitted, Kind, Rejection, admit};
+use lb_core::mgmt::events::{Category, Severity};
+use lb_core::mgmt::status::admin_name;
+use lb_core::mgmt::wire::{FrameReader, Progress, REQUEST_MAGIC, Reply};
+use lb_core::mgmt::{COMMAND_PORT, MAX_REQUEST, REQUEST_DEADLINE_MS};
+use lb_core::time::Duration as LbDuration;
+
+/// Connections served at once (a newer one evicts the oldest).
+pub const SLOTS: usize = 4;
+
+static POOL: Slots = Slots::new();
+
+/// Serves one slot forever.
+#[embassy_executor::task(pool_size = SLOTS)]
+pub async fn task(ctx: Ctx, stack: Stack<'static>, slot: usize) {
+    let rx = Box::leak(alloc::vec![0u8; 4096].into_boxed_slice());
+    let tx = Box::leak(alloc::vec![0u8; 2048].into_boxed_slice());
+    loop {
+        let mut socket = TcpSocket::new(stack, rx, tx);
+        if socket.accept(COMMAND_PORT).await.is_err() {
+            continue;
+        }
+        POOL.accepted(slot, SLOTS);
+        socket.set_timeout(Some(Duration::from_secs(30)));
+        let peer = socket.remote_endpoint();
+        let deadline = datapath::now().add(LbDuration::from_millis(REQUEST_DEADLINE_MS));
+        let mut reader = FrameReader::new(REQUEST_MAGIC, MAX_REQUEST);
+        let got = match select(receive(&mut socket, &mut reader), POOL.cut(slot, deadline)).await {
+            Either::First(p) => p,
+            Either::Second(Cut::Evicted) => {
+                socket.abort();
+                let _ = socket.flush().await;
+                POOL.released(slot, SLOTS);
+                continue;
+            }
+            Either::Second(Cut::Deadline) => Err(Rejection::new(
+                Kind::TimedOut,
+                format!(
+                    "timed out: {} bytes arrived in {} s",
+                    reader.received(),
+                    REQUEST_DEADLINE_MS / 1000
+                ),
+            )),
+        };
+        let reply = match got {
+            Ok(()) => handle(ctx, reader.payload().unwrap_or_default()).await,
+            Err(r) => reject(r),
+        };
+        if !reply.applied {
+            let from = peer.map_or(String::from("?"), |p| format!("{p}"));
+            events::log(
+                Severity::Warning,
+                Category::Config,
+                format!("request from {from} rejected: {}", reply.message),
+            );
+        }
+        let _ = write_all(&mut socket, &reply.to_frame()).await;
+        socket.close();
+        let _ = embassy_time::with_timeout(Duration::from_secs(5), socket.flush()).await;
+        socket.abort();
+        POOL.released(slot, SLOTS);
+    }
+}
+
+/// Reads until the frame is complete or refused.
+async fn receive(socket: &mut TcpSocket<'_>, reader: &mut FrameReader) -> Result<(), Rejection> {
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        let p = if n == 0 {
+            reader.end()
+        } else {
+            reader.feed(&buf[..n])
+        };
+        match p {
+            Progress::NeedMore => {}
+            Progress::Done { .. } => return Ok(()),
+            Progress::Failed(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), ()> {
+    while !bytes.is_empty() {
+        match socket.write(bytes).await {
+            Ok(0) | Err(_) => return Err(()),
+            Ok(n) => bytes = &bytes[n..],
+        }
+    }
+    Ok(())
+}
+
+fn reject(r: Rejection) -> Reply {
+    count(|c| c.reject(r.kind));
+    Reply {
+        applied: false,
+        rejection: Some(r.kind),
+        serial: crate::running::get().management.serial,
+        message: r.reason,
+    }
+}
+
+/// Judges and applies one request.
+async fn handle(ctx: Ctx, payload: &[u8]) -> Reply {
+    let running = crate::running::get();
+    match admit(&running, payload) {
+        Err(r) => reject(r),
+        Ok(a) => match apply(ctx, a).await {
+            Ok(message) => {
+                count(|c| c.applied += 1);
+                Reply {
+                    applied: true,
+                    rejection: None,
+                    serial: crate::running::get().management.serial,
+                    message,
+                }
+            }
+            Err(r) => reject(r),
+        },
+    }
+}
+
+/// Stores an admitted change, then applies it live. A change that cannot
+/// be stored (a disk error) is not applied: the running config stays.
+async fn apply(ctx: Ctx, a: Admitted) -> Result<String, Rejection> {
+    let who = a.key.short();
+    match a.action {
+        Admit::SetState {
+            service,
+            server,
+            state,
+        } => {
+            let mut next = crate::running::get();
+            let Some(vs) = next.virtual_services.get_mut(service) else {
+                return Err(Rejection::new(
+                    Kind::UnknownServer,
+                    "the config changed meanwhile",
+                ));
+            };
+            let Some(rs) = vs.real_servers.get_mut(server) else {
+                return Err(Rejection::new(
+                    Kind::UnknownServer,
+                    "the config changed meanwhile",
+                ));
+            };
+            rs.state = state;
+            let name = format!("{}/{}", vs.label, rs.label);
+            next.management.serial = a.serial;
+            let saved = store(&next).await?;
+            ctx.dp
+                .borrow_mut()
+                .engine
+                .set_server_admin(service, server, state);
+            if let Some(rs) = ctx
+                .dp
+                .borrow_mut()
+                .config
+                .virtual_services
+                .get_mut(service)
+                .and_then(|vs| vs.real_servers.get_mut(server))
+            {
+                rs.state = state;
+            }
+            crate::running::set(next);
+            let text = format!(
+                "{name} set {} (serial {}, key {who}){saved}",
+                admin_name(state),
+                a.serial
+            );
+            events::log(Severity::Notice, Category::Admin, text.clone());
+            Ok(text)
+        }
+        Admit::Upload(_) | Admit::Rollback => Err(Rejection::new(
+            Kind::NotApplied,
+            "this build cannot apply a new configuration live yet",
+        )),
+    }
+}
+
+/// Saves `config` to the store; the note to add to the answer.
+async fn store(config: &lb_core::config::Config) -> Result<&'static str, Rejection> {
+    match crate::storage::save(config).await {
+        Ok(_) => Ok(""),
+        Err(crate::storage::Refused::NoDisk) => {
+            Ok(" (not saved: no disk attached, lost at reboot)")
+        }
+        Err(e) => Err(Rejection::new(Kind::NotApplied, format!("not stored: {e}"))),
+    }
+}
