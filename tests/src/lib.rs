@@ -11,6 +11,7 @@ pub mod peers;
 
 pub use tools::{console, lab};
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use tools::image::{Images, Profile, build_all};
 
@@ -20,5 +21,29 @@ pub fn images() -> &'static Images {
     IMAGES.get_or_init(|| {
         tools::setup::require_root().expect("root");
         build_all(Profile::Release).expect("building the appliance images")
+    })
+}
+
+/// The host tool's binary, to run inside lab namespaces as an engineer
+/// would: the one running the suite (`tools test` passes its own path in
+/// `LBMED_TOOLS_BIN`), else built once into a target dir of its own
+/// (`cargo test` holds the lock on the usual one).
+pub fn tools_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("LBMED_TOOLS_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = tools::workspace::root();
+        let target = root.join("target").join("e2e-tools");
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(&root)
+                .args(["build", "-p", "tools", "--bin", "tools", "--target-dir"])
+                .arg(&target)
+                .status()
+                .expect("running cargo to build the host tool");
+        assert!(status.success(), "building the host tool failed");
+        target.join("debug").join("tools")
     })
 }

@@ -7,6 +7,7 @@ pub mod bench_l4;
 pub mod config_cmd;
 pub mod console;
 pub mod debian;
+pub mod demo;
 pub mod disk_cmd;
 pub mod image;
 pub mod lab;

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use tools::image::{self, Profile};
-use tools::qemu::{Accel, Backend, Boot, Machine, Nic, Serial};
+use tools::qemu::{Accel, Backend, Boot, Forward, Machine, Nic, Serial};
 use tools::{config_cmd, disk_cmd, mgmt_cmd, setup, workspace};
 
 #[derive(Parser)]
@@ -40,9 +40,13 @@ enum Cmd {
         #[arg(long)]
         iso: Option<String>,
         /// A TOML config to compile and hand to the appliance as its boot
-        /// module (without it, the appliance runs its embedded default).
+        /// module (without it: the demo, see --no-demo).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Boot the embedded factory default (no services) instead of the
+        /// demo (two PACS on this machine balanced by lb-core/configs/demo.toml).
+        #[arg(long)]
+        no_demo: bool,
     },
     /// Check or compile a configuration file.
     Config {
@@ -79,6 +83,13 @@ enum Cmd {
         to: SignedTo,
         /// SERVICE/SERVER, e.g. DICOM-Modalities/DICOM1.
         server: String,
+    },
+    /// Send a request prepared with `--sign-only` (the file's bytes as they are).
+    Send {
+        /// HOST[:PORT] of the appliance's command port (default 9081).
+        #[arg(long)]
+        to: String,
+        file: PathBuf,
     },
     /// Show the appliance's status (the console's `status`) over the network.
     Status {
@@ -124,12 +135,30 @@ struct SignedTo {
     /// running serial + 1 if that is higher).
     #[arg(long)]
     serial: Option<u64>,
+    /// Write the signed request to this file instead of sending it (send
+    /// it later with `tools send`); nothing is asked of the appliance.
+    #[arg(long)]
+    sign_only: Option<PathBuf>,
+    /// With --sign-only: the hostname of the appliance it is for (default:
+    /// any appliance holding the key).
+    #[arg(long)]
+    appliance: Option<String>,
 }
 
 impl SignedTo {
     /// Signs and sends `action`; prints the answer; fails unless applied.
     fn send(&self, action: lb_core::mgmt::request::Action) -> Result<()> {
         let key = mgmt_cmd::load_key(&self.key)?;
+        if let Some(out) = &self.sign_only {
+            let req = lb_core::mgmt::request::Request {
+                serial: self.serial.unwrap_or_else(mgmt_cmd::now_serial),
+                appliance: self.appliance.clone().unwrap_or_default(),
+                action,
+            };
+            std::fs::write(out, mgmt_cmd::signed_frame(&key, &req))?;
+            println!("{}: signed request, serial {}", out.display(), req.serial);
+            return Ok(());
+        }
         let target = mgmt_cmd::Target::new(&self.to, self.http_port, self.serial)?;
         let reply = target.request(&key, action)?;
         if !mgmt_cmd::report(&reply) {
@@ -231,7 +260,8 @@ fn main() -> Result<()> {
             memory,
             iso,
             config,
-        } => run(cmdline, memory, iso, config)?,
+            no_demo,
+        } => run(cmdline, memory, iso, config, no_demo)?,
         Cmd::Test { long, args } => test(long, args)?,
         Cmd::Config {
             which: ConfigCmd::Check { file },
@@ -293,6 +323,14 @@ fn main() -> Result<()> {
         Cmd::Upload { to, config } => to.send(mgmt_cmd::upload_action(&config)?)?,
         Cmd::Rollback { to } => to.send(lb_core::mgmt::request::Action::Rollback)?,
         Cmd::Rs { state, to, server } => to.send(mgmt_cmd::state_action(&state, &server)?)?,
+        Cmd::Send { to, file } => {
+            let bytes = std::fs::read(&file)?;
+            let addr = mgmt_cmd::address(&to, lb_core::mgmt::COMMAND_PORT)?;
+            let reply = mgmt_cmd::send_raw(addr, &bytes)?;
+            if !mgmt_cmd::report(&reply) {
+                std::process::exit(1);
+            }
+        }
         Cmd::Status { to } => {
             let http = mgmt_cmd::address(&to, lb_core::mgmt::HTTP_PORT)?;
             print!("{}", mgmt_cmd::status_text(&mgmt_cmd::fetch_status(http)?));
@@ -384,9 +422,20 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn run(cmdline: String, memory: u32, iso: Option<String>, config: Option<PathBuf>) -> Result<()> {
+fn run(
+    cmdline: String,
+    memory: u32,
+    iso: Option<String>,
+    config: Option<PathBuf>,
+    no_demo: bool,
+) -> Result<()> {
     setup::ensure(&[setup::BUILD, setup::RUN])?;
     let mut images = image::build_all(Profile::Release)?;
+    let mut forwards: Vec<Forward> = RUN_FORWARDS
+        .iter()
+        .map(|&(h, g)| Forward::port(h, g))
+        .collect();
+    let mut demo = None;
     let module = match &config {
         Some(file) => {
             let blob = workspace::appliance_dir().join("config.bin");
@@ -398,7 +447,15 @@ fn run(cmdline: String, memory: u32, iso: Option<String>, config: Option<PathBuf
             );
             Some(blob)
         }
-        None => None,
+        None if no_demo => None,
+        None => {
+            setup::ensure(&[setup::DEMO])?;
+            let d = tools::demo::Demo::start()?;
+            forwards = tools::demo::forwards();
+            let m = d.module.clone();
+            demo = Some(d);
+            Some(m)
+        }
     };
     if iso.is_some() && module.is_some() {
         // The ISO carries the config as a GRUB module, with the command line.
@@ -422,14 +479,17 @@ fn run(cmdline: String, memory: u32, iso: Option<String>, config: Option<PathBuf
     let mut machine = Machine::new(boot);
     machine.memory_mib = memory;
     machine.serial = Serial::Terminal;
-    machine.nics.push(Nic::virtio(Backend::User {
-        forwards: RUN_FORWARDS.to_vec(),
-    }));
+    machine.nics.push(Nic::virtio(Backend::User { forwards }));
+    if let Some(d) = &demo {
+        eprint!("{}", d.instructions());
+    }
     eprintln!(
         "run: booting under {} with {memory} MiB; console below (Ctrl-A X quits QEMU)",
         machine.accel.name()
     );
     let status = machine.command().status()?;
+    // The demo's PACS stop with QEMU.
+    drop(demo);
     // isa-debug-exit turns the guest's power-off code into QEMU's exit status.
     if !status.success() && status.code() != Some(1) {
         bail!("QEMU exited with {status}");
@@ -496,6 +556,8 @@ fn test(long: bool, args: Vec<String>) -> Result<()> {
         // Every peer is installed by now: a test that cannot find one fails
         // instead of skipping.
         .env("LBMED_REQUIRE_PEERS", "1")
+        // The management tests run this very tool inside lab namespaces.
+        .env("LBMED_TOOLS_BIN", std::env::current_exe()?)
         .stdout(Stdio::piped())
         .spawn()?;
     let mut total = TestTotals::default();

@@ -167,11 +167,7 @@ impl Target {
     /// running one) and sends it.
     pub fn request(&self, key: &SigningKey, action: Action) -> Result<Reply> {
         let st = fetch_status(self.http)?;
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        let serial = self.serial.unwrap_or(now_us.max(st.serial + 1));
+        let serial = self.serial.unwrap_or(now_serial().max(st.serial + 1));
         let req = Request {
             serial,
             appliance: st.hostname,
@@ -179,6 +175,20 @@ impl Target {
         };
         send(self.command, &sign(key, &req))
     }
+}
+
+/// The default serial: the time in microseconds since 1970, so requests
+/// from one machine increase without the appliance being asked.
+pub fn now_serial() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A whole request frame, signed: what `--sign-only` writes.
+pub fn signed_frame(key: &SigningKey, req: &Request) -> Vec<u8> {
+    frame(REQUEST_MAGIC, &sign(key, req))
 }
 
 /// The upload action for a TOML config file (checked and compiled here).

@@ -74,11 +74,40 @@ pub enum Boot {
     IsoUefi(PathBuf),
 }
 
+/// A TCP port of 127.0.0.1 forwarded into QEMU's user-mode network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub host: u16,
+    /// The guest address (a VIP, say); `None`: the guest's DHCP address.
+    pub guest_ip: Option<std::net::Ipv4Addr>,
+    pub guest: u16,
+}
+
+impl Forward {
+    /// `host` to `guest` on the guest's own address.
+    pub fn port(host: u16, guest: u16) -> Forward {
+        Forward {
+            host,
+            guest_ip: None,
+            guest,
+        }
+    }
+
+    /// `host` to `ip:guest` (any address the appliance answers ARP for).
+    pub fn to(host: u16, ip: std::net::Ipv4Addr, guest: u16) -> Forward {
+        Forward {
+            host,
+            guest_ip: Some(ip),
+            guest,
+        }
+    }
+}
+
 /// A network backend for one guest NIC.
 #[derive(Clone, Debug)]
 pub enum Backend {
-    /// QEMU user-mode networking with `host:port -> guest:port` TCP forwards.
-    User { forwards: Vec<(u16, u16)> },
+    /// QEMU user-mode networking with TCP forwards from 127.0.0.1.
+    User { forwards: Vec<Forward> },
     /// A tap device (created by the caller).
     Tap { ifname: String },
 }
@@ -205,8 +234,12 @@ impl Machine {
             let netdev = match &nic.backend {
                 Backend::User { forwards } => {
                     let mut s = format!("user,id={id}");
-                    for (host, guest) in forwards {
-                        s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+                    for f in forwards {
+                        let ip = f.guest_ip.map(|a| a.to_string()).unwrap_or_default();
+                        s.push_str(&format!(
+                            ",hostfwd=tcp:127.0.0.1:{}-{ip}:{}",
+                            f.host, f.guest
+                        ));
                     }
                     s
                 }

@@ -36,6 +36,9 @@ pub const BUILD: &[Requirement] = &[
 /// What `run` needs on top of `build`.
 pub const RUN: &[Requirement] = &[req("qemu-system-x86_64", "qemu-system-x86")];
 
+/// What `run`'s demo needs: dcmtk for its two PACS and the sample study.
+pub const DEMO: &[Requirement] = &[req("storescp", "dcmtk"), req("dump2dcm", "dcmtk")];
+
 /// What the test suite needs on top of `run`: UEFI firmware, network tools,
 /// the real protocol peers, a DHCP server (dnsmasq without its system
 /// service) and a packet flooder.
@@ -51,6 +54,18 @@ pub const TEST: &[Requirement] = &[
     // A DHCP server (without its system service) and a packet flooder.
     req("dnsmasq", "dnsmasq-base"),
     req("hping3", "hping3"),
+    // The System Overview page read in a real browser, and the metrics
+    // read with Prometheus's own parser.
+    req("chromium", "chromium"),
+    req("chromedriver", "chromium-driver"),
+    req(
+        "/usr/lib/python3/dist-packages/selenium/__init__.py",
+        "python3-selenium",
+    ),
+    req(
+        "/usr/lib/python3/dist-packages/prometheus_client/__init__.py",
+        "python3-prometheus-client",
+    ),
 ];
 
 /// What the benchmarks need on top of the tests: the traffic generator and

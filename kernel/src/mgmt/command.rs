@@ -70,9 +70,17 @@ pub async fn task(ctx: Ctx, stack: Stack<'static>, slot: usize) {
             );
         }
         let _ = write_all(&mut socket, &reply.to_frame()).await;
+        // Close gracefully, taking (and dropping) whatever the client still
+        // sends, so it reads the answer before the connection goes.
         socket.close();
         let _ = embassy_time::with_timeout(Duration::from_secs(5), socket.flush()).await;
-        socket.abort();
+        if embassy_time::with_timeout(Duration::from_secs(5), drain(&mut socket))
+            .await
+            .is_err()
+        {
+            socket.abort();
+            let _ = embassy_time::with_timeout(Duration::from_secs(1), socket.flush()).await;
+        }
         POOL.released(slot, SLOTS);
     }
 }
@@ -91,6 +99,16 @@ async fn receive(socket: &mut TcpSocket<'_>, reader: &mut FrameReader) -> Result
             Progress::NeedMore => {}
             Progress::Done { .. } => return Ok(()),
             Progress::Failed(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads and drops until the client closes its side.
+async fn drain(socket: &mut TcpSocket<'_>) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = socket.read(&mut buf).await {
+        if n == 0 {
+            break;
         }
     }
 }

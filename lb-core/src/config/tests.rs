@@ -689,3 +689,12 @@ fn management_section_parses_and_is_checked() {
         .is_err()
     );
 }
+
+#[test]
+fn demo_config_is_valid_and_balances_two_pacs() {
+    let cfg = from_toml(include_str!("../../configs/demo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let vs = &cfg.virtual_services[0];
+    assert_eq!((vs.label.as_str(), vs.real_servers.len()), ("DICOM", 2));
+    assert_eq!(vs.check_type, CheckType::DicomEcho);
+    assert!(cfg.management.admin_keys.is_empty());
+}
