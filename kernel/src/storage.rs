@@ -230,3 +230,19 @@ pub fn status() -> Vec<String> {
     };
     lines
 }
+
+/// The configuration stored before the newest one (what `tools rollback`
+/// applies again): `Ok(None)` when there is no such slot.
+pub fn previous() -> Result<Option<Config>, Refused> {
+    with(|o| {
+        let slots = o.store.candidates();
+        let Some(&slot) = slots.get(1) else {
+            return Ok(None);
+        };
+        let loaded = o.store.read_slot(&mut *o.disk.device, slot)?;
+        envelope::decode(&loaded.payload)
+            .map(Some)
+            .map_err(|e| Refused::Invalid(format!("slot {}: {e}", slot.name())))
+    })
+    .ok_or(Refused::NoDisk)?
+}

@@ -203,11 +203,46 @@ async fn apply(ctx: Ctx, a: Admitted) -> Result<String, Rejection> {
             events::log(Severity::Notice, Category::Admin, text.clone());
             Ok(text)
         }
-        Admit::Upload(_) | Admit::Rollback => Err(Rejection::new(
-            Kind::NotApplied,
-            "this build cannot apply a new configuration live yet",
-        )),
+        Admit::Upload(config) => apply_config(ctx, *config, "upload", &who).await,
+        Admit::Rollback => {
+            let mut config = match crate::storage::previous() {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    return Err(Rejection::new(
+                        Kind::NothingToRollBack,
+                        "nothing to roll back to: the disk holds one config",
+                    ));
+                }
+                Err(crate::storage::Refused::NoDisk) => {
+                    return Err(Rejection::new(
+                        Kind::NothingToRollBack,
+                        "nothing to roll back to: no config disk",
+                    ));
+                }
+                Err(e) => {
+                    return Err(Rejection::new(
+                        Kind::NothingToRollBack,
+                        format!("the previous config cannot be read: {e}"),
+                    ));
+                }
+            };
+            config.management.serial = a.serial;
+            apply_config(ctx, config, "rollback", &who).await
+        }
     }
+}
+
+/// Stores and applies a whole new configuration.
+async fn apply_config(
+    _ctx: Ctx,
+    _config: lb_core::config::Config,
+    _what: &str,
+    _who: &str,
+) -> Result<String, Rejection> {
+    Err(Rejection::new(
+        Kind::NotApplied,
+        "this build cannot apply a new configuration live yet",
+    ))
 }
 
 /// Saves `config` to the store; the note to add to the answer.
