@@ -300,6 +300,24 @@ mod tests {
             (change.service, change.server),
             (first.service, first.server)
         );
+        // The page and status show the last failure until a check passes.
+        assert_eq!(
+            board.last_failure(change.service, change.server),
+            Some("TCP connect failed")
+        );
+        let mut passed = false;
+        for k in 0..100u64 {
+            let now = Instant(5_000_000 + k * 100_000);
+            while let Some(j) = board.take_due(now) {
+                board.finish(j.index, Verdict::Pass, now);
+                passed |= j.index == jobs[0].index;
+            }
+            if passed {
+                break;
+            }
+        }
+        assert!(passed);
+        assert_eq!(board.last_failure(change.service, change.server), None);
         assert!(board.finish(999, Verdict::Pass, later).is_none());
     }
 }
