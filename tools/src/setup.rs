@@ -54,18 +54,9 @@ pub const TEST: &[Requirement] = &[
     // A DHCP server (without its system service) and a packet flooder.
     req("dnsmasq", "dnsmasq-base"),
     req("hping3", "hping3"),
-    // The System Overview page read in a real browser, and the metrics
-    // read with Prometheus's own parser.
+    // The System Overview page read in a real browser.
     req("chromium", "chromium"),
     req("chromedriver", "chromium-driver"),
-    req(
-        "/usr/lib/python3/dist-packages/selenium/__init__.py",
-        "python3-selenium",
-    ),
-    req(
-        "/usr/lib/python3/dist-packages/prometheus_client/__init__.py",
-        "python3-prometheus-client",
-    ),
 ];
 
 /// What the benchmarks need on top of the tests: the traffic generator and
@@ -158,6 +149,14 @@ pub fn ensure_rust_target() -> Result<()> {
 pub const PYTHON: &[(&str, &str, &str)] = &[
     ("hl7.mllp", "python3-hl7", "hl7"),
     ("scapy.all", "python3-scapy", "scapy"),
+    // The metrics read with Prometheus's own parser; Chromium driven
+    // through chromedriver.
+    (
+        "prometheus_client.parser",
+        "python3-prometheus-client",
+        "prometheus-client",
+    ),
+    ("selenium.webdriver", "python3-selenium", "selenium"),
 ];
 
 fn python_has(module: &str) -> bool {
