@@ -33,7 +33,7 @@ tr.halt{background:#e0e0e0}tr.halt td.state{color:#424242}\
 tr.unknown{background:#fff3c4}tr.unknown td.state{color:#8d6e00}\
 td.state{font-weight:bold;text-transform:uppercase}\
 .legend span{display:inline-block;padding:.1em .5em;margin-right:.4em;border-radius:3px;font-size:.85em}\
-pre{background:#fff;border:1px solid #ccd;padding:.6em;font-size:.8em;overflow:auto}";
+pre{background:#fff;border:1px solid #ccd;padding:.6em;font-size:.8em;white-space:pre-wrap;overflow-wrap:anywhere}";
 
 /// Escapes text for HTML element content and attribute values.
 fn esc(text: &str, out: &mut String) {
