@@ -465,3 +465,17 @@ pub fn holder(arrivals: &[HashMap<Vec<u8>, usize>], study: &Study) -> Result<usi
         ),
     }
 }
+
+/// The one PACS that holds every study of `studies`, each exactly once and
+/// byte-identical (persistence kept the client on one server).
+pub fn single_holder(arrivals: &[HashMap<Vec<u8>, usize>], studies: &[Study]) -> Result<usize> {
+    let holders = studies
+        .iter()
+        .map(|st| holder(arrivals, st))
+        .collect::<Result<Vec<usize>>>()?;
+    match holders.first() {
+        Some(&h) if holders.iter().all(|&x| x == h) => Ok(h),
+        Some(_) => bail!("the studies went to more than one PACS: {holders:?}"),
+        None => bail!("no studies"),
+    }
+}

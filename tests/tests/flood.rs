@@ -14,7 +14,7 @@
 //! counters meant for it.
 
 use std::time::{Duration, Instant};
-use tests::l4::{Method, Plan, Scenario, check_sent, holder};
+use tests::l4::{Method, Plan, Scenario, check_sent, single_holder};
 use tests::peers::{Process, echoscu, interrupt, storescu};
 
 const FLOOD_SECS: u64 = 30;
@@ -161,14 +161,9 @@ fn flood_scenario(method: Method, third_octet: u8, flood: Flood) {
 
     check_sent(store.unwrap(), "storescu during the flood").unwrap();
     let arrivals = s.arrivals().unwrap();
-    let holders: Vec<usize> = studies
-        .iter()
-        .map(|st| holder(&arrivals, st).unwrap())
-        .collect();
-    assert!(
-        holders.iter().all(|h| *h == holders[0]),
-        "client 0 kept its PACS: {holders:?}"
-    );
+    if let Err(e) = single_holder(&arrivals, &studies) {
+        panic!("client 0's studies, each once on its PACS: {e}");
+    }
     let hl7_out = String::from_utf8_lossy(&hl7.stdout).to_string();
     assert!(
         hl7.status.success() && hl7_out.contains("acked 300/300"),

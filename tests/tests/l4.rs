@@ -20,7 +20,7 @@
 //!    2:1 split resumes.
 
 use std::time::Duration;
-use tests::l4::{Method, Plan, Scenario, check_sent, holder};
+use tests::l4::{Method, Plan, Scenario, check_sent, single_holder};
 use tests::peers::{Process, echoscu, storescu};
 
 fn associations_received(s: &Scenario, pacs: usize) -> usize {
@@ -75,15 +75,9 @@ fn scenario(method: Method, third_octet: u8) {
     let arrivals = s.arrivals().unwrap();
     let peers = s.peer_addresses().unwrap();
     for (c, studies) in [(0, &studies0), (1, &studies1)] {
-        let holders: Vec<usize> = studies
-            .iter()
-            .map(|st| holder(&arrivals, st).unwrap())
-            .collect();
-        assert!(
-            holders.iter().all(|h| *h == holders[0]),
-            "persistence keeps client {c} on one PACS: {holders:?}"
-        );
-        let seen = &peers[holders[0]];
+        let home = single_holder(&arrivals, studies)
+            .unwrap_or_else(|e| panic!("persistence keeps client {c} on one PACS: {e}"));
+        let seen = &peers[home];
         let expected = match method {
             Method::Snat => plan.appliance(),
             _ => plan.client(c),
@@ -92,7 +86,7 @@ fn scenario(method: Method, third_octet: u8) {
         assert!(
             from_expected >= studies.len(),
             "PACS{} saw {expected} for client {c}'s studies; it recorded {seen:?}",
-            holders[0] + 1
+            home + 1
         );
     }
     if method == Method::Snat {
