@@ -10,12 +10,12 @@
 
 use crate::{Nics, println, time};
 use alloc::boxed::Box;
-use alloc::string::String;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 use embassy_net::Stack;
 use embassy_time::Timer;
 use lb_core::datapath::{Datapath, TICK_MS, Transmit, Verdict};
+use lb_core::mgmt::events::{Category, Severity};
 use lb_core::time::Instant;
 use net::FrameHook;
 
@@ -53,22 +53,14 @@ impl Transmit for NicTx {
     }
 }
 
-/// Prints the lines the frame path logged; health changes also go to the
-/// event log (console `log`, syslog).
+/// Prints the lines the frame path logged, and puts the events it
+/// reported (health changes, ARP conflicts, full tables) in the event log.
 pub fn print_log(dp: &mut Datapath) {
-    use lb_core::mgmt::events::{Category, Severity};
     while let Some(line) = dp.log.pop() {
-        match line.strip_prefix("health: ") {
-            Some(text) => {
-                let severity = if text.contains(" down") {
-                    Severity::Warning
-                } else {
-                    Severity::Notice
-                };
-                crate::mgmt::events::log(severity, Category::Health, String::from(text));
-            }
-            None => println!("{line}"),
-        }
+        println!("{line}");
+    }
+    while let Some((severity, category, text)) = dp.events.pop() {
+        crate::mgmt::events::log(severity, category, text);
     }
 }
 
@@ -139,16 +131,20 @@ pub async fn lease_task(
                     if nic == 0 && gateway.is_some() {
                         dp.set_gateway(gateway);
                     }
-                    match gateway {
-                        Some(gw) => println!("eth{nic} leased {address}/{prefix} gw {gw}"),
-                        None => println!("eth{nic} leased {address}/{prefix}"),
-                    }
+                    let line = match gateway {
+                        Some(gw) => alloc::format!("eth{nic} leased {address}/{prefix} gw {gw}"),
+                        None => alloc::format!("eth{nic} leased {address}/{prefix}"),
+                    };
+                    println!("{line}");
+                    crate::mgmt::events::keep(Severity::Notice, Category::Link, line);
                     // Neighbours learn where the VIPs are now.
                     dp.announce_vips(&mut NicTx(nics));
                 }
                 None => {
                     dp.set_address(nic, None);
-                    println!("eth{nic} lease lost");
+                    let line = alloc::format!("eth{nic} lease lost");
+                    println!("{line}");
+                    crate::mgmt::events::keep(Severity::Warning, Category::Link, line);
                 }
             }
             known = lease;

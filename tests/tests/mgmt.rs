@@ -609,6 +609,15 @@ fn management_plane_end_to_end() {
         assert!(m["params"]["sequenceId"].as_str().is_some());
     }
 
+    // The same events through the host tool.
+    let (ok, text) = r.tool(&r.admin, &["logs", "--from", APPLIANCE]);
+    assert!(ok, "{text}");
+    assert!(text.contains("admin  WEB/WEB1 set drain"), "{text}");
+    assert!(
+        text.contains("health WEB/WEB2 10.30.0.22:8080 down (connection refused)"),
+        "{text}"
+    );
+
     // --- a reboot keeps what was applied, and the serial -------------------
     r.vm.take();
     r.boot();

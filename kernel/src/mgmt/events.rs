@@ -17,9 +17,14 @@ use lb_core::mgmt::syslog;
 
 static RING: Mutex<RefCell<EventRing>> = Mutex::new(RefCell::new(EventRing::new()));
 
-/// Logs an event (and prints it on the console).
+/// Logs an event (and prints it on the console as `category: text`).
 pub fn log(severity: Severity, category: Category, text: String) {
     println!("{}: {text}", category.name());
+    keep(severity, category, text);
+}
+
+/// Logs an event that was already printed in its own words.
+pub fn keep(severity: Severity, category: Category, text: String) {
     let now = datapath::now().0;
     critical_section::with(|cs| RING.borrow_ref_mut(cs).push(now, severity, category, text));
 }

@@ -45,6 +45,7 @@ use crate::health::Verdict as CheckVerdict;
 use crate::health::board::{self, Board, Job};
 use crate::log::Log;
 use crate::mgmt::allow::{self, AllowList};
+use crate::mgmt::events::{Category, Outbox, Severity};
 use crate::time::Instant;
 use arp::{Arp, ArpCache, Resolve};
 
@@ -135,7 +136,13 @@ pub struct PathStats {
     /// Frames to a management port from a source outside
     /// `management.allow`, dropped before the stack.
     pub management_refused: u64,
+    /// ARP frames from another machine claiming one of our addresses or VIPs.
+    pub arp_conflicts: u64,
 }
+
+/// Shortest time between two reports of the same trouble (ARP conflicts,
+/// full tables) to the event log; counters count every occurrence.
+pub const REPORT_EVERY: crate::time::Duration = crate::time::Duration::from_secs(60);
 
 /// Where an originated packet went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +190,13 @@ pub struct Datapath {
     pub stats: PathStats,
     /// Console lines for the caller to print.
     pub log: Log,
+    /// Events for the caller's event log (health changes, ARP conflicts,
+    /// full tables).
+    pub events: Outbox,
+    /// When an ARP conflict and a full table were last reported, and the
+    /// refusal counts then (reports are at most one per [`REPORT_EVERY`]).
+    conflict_reported: Option<Instant>,
+    full_reported: (Option<Instant>, u64, u64),
     board: Board,
     /// Who may reach the management ports.
     allow: AllowList,
@@ -274,16 +288,21 @@ impl Datapath {
         }
         engine.set_gateway(setup.gateway);
         let board = Board::new(&config, setup.now);
+        let mut events = Outbox::default();
         for f in board::fixed(&config) {
             engine.set_server_health(f.service, f.server, f.up);
             if let Some(line) = f.line {
-                log.push(line);
+                let text = line.strip_prefix("health: ").unwrap_or(&line);
+                events.push(Severity::Warning, Category::Health, String::from(text));
             }
         }
         let allow = AllowList::from_config(config.management.allow.as_deref());
         let mut dp = Datapath {
             engine,
             allow,
+            events,
+            conflict_reported: None,
+            full_reported: (None, 0, 0),
             config,
             arp: ArpCache::new(ARP_CAPACITY),
             stats: PathStats::default(),
@@ -464,6 +483,28 @@ impl Datapath {
         tx: &mut T,
     ) -> Verdict {
         let asks_us = self.is_own(a.target_ip) || self.is_vip(a.target_ip);
+        if (self.is_own(a.sender_ip) || self.is_vip(a.sender_ip))
+            && !self.macs.contains(&a.sender_mac)
+        {
+            // Another machine claims one of our addresses: a duplicate
+            // address, or a DR real server answering ARP for the VIP.
+            self.stats.arp_conflicts += 1;
+            if self
+                .conflict_reported
+                .is_none_or(|t| now.since(t) >= REPORT_EVERY)
+            {
+                self.conflict_reported = Some(now);
+                let m = a.sender_mac;
+                self.events.push(
+                    Severity::Error,
+                    Category::Arp,
+                    format!(
+                        "conflict: {} is claimed by {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on eth{nic} ({} conflicting ARP frames so far)",
+                        a.sender_ip, m[0], m[1], m[2], m[3], m[4], m[5], self.stats.arp_conflicts
+                    ),
+                );
+            }
+        }
         let create = asks_us || self.on_our_subnet(nic, a.sender_ip);
         if let Some((out, frames)) = self.arp.learn(nic, a.sender_ip, a.sender_mac, now, create) {
             self.flush(tx, out, a.sender_mac, frames);
@@ -593,6 +634,40 @@ impl Datapath {
         for (nic, ip) in self.arp.poll(now) {
             self.send_request(tx, nic, ip);
         }
+        self.report_full_tables(now);
+    }
+
+    /// Reports (at most once per [`REPORT_EVERY`]) that the connection or
+    /// persistence table refused entries because it was full.
+    fn report_full_tables(&mut self, now: Instant) {
+        let (last, ct_then, p_then) = self.full_reported;
+        if last.is_some_and(|t| now.since(t) < REPORT_EVERY) {
+            return;
+        }
+        let ct = self.engine.conntrack();
+        let p = self.engine.persistence();
+        let (ct_now, p_now) = (ct.stats.refused_full, p.stats.refused_full);
+        if ct_now == ct_then && p_now == p_then {
+            return;
+        }
+        let mut parts = Vec::new();
+        if ct_now > ct_then {
+            parts.push(format!(
+                "connection table full ({} flows): {} new flows refused",
+                ct.capacity(),
+                ct_now - ct_then
+            ));
+        }
+        if p_now > p_then {
+            parts.push(format!(
+                "persistence table full ({} clients): {} new clients not remembered",
+                p.capacity(),
+                p_now - p_then
+            ));
+        }
+        self.events
+            .push(Severity::Error, Category::Table, parts.join("; "));
+        self.full_reported = (Some(now), ct_now, p_now);
     }
 
     /// The most overdue health check that is due, marked started, with the
@@ -623,7 +698,14 @@ impl Datapath {
         if let Some(change) = self.board.finish(index, verdict, now) {
             self.engine
                 .set_server_health(change.service, change.server, change.up);
-            self.log.push(change.line);
+            let text = change.line.strip_prefix("health: ").unwrap_or(&change.line);
+            let severity = if change.up {
+                Severity::Notice
+            } else {
+                Severity::Warning
+            };
+            self.events
+                .push(severity, Category::Health, String::from(text));
         }
     }
 }

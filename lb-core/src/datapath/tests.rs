@@ -446,13 +446,15 @@ fn a_failed_check_takes_the_server_out_of_rotation() {
         CheckVerdict::Fail(FailReason::ConnectFailed),
         now,
     );
-    let lines: Vec<_> = core::iter::from_fn(|| dp.log.pop()).collect();
+    let events: Vec<_> = core::iter::from_fn(|| dp.events.pop()).collect();
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("PACS1") && l.contains("down")),
-        "{lines:?}"
+        events.iter().any(|(sev, cat, l)| *sev == Severity::Warning
+            && *cat == Category::Health
+            && l.contains("PACS1")
+            && l.contains("down (TCP connect failed)")),
+        "{events:?}"
     );
+    assert_eq!(dp.check_failure(0, 0), Some("TCP connect failed"));
     learn(&mut dp, &mut tx, 0, DR_RS[1], RS_MAC[1]);
     for port in 0..10 {
         let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 41000 + port, DR_VIP, 104));
@@ -589,4 +591,80 @@ proptest! {
         let v = dp.on_frame(0, &mut f, Instant(1), &mut tx);
         check_outputs(v, &f, &tx);
     }
+}
+
+#[test]
+fn another_machine_claiming_a_vip_is_reported_once_a_minute_and_counted() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    let intruder = [2, 0, 0, 0, 0, 0xee];
+    // A gratuitous ARP for the DR VIP from a real server that should not
+    // answer for it ("the ARP problem").
+    for t in [1_000u64, 2_000, 70_000] {
+        let mut f = arp_frame(Arp::request(intruder, DR_VIP, DR_VIP));
+        dp.on_frame(0, &mut f, Instant(t), &mut tx);
+    }
+    assert_eq!(dp.stats.arp_conflicts, 3);
+    let events: Vec<_> = core::iter::from_fn(|| dp.events.pop()).collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].1, Category::Arp);
+    assert!(
+        events[0]
+            .2
+            .contains("192.0.2.10 is claimed by 02:00:00:00:00:ee on eth0"),
+        "{events:?}"
+    );
+    // Our own announcements are no conflict.
+    let mut f = arp_frame(Arp::request(MAC0, DR_VIP, DR_VIP));
+    dp.on_frame(0, &mut f, Instant(200_000), &mut tx);
+    assert_eq!(dp.stats.arp_conflicts, 3);
+}
+
+#[test]
+fn a_full_connection_table_is_reported_with_what_it_refused() {
+    let mut cfg = from_toml(CONFIG).unwrap();
+    cfg.l4.conntrack_capacity = 1024;
+    let mut dp = Datapath::new(setup(Some(cfg)));
+    let mut tx = Recorder::default();
+    learn(&mut dp, &mut tx, 0, DR_RS[0], RS_MAC[0]);
+    learn(&mut dp, &mut tx, 0, DR_RS[1], RS_MAC[1]);
+    while let Some(check) = dp.next_check(Instant(60_000)) {
+        dp.check_done(check.job.index, CheckVerdict::Pass, Instant(60_000));
+    }
+    while dp.events.pop().is_some() {}
+    // Many clients, each completing a handshake so the flows are not
+    // early-dropped half-open ones.
+    for i in 0..1500u32 {
+        let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 0, 2, 100)) + (i % 100));
+        let mut f = from(
+            CLIENT_MAC,
+            MAC0,
+            syn(client, 20000 + (i / 100) as u16, DR_VIP, 104),
+        );
+        dp.on_frame(0, &mut f, Instant(61_000), &mut tx);
+        let mut a = from(
+            CLIENT_MAC,
+            MAC0,
+            build::tcp(
+                Endpoint::new(client, 20000 + (i / 100) as u16),
+                Endpoint::new(DR_VIP, 104),
+                ACK,
+                b"",
+            ),
+        );
+        dp.on_frame(0, &mut a, Instant(61_000), &mut tx);
+    }
+    let refused = dp.engine.conntrack().stats.refused_full;
+    assert!(refused > 0, "1500 flows into 1024 places");
+    dp.tick(Instant(62_000), &mut tx);
+    let events: Vec<_> = core::iter::from_fn(|| dp.events.pop()).collect();
+    assert!(
+        events.iter().any(|(s, c, t)| *s == Severity::Error
+            && *c == Category::Table
+            && t.contains(&format!("{refused} new flows refused"))),
+        "{events:?}"
+    );
+    // Not again within the minute.
+    dp.tick(Instant(63_000), &mut tx);
+    assert!(dp.events.is_empty());
 }

@@ -138,6 +138,39 @@ impl EventRing {
     }
 }
 
+/// Events that sans-IO code (the frame path) reports, waiting for the
+/// caller to put them in its [`EventRing`] with the time they are taken.
+/// Bounded like the ring: the oldest go first, counted.
+#[derive(Clone, Debug, Default)]
+pub struct Outbox {
+    pending: VecDeque<(Severity, Category, String)>,
+    /// Events dropped because nobody took them in time.
+    pub dropped: u64,
+}
+
+impl Outbox {
+    pub fn push(&mut self, severity: Severity, category: Category, text: String) {
+        if self.pending.len() >= CAPACITY {
+            self.pending.pop_front();
+            self.dropped += 1;
+        }
+        self.pending.push_back((severity, category, text));
+    }
+
+    /// The oldest event not taken yet.
+    pub fn pop(&mut self) -> Option<(Severity, Category, String)> {
+        self.pending.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 /// `  12.345 s  notice  health  DICOM/PACS1 down (connection refused)`
 pub fn console_line(e: &Event) -> String {
     alloc::format!(

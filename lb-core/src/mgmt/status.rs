@@ -313,6 +313,11 @@ impl Status {
             &[],
             dp.stats.management_refused,
         ));
+        st.metrics.push(Sample::new(
+            "lbmed_arp_conflicts_total",
+            &[],
+            dp.stats.arp_conflicts,
+        ));
         st
     }
 
@@ -463,6 +468,9 @@ fn help(name: &str) -> &'static str {
             "Management connections closed to make room for newer ones."
         }
         "lbmed_events_total" => "Events logged.",
+        "lbmed_arp_conflicts_total" => {
+            "ARP frames from another machine claiming one of the appliance's addresses or VIPs."
+        }
         _ => "Appliance counter.",
     }
 }
