@@ -368,9 +368,6 @@ pub struct VirtualService {
     /// Where new connections go while no real server is up.
     #[serde(default, with = "fields::fallback")]
     pub fallback: Option<Fallback>,
-    /// `fallback = "local"` for HTTP: the maintenance page's HTML body.
-    #[serde(default)]
-    pub fallback_page: Option<String>,
     /// Layer 7: idle timeout on the client side.
     #[serde(default = "default_l7_timeout")]
     pub client_timeout: Secs,

@@ -517,11 +517,7 @@ fn fallback_forms() {
             port: Some(8443)
         })
     );
-    let cfg = from_toml(&with(
-        "fallback = \"local\"\nfallback_page = \"<h1>Back soon</h1>\"",
-        "",
-    ))
-    .unwrap();
+    let cfg = from_toml(&with("fallback = \"local\"", "")).unwrap();
     assert_eq!(cfg.virtual_services[0].fallback, Some(Fallback::Local));
     // Both survive the wire format.
     let blob = crate::envelope::encode(&cfg).unwrap();
@@ -535,13 +531,7 @@ fn fallback_forms() {
             ErrorKind::BadAddress
         )]
     );
-    assert_eq!(
-        errors_of(&with("fallback_page = \"x\"", "")),
-        [(
-            "virtual_service[A].fallback_page".into(),
-            ErrorKind::BadCheck
-        )]
-    );
+    assert!(parse_toml(&with("fallback_page = \"x\"", "")).is_err());
 }
 
 #[test]

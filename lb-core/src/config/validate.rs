@@ -832,9 +832,6 @@ fn check_tls(vs: &VirtualService, path: &str, errs: &mut Errors) {
     }
 }
 
-/// Largest maintenance page.
-pub const MAX_FALLBACK_PAGE: usize = 4096;
-
 fn check_fallback(vs: &VirtualService, path: &str, own: &[Ipv4Addr], errs: &mut Errors) {
     match &vs.fallback {
         Some(Fallback::Server { ip, port }) => {
@@ -866,34 +863,8 @@ fn check_fallback(vs: &VirtualService, path: &str, own: &[Ipv4Addr], errs: &mut 
                 ),
                 _ => {}
             }
-            if vs.fallback_page.is_some() {
-                errs.push(
-                    format!("{path}.fallback_page"),
-                    ErrorKind::BadCheck,
-                    "only used with fallback = \"local\"",
-                );
-            }
         }
-        Some(Fallback::Local) => {
-            if let Some(page) = &vs.fallback_page
-                && (page.is_empty() || page.len() > MAX_FALLBACK_PAGE)
-            {
-                errs.push(
-                    format!("{path}.fallback_page"),
-                    ErrorKind::BadCheck,
-                    format!("1..={MAX_FALLBACK_PAGE} bytes"),
-                );
-            }
-        }
-        None => {
-            if vs.fallback_page.is_some() {
-                errs.push(
-                    format!("{path}.fallback_page"),
-                    ErrorKind::BadCheck,
-                    "only used with fallback = \"local\"",
-                );
-            }
-        }
+        Some(Fallback::Local) | None => {}
     }
 }
 

@@ -51,7 +51,7 @@ use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use core::ops::RangeInclusive;
 
-use crate::config::{AdminState, Config, Forwarding, RealServer, VirtualService};
+use crate::config::{AdminState, Config, Fallback, Forwarding, RealServer, VirtualService};
 use crate::conntrack::{
     ConnTable, Direction, Flow, InsertError, TcpFlags as ConnFlags, TcpState, Timeouts,
 };
@@ -63,6 +63,7 @@ use crate::frame::{
 use crate::persist::PersistTable;
 use crate::schedule::{Health, RealServerState, Scheduler};
 use crate::time::{Duration, Instant};
+use alloc::string::String;
 
 pub use route::Routes;
 pub use stats::{Counters, ServiceStats};
@@ -124,6 +125,19 @@ struct ServiceRuntime {
     /// Index into `Engine::snat_ports` for SNAT services.
     snat_allocator: Vec<Option<usize>>,
     stats: ServiceStats,
+    /// What new flows get while no real server may take them.
+    fallback: FallbackRuntime,
+}
+
+/// A service's fallback, as the engine runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FallbackRuntime {
+    None,
+    /// Index of the fallback server: one past the configured real servers
+    /// in `servers`, with weight 0 so the scheduler never picks it.
+    Server(usize),
+    /// Refuse cleanly (TCP reset from the VIP).
+    Local,
 }
 
 impl ServiceRuntime {
@@ -188,8 +202,9 @@ impl Engine {
                     ));
                 }
             }
-            let mut snat_allocator = Vec::with_capacity(vs.real_servers.len());
-            for rs in &vs.real_servers {
+            let servers = servers_with_fallback(vs);
+            let mut snat_allocator = Vec::with_capacity(servers.len());
+            for rs in &servers {
                 if matches!(vs.forwarding, Forwarding::Nat | Forwarding::Snat) {
                     nat_servers.push(rs.ip);
                 }
@@ -207,7 +222,12 @@ impl Engine {
                     }
                 }));
             }
-            services.push(ServiceRuntime::from_config(vs, config, snat_allocator));
+            services.push(ServiceRuntime::from_config(
+                vs,
+                config,
+                servers,
+                snat_allocator,
+            ));
         }
         vips.sort_unstable();
         nat_servers.sort_unstable();
@@ -504,9 +524,15 @@ impl Engine {
                 .filter(|s| persistence_allows(s))
                 .map(|_| srv)
         });
-        let Some(srv) = persistent.or_else(|| service.scheduler.pick(&service.servers, client))
-        else {
-            return Err(self.count_drop(svc, None, DropReason::NoRealServer));
+        let picked = persistent.or_else(|| service.scheduler.pick(&service.servers, client));
+        let (srv, to_fallback) = match (picked, service.fallback) {
+            (Some(srv), _) => (srv, false),
+            (None, FallbackRuntime::Server(fb)) => (fb, true),
+            (None, FallbackRuntime::Local) if pkt.key.proto == Protocol::Tcp => {
+                service.stats.fallback_refused += 1;
+                return self.refuse(nic, frame, pkt, svc);
+            }
+            (None, _) => return Err(self.count_drop(svc, None, DropReason::NoRealServer)),
         };
         let server = service.server_endpoint(srv, pkt.key.dst.port);
         let forwarding = service.forwarding;
@@ -591,7 +617,9 @@ impl Engine {
         service.servers[srv].flow_opened();
         service.stats.service.connections += 1;
         service.stats.servers[srv].connections += 1;
-        if let Some((mask, ptimeout)) = service.persistence {
+        // Fallback flows leave no persistence: the client returns to a real
+        // server as soon as one is up.
+        if let Some((mask, ptimeout)) = service.persistence.filter(|_| !to_fallback) {
             if persistent.is_some() {
                 self.persist.touch(svc as u16, client, mask, ptimeout, now);
             } else if pkt.key.proto == Protocol::Udp {
@@ -615,6 +643,26 @@ impl Engine {
             return Ok(Decision::ToStack);
         };
         self.forward(nic, frame, pkt, checksum, sent, &flow, Direction::Original)
+    }
+
+    /// `fallback = "local"` with no server up: the SYN is answered with a
+    /// reset from the VIP, routed back to the client.
+    fn refuse(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        pkt: &L4Packet,
+        svc: usize,
+    ) -> Result<Decision, DropReason> {
+        let client = pkt.key.src.addr;
+        let (out, next_hop) = match self.routes.route(client) {
+            Some(r) => r,
+            None => (nic, client),
+        };
+        if frame::refuse::reset_in_place(frame, pkt).is_none() {
+            return Err(self.count_drop(svc, None, DropReason::NoRealServer));
+        }
+        Ok(Decision::Forward { nic: out, next_hop })
     }
 
     fn icmp_error(
@@ -705,16 +753,16 @@ impl Engine {
         }) + persist.expire(now, budget)
     }
 
+    fn server_mut(&mut self, service: usize, server: usize) -> Option<&mut RealServerState> {
+        self.services.get_mut(service)?.servers.get_mut(server)
+    }
+
     /// Health-check verdict for a real server. A server that goes down
     /// loses its persistence entries (its clients move on their next new
     /// flow); its established flows are kept, since the server may still
     /// serve them and cutting a DICOM association loses a study.
     pub fn set_server_health(&mut self, service: usize, server: usize, up: bool) -> bool {
-        let Some(state) = self
-            .services
-            .get_mut(service)
-            .and_then(|s| s.servers.get_mut(server))
-        else {
+        let Some(state) = self.server_mut(service, server) else {
             return false;
         };
         state.health = if up { Health::Up } else { Health::Down };
@@ -724,14 +772,20 @@ impl Engine {
         true
     }
 
+    /// Scheduling weight of a real server (a feedback agent's share of the
+    /// configured weight); 0 takes no new flows. Existing flows continue.
+    pub fn set_server_weight(&mut self, service: usize, server: usize, weight: u32) -> bool {
+        let Some(state) = self.server_mut(service, server) else {
+            return false;
+        };
+        state.weight = weight.min(crate::config::MAX_WEIGHT);
+        true
+    }
+
     /// Administrative state of a real server (online, drain, halt). Halt
     /// drops the server's flows and persistence entries.
     pub fn set_server_admin(&mut self, service: usize, server: usize, admin: AdminState) -> bool {
-        let Some(state) = self
-            .services
-            .get_mut(service)
-            .and_then(|s| s.servers.get_mut(server))
-        else {
+        let Some(state) = self.server_mut(service, server) else {
             return false;
         };
         state.admin = admin;
@@ -795,28 +849,52 @@ impl Engine {
     }
 }
 
+/// The configured real servers, then the fallback server if there is one.
+fn servers_with_fallback(vs: &VirtualService) -> Vec<RealServer> {
+    let mut servers = vs.real_servers.clone();
+    if let Some(Fallback::Server { ip, port }) = &vs.fallback {
+        servers.push(RealServer {
+            label: String::from("fallback"),
+            ip: *ip,
+            port: *port,
+            // Never scheduled: only taken when nothing else may be.
+            weight: 0,
+            min_connections: 0,
+            max_connections: 0,
+            state: AdminState::Online,
+            check_port: None,
+            agent_port: None,
+        });
+    }
+    servers
+}
+
 impl ServiceRuntime {
     fn from_config(
         vs: &VirtualService,
         config: &Config,
+        servers: Vec<RealServer>,
         snat_allocator: Vec<Option<usize>>,
     ) -> Self {
+        let fallback = match &vs.fallback {
+            None => FallbackRuntime::None,
+            Some(Fallback::Server { .. }) => FallbackRuntime::Server(vs.real_servers.len()),
+            Some(Fallback::Local) => FallbackRuntime::Local,
+        };
         ServiceRuntime {
             forwarding: vs.forwarding,
             persistence: vs.persistence_mask().zip(vs.persistence_duration()),
             established_timeout: vs.established_timeout(&config.l4),
             scheduler: Scheduler::for_service(vs),
-            servers: vs
-                .real_servers
-                .iter()
-                .map(RealServerState::from_config)
-                .collect(),
-            server_config: vs.real_servers.clone(),
-            snat_allocator,
+            servers: servers.iter().map(RealServerState::from_config).collect(),
             stats: ServiceStats {
                 service: Counters::default(),
-                servers: alloc::vec![Counters::default(); vs.real_servers.len()],
+                servers: alloc::vec![Counters::default(); servers.len()],
+                fallback_refused: 0,
             },
+            server_config: servers,
+            snat_allocator,
+            fallback,
         }
     }
 }

@@ -34,5 +34,8 @@ impl Counters {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceStats {
     pub service: Counters,
+    /// One per configured real server, then the fallback server, if any.
     pub servers: Vec<Counters>,
+    /// New connections refused with a reset by `fallback = "local"`.
+    pub fallback_refused: u64,
 }

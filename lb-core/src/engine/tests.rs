@@ -1091,3 +1091,117 @@ fn persistence_is_recorded_at_the_clients_first_ack() {
     e.process(EXT, &mut ack, t(1));
     assert_eq!(e.persistence().len(), 1);
 }
+
+/// The test config with a fallback on the NAT (server) and SNAT (local) services.
+fn engine_with_fallbacks() -> Engine {
+    let mut c = config();
+    c.virtual_services[1].fallback = Some(crate::config::Fallback::Server {
+        ip: Ipv4Addr::new(10, 1, 0, 99),
+        port: Some(8080),
+    });
+    c.virtual_services[2].fallback = Some(crate::config::Fallback::Local);
+    crate::config::validate(&c).expect("valid");
+    let mut caps = Capacities::from_config(&c);
+    caps.conntrack = 1024;
+    caps.persistence = 256;
+    Engine::new(&c, caps).unwrap()
+}
+
+#[test]
+fn fallback_server_takes_new_flows_only_while_no_server_is_up() {
+    let mut e = engine_with_fallbacks();
+    let fb = Ipv4Addr::new(10, 1, 0, 99);
+    // Servers up: the fallback is never chosen.
+    for p in 0..10 {
+        let mut f = tcp(CLIENT, 30000 + p, NAT_VIP, 104, SYN);
+        let Decision::Forward { next_hop, .. } = e.process(EXT, &mut f, t(0)) else {
+            panic!()
+        };
+        assert_ne!(next_hop, fb);
+    }
+    e.set_server_health(1, 0, false);
+    e.set_server_health(1, 1, false);
+    let mut f = tcp(CLIENT, 40000, NAT_VIP, 104, SYN);
+    assert_eq!(
+        e.process(EXT, &mut f, t(1)),
+        Decision::Forward {
+            nic: INT,
+            next_hop: fb
+        }
+    );
+    assert_eq!(key(&f).dst, ep(fb, 8080), "NAT to the fallback's port");
+    assert!(checksums_ok(&f));
+    // Its replies come back as from the VIP.
+    let mut r = tcp(fb, 8080, CLIENT, 40000, ACK);
+    assert!(matches!(
+        e.process(INT, &mut r, t(2)),
+        Decision::Forward { .. }
+    ));
+    assert_eq!(key(&r).src, ep(NAT_VIP, 104));
+    let stats = e.service_stats(1).unwrap();
+    assert_eq!(stats.servers.len(), 3);
+    assert_eq!(stats.servers[2].connections, 1);
+    // A server comes back: new flows (of the same client, despite
+    // persistence) go to it; the fallback flow continues.
+    e.set_server_health(1, 1, true);
+    let mut f = tcp(CLIENT, 40001, NAT_VIP, 104, SYN);
+    assert_eq!(
+        e.process(EXT, &mut f, t(3)),
+        Decision::Forward {
+            nic: INT,
+            next_hop: NAT_RS[1]
+        }
+    );
+    let mut f = tcp(CLIENT, 40000, NAT_VIP, 104, PSH_ACK);
+    assert_eq!(
+        e.process(EXT, &mut f, t(4)),
+        Decision::Forward {
+            nic: INT,
+            next_hop: fb
+        }
+    );
+}
+
+#[test]
+fn local_fallback_refuses_with_a_reset_from_the_vip() {
+    let mut e = engine_with_fallbacks();
+    e.set_server_health(2, 0, false);
+    e.set_server_health(2, 1, false);
+    let mut f = tcp(CLIENT, 40000, SNAT_VIP, 2575, SYN);
+    // The client is off-link: the reset goes to the gateway.
+    assert_eq!(
+        e.process(EXT, &mut f, t(0)),
+        Decision::Forward {
+            nic: EXT,
+            next_hop: GW
+        }
+    );
+    assert_eq!(key(&f).src, ep(SNAT_VIP, 2575));
+    assert_eq!(key(&f).dst, ep(CLIENT, 40000));
+    assert!(checksums_ok(&f));
+    assert_eq!(e.service_stats(2).unwrap().fallback_refused, 1);
+    assert_eq!(e.conntrack().len(), 0, "a refusal tracks nothing");
+    // Without a fallback the SYN is dropped as before.
+    e.set_server_health(0, 0, false);
+    e.set_server_health(0, 1, false);
+    let mut f = tcp(CLIENT, 40000, DR_VIP, 104, SYN);
+    assert_eq!(
+        e.process(EXT, &mut f, t(1)),
+        Decision::Drop(DropReason::NoRealServer)
+    );
+}
+
+#[test]
+fn agent_weight_changes_the_split() {
+    let mut e = engine();
+    // DICOM-DR is round robin; make it weighted to see weights.
+    assert!(e.set_server_weight(2, 0, 0));
+    for p in 0..6 {
+        let mut f = tcp(CLIENT, 20000 + p, SNAT_VIP, 2575, SYN);
+        let Decision::Forward { next_hop, .. } = e.process(EXT, &mut f, t(0)) else {
+            panic!()
+        };
+        assert_eq!(next_hop, SNAT_RS[1], "weight 0 takes no new flows");
+    }
+    assert!(!e.set_server_weight(2, 7, 1));
+}

@@ -33,6 +33,7 @@ pub mod classify;
 pub mod drop;
 pub mod offload;
 pub mod ports;
+pub mod refuse;
 pub mod rewrite;
 #[cfg(test)]
 pub(crate) mod testutil;
