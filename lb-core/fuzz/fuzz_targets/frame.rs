@@ -41,6 +41,8 @@ fn server(ip: [u8; 4]) -> RealServer {
         min_connections: 0,
         max_connections: 0,
         state: AdminState::Online,
+        check_port: None,
+        agent_port: None,
     }
 }
 
@@ -72,6 +74,12 @@ fn service(
         check_calling_ae: None,
         check_called_ae: None,
         check_hl7_message: None,
+        check_hl7_control_id_prefix: None,
+        check_tls_verify: Default::default(),
+        check_tls_ca: None,
+        check_tls_pin: None,
+        check_tls_name: None,
+        fallback: None,
         client_timeout: Secs(3600),
         server_timeout: Secs(3600),
         real_servers: servers,
@@ -91,6 +99,7 @@ fn engine() -> Engine {
             ..Network::default()
         },
         l4: L4Settings::default(),
+        management: Default::default(),
         virtual_services: vec![
             service(
                 VIPS[0],

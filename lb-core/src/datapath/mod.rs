@@ -41,12 +41,12 @@ use smoltcp::wire::EthernetAddress;
 use crate::config::{Config, Forwarding, Interface};
 use crate::engine::{Capacities, Decision, Engine};
 use crate::frame::{ETHERNET_HEADER_LEN, set_macs};
-use crate::health::Verdict as CheckVerdict;
-use crate::health::board::{self, Board, Job};
+use crate::health::board::{Board, Change, Job};
+use crate::health::{AgentReply, Verdict as CheckVerdict};
 use crate::log::Log;
 use crate::mgmt::allow::{self, AllowList};
 use crate::mgmt::events::{Category, Outbox, Severity};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use arp::{Arp, ArpCache, Resolve};
 
 /// Neighbour cache size: real servers, clients of NAT/SNAT flows, gateway.
@@ -155,6 +155,10 @@ pub enum Sent {
     Dropped,
 }
 
+/// How often the frame path asks ARP for a health-check target (below the
+/// IP stack's 60 s neighbour lifetime, so the stack's entry never lapses).
+pub const ARP_WARM_INTERVAL: Duration = Duration::from_secs(45);
+
 /// A health check to run now, and the NIC whose stack reaches the server.
 #[derive(Clone, Debug)]
 pub struct CheckJob {
@@ -200,6 +204,11 @@ pub struct Datapath {
     board: Board,
     /// Who may reach the management ports.
     allow: AllowList,
+    /// Health-check targets on a local subnet and when the frame path last
+    /// asked ARP for them (see [`Datapath::next_check`]), and the requests
+    /// waiting for the next tick.
+    arp_warm: Vec<(Ipv4Addr, Instant)>,
+    warm_due: Vec<(usize, Ipv4Addr)>,
     unreachable: unreachable::Limiter,
     guard: guard::StackGuard,
     macs: Vec<[u8; 6]>,
@@ -207,6 +216,28 @@ pub struct Datapath {
     addrs: Vec<Option<(Ipv4Addr, u8)>>,
     /// Each VIP with the NIC whose subnet holds it (eth0 if none does).
     vips: Vec<(Ipv4Addr, usize)>,
+}
+
+/// Passes a health board change on to the engine and the log.
+fn apply(engine: &mut Engine, events: &mut Outbox, change: Change) {
+    let (si, ri) = (change.service, change.server);
+    if let Some(up) = change.up {
+        engine.set_server_health(si, ri, up);
+    }
+    if let Some(w) = change.weight {
+        engine.set_server_weight(si, ri, w);
+    }
+    if let Some(a) = change.admin {
+        engine.set_server_admin(si, ri, a);
+    }
+    for (warning, text) in change.lines {
+        let severity = if warning {
+            Severity::Warning
+        } else {
+            Severity::Notice
+        };
+        events.push(severity, Category::Health, text);
+    }
 }
 
 fn subnet_holds(net: (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
@@ -287,14 +318,10 @@ impl Datapath {
             engine.set_interface_address(nic, setup.addrs.get(nic).copied().flatten());
         }
         engine.set_gateway(setup.gateway);
-        let board = Board::new(&config, setup.now);
+        let (board, fixed) = Board::new(&config, setup.now);
         let mut events = Outbox::default();
-        for f in board::fixed(&config) {
-            engine.set_server_health(f.service, f.server, f.up);
-            if let Some(line) = f.line {
-                let text = line.strip_prefix("health: ").unwrap_or(&line);
-                events.push(Severity::Warning, Category::Health, String::from(text));
-            }
+        for change in fixed {
+            apply(&mut engine, &mut events, change);
         }
         let allow = AllowList::from_config(config.management.allow.as_deref());
         let mut dp = Datapath {
@@ -308,6 +335,8 @@ impl Datapath {
             stats: PathStats::default(),
             log,
             board,
+            arp_warm: Vec::new(),
+            warm_due: Vec::new(),
             unreachable: Default::default(),
             guard: Default::default(),
             macs: setup.macs,
@@ -628,10 +657,14 @@ impl Datapath {
         }
     }
 
-    /// Periodic work: idle flows leave the tables, unanswered ARP is retried.
+    /// Periodic work: idle flows leave the tables, unanswered ARP is retried,
+    /// health-check targets are resolved.
     pub fn tick<T: Transmit>(&mut self, now: Instant, tx: &mut T) {
         self.engine.expire(now, EXPIRE_BUDGET);
         for (nic, ip) in self.arp.poll(now) {
+            self.send_request(tx, nic, ip);
+        }
+        for (nic, ip) in core::mem::take(&mut self.warm_due) {
             self.send_request(tx, nic, ip);
         }
         self.report_full_tables(now);
@@ -672,40 +705,65 @@ impl Datapath {
 
     /// The most overdue health check that is due, marked started, with the
     /// NIC on the server's subnet (else eth0, towards the gateway).
+    ///
+    /// The IP stack the check runs on sends one ARP request per second for
+    /// all the addresses it does not know (smoltcp's neighbour cache is
+    /// rate-limited as a whole), so one dead server it keeps asking for can
+    /// starve the others and their connects time out. The frame path asks
+    /// for every on-link check target itself at the next tick (and again
+    /// every [`ARP_WARM_INTERVAL`], within the stack's 60 s entry lifetime):
+    /// the answer is addressed to the appliance, so the stack learns it too.
     pub fn next_check(&mut self, now: Instant) -> Option<CheckJob> {
         let job = self.board.take_due(now)?;
         let nic = self
             .addrs
             .iter()
-            .position(|a| a.is_some_and(|a| subnet_holds(a, job.ip)))
-            .unwrap_or(0);
-        Some(CheckJob { job, nic })
+            .position(|a| a.is_some_and(|a| subnet_holds(a, job.ip)));
+        if let Some(nic) = nic {
+            let slot = self.arp_warm.iter().position(|(ip, _)| *ip == job.ip);
+            let due = slot.is_none_or(|i| now.since(self.arp_warm[i].1) >= ARP_WARM_INTERVAL);
+            if due {
+                match slot {
+                    Some(i) => self.arp_warm[i].1 = now,
+                    None => self.arp_warm.push((job.ip, now)),
+                }
+                self.warm_due.push((nic, job.ip));
+            }
+        }
+        Some(CheckJob {
+            job,
+            nic: nic.unwrap_or(0),
+        })
     }
 
-    /// Records a check's verdict; a change of the server's health goes to
-    /// the engine and the console log.
     /// Takes a new management allow list (after a configuration change).
     pub fn set_allow(&mut self, allow: AllowList) {
         self.allow = allow;
     }
 
-    /// Why the last health check of a real server failed, if it did.
-    pub fn check_failure(&self, service: usize, server: usize) -> Option<&str> {
+    /// Why the last health check of a real server failed, if it did (until
+    /// a check passes).
+    pub fn check_failure(&self, service: usize, server: usize) -> Option<String> {
         self.board.last_failure(service, server)
     }
 
-    pub fn check_done(&mut self, index: usize, verdict: CheckVerdict, now: Instant) {
-        if let Some(change) = self.board.finish(index, verdict, now) {
-            self.engine
-                .set_server_health(change.service, change.server, change.up);
-            let text = change.line.strip_prefix("health: ").unwrap_or(&change.line);
-            let severity = if change.up {
-                Severity::Notice
-            } else {
-                Severity::Warning
-            };
-            self.events
-                .push(severity, Category::Health, String::from(text));
+    /// Records a check's verdict (and a feedback agent's reply); what
+    /// changes about the server goes to the engine and the event log.
+    pub fn check_done(
+        &mut self,
+        index: usize,
+        verdict: CheckVerdict,
+        agent: Option<&AgentReply>,
+        now: Instant,
+    ) {
+        if let Some(change) = self.board.finish(index, verdict, agent, now) {
+            apply(&mut self.engine, &mut self.events, change);
         }
+    }
+
+    /// The health board: each server's last reason and agent, each
+    /// service's check (for the console).
+    pub fn health(&self) -> &Board {
+        &self.board
     }
 }

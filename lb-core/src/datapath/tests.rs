@@ -440,12 +440,38 @@ fn a_failed_check_takes_the_server_out_of_rotation() {
     }
     let pacs1 = jobs.iter().find(|j| j.job.ip == DR_RS[0]).unwrap();
     let pacs2 = jobs.iter().find(|j| j.job.ip == DR_RS[1]).unwrap();
-    dp.check_done(pacs2.job.index, CheckVerdict::Pass, now);
+    dp.check_done(pacs2.job.index, CheckVerdict::Pass, None, now);
     dp.check_done(
         pacs1.job.index,
         CheckVerdict::Fail(FailReason::ConnectFailed),
+        None,
         now,
     );
+    assert_eq!(
+        dp.health().reason(0, 0).as_deref(),
+        Some("TCP connect failed")
+    );
+    // The on-link check targets were asked for by ARP at the next tick,
+    // once; again only after ARP_WARM_INTERVAL.
+    let mut warm = Recorder::default();
+    dp.tick(now, &mut warm);
+    let asked: Vec<Ipv4Addr> = warm
+        .frames
+        .iter()
+        .filter_map(|(_, f)| Arp::parse(f))
+        .filter(|a| a.request)
+        .map(|a| a.target_ip)
+        .collect();
+    for j in &jobs {
+        assert!(
+            asked.contains(&j.job.ip),
+            "{} asked for: {asked:?}",
+            j.job.ip
+        );
+    }
+    let mut again = Recorder::default();
+    dp.tick(now, &mut again);
+    assert!(again.frames.is_empty(), "each target once per tick");
     let events: Vec<_> = core::iter::from_fn(|| dp.events.pop()).collect();
     assert!(
         events.iter().any(|(sev, cat, l)| *sev == Severity::Warning
@@ -454,7 +480,10 @@ fn a_failed_check_takes_the_server_out_of_rotation() {
             && l.contains("down (TCP connect failed)")),
         "{events:?}"
     );
-    assert_eq!(dp.check_failure(0, 0), Some("TCP connect failed"));
+    assert_eq!(
+        dp.check_failure(0, 0).as_deref(),
+        Some("TCP connect failed")
+    );
     learn(&mut dp, &mut tx, 0, DR_RS[1], RS_MAC[1]);
     for port in 0..10 {
         let mut f = from(CLIENT_MAC, MAC0, syn(CLIENT, 41000 + port, DR_VIP, 104));
@@ -629,7 +658,7 @@ fn a_full_connection_table_is_reported_with_what_it_refused() {
     learn(&mut dp, &mut tx, 0, DR_RS[0], RS_MAC[0]);
     learn(&mut dp, &mut tx, 0, DR_RS[1], RS_MAC[1]);
     while let Some(check) = dp.next_check(Instant(60_000)) {
-        dp.check_done(check.job.index, CheckVerdict::Pass, Instant(60_000));
+        dp.check_done(check.job.index, CheckVerdict::Pass, None, Instant(60_000));
     }
     while dp.events.pop().is_some() {}
     // Many clients, each completing a handshake so the flows are not

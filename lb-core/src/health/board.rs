@@ -1,43 +1,72 @@
-//! The health board: every real server's check schedule, shared by the
-//! kernel's check workers.
+//! The health board: every real server's check and feedback-agent poll
+//! schedules, shared by the kernel's check workers, and what each server's
+//! check and agent last said.
 //!
-//! A worker asks for the most overdue check ([`Board::take_due`]), runs its
-//! [`Dialog`](super::Dialog) over a socket, and reports the verdict
-//! ([`Board::finish`]); the board says when a server's health changes (or
-//! is first known) so the caller can tell the engine, with the console line
-//! to print. Servers of services without checks (`check_type = "none"`:
-//! always up; `"off"`: always down, maintenance) have no entry: [`fixed`]
-//! lists them with their verdict.
+//! A worker asks for the most overdue poll ([`Board::take_due`]), runs its
+//! [`Dialog`](super::Dialog) over a socket, and reports the verdict (and the
+//! agent's reply, for an agent poll) with [`Board::finish`]; the board says
+//! what changed about the server — health, weight, administrative state —
+//! with the console lines to print. Servers of services without checks
+//! (`check_type = "none"`: always up; `"off"`: always down, maintenance)
+//! have no check: [`Board::new`] returns their fixed health as changes.
+//! The console reads each server's note (last reason, agent) from here.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
-use super::{CheckParams, Health, ServerHealth, Verdict, check_target, fixed_verdict};
-use crate::config::Config;
+use super::{
+    AgentReply, CheckKind, CheckParams, Health, ServerHealth, ServerVerdicts, Verdict,
+    check_summary, check_target, fixed_verdict,
+};
+use crate::config::{AdminState, Config};
 use crate::time::Instant;
 
-/// One real server's checks.
+/// What a poll is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The service's health check.
+    Check,
+    /// The server's feedback agent.
+    Agent,
+}
+
+/// One poll schedule: a server's check or its agent.
 #[derive(Clone, Debug)]
 struct Target {
-    service: usize,
+    role: Role,
+    /// Index into `Board::servers`.
     server: usize,
-    name: String,
     ip: Ipv4Addr,
     port: u16,
     params: CheckParams,
     schedule: ServerHealth,
-    /// What the caller was last told.
-    told: Option<Health>,
-    /// Why the last check failed (`None` once one passes).
-    last_failure: Option<String>,
 }
 
-/// A check to run now.
+/// One real server: what its check and agent said, and what the caller was
+/// last told.
+#[derive(Clone, Debug)]
+struct Server {
+    service: usize,
+    server: usize,
+    name: String,
+    ip: Ipv4Addr,
+    weight: u32,
+    admin: AdminState,
+    verdicts: ServerVerdicts,
+    told: Option<Health>,
+    /// The down reason last logged: a down server whose reason changes is
+    /// logged again, so the log always ends with the current reason.
+    told_reason: Option<String>,
+    told_weight: u32,
+    told_admin: AdminState,
+}
+
+/// A poll to run now.
 #[derive(Clone, Debug)]
 pub struct Job {
-    /// Which check (for [`Board::finish`]).
+    /// Which poll (for [`Board::finish`]).
     pub index: usize,
     /// Sequence number for [`Dialog::new`](super::Dialog::new).
     pub seq: u32,
@@ -46,98 +75,112 @@ pub struct Job {
     pub params: CheckParams,
 }
 
-/// A change of a real server's health, to pass on to the engine.
+/// What changed about a real server, to pass on to the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub service: usize,
     pub server: usize,
-    pub up: bool,
-    /// The console line, e.g. `health: DICOM/PACS1 10.0.0.1:104 down (TCP connect failed)`.
-    pub line: String,
+    /// New health (`true`: up), when it changed or is first known.
+    pub up: Option<bool>,
+    /// New scheduling weight (a feedback agent's share).
+    pub weight: Option<u32>,
+    /// New administrative state (an agent's drain or maintenance).
+    pub admin: Option<AdminState>,
+    /// Event lines for the health log, each with whether it is a warning
+    /// (a server down), e.g. `DICOM/PACS1 10.0.0.1 down (connection refused)`
+    /// or `VIEWER/V1 agent weight 50 (configured 100)`.
+    pub lines: Vec<(bool, String)>,
 }
 
-/// Every check of a configuration.
+/// Every check and agent poll of a configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Board {
     targets: Vec<Target>,
-}
-
-/// A real server whose health is fixed by its service's check type.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fixed {
-    pub service: usize,
-    pub server: usize,
-    pub up: bool,
-    /// The console line for a server held down (`off`), e.g.
-    /// `health: XDS/XDS1 10.12.2.150 down (maintenance)`.
-    pub line: Option<String>,
-}
-
-/// Every real server without checks, with its fixed health.
-pub fn fixed(config: &Config) -> impl Iterator<Item = Fixed> + '_ {
-    config
-        .virtual_services
-        .iter()
-        .enumerate()
-        .flat_map(|(si, vs)| {
-            let verdict = fixed_verdict(vs);
-            vs.real_servers
-                .iter()
-                .enumerate()
-                .filter_map(move |(ri, rs)| {
-                    let verdict = match &verdict {
-                        Some(v) => v.clone(),
-                        // A check type that yields no check: always up.
-                        None if CheckParams::from_config(vs, rs).is_none() => Verdict::Pass,
-                        None => return None,
-                    };
-                    let line = match &verdict {
-                        Verdict::Fail(why) => Some(format!(
-                            "health: {}/{} {} down ({why})",
-                            vs.label, rs.label, rs.ip
-                        )),
-                        Verdict::Pass => None,
-                    };
-                    Some(Fixed {
-                        service: si,
-                        server: ri,
-                        up: verdict.is_pass(),
-                        line,
-                    })
-                })
-        })
+    servers: Vec<Server>,
+    /// Index in `servers` of each service's first real server.
+    first: Vec<usize>,
+    /// Each service's check, for `status` (`check=https tls-verify=none`).
+    checks: Vec<String>,
 }
 
 impl Board {
-    /// Checks for every real server of every service that has them.
-    pub fn new(config: &Config, now: Instant) -> Board {
-        let mut targets = Vec::new();
+    /// Polls for every real server of every service, and the fixed health
+    /// of servers without checks (as changes for the caller to apply).
+    pub fn new(config: &Config, now: Instant) -> (Board, Vec<Change>) {
+        let mut b = Board::default();
+        let mut fixed = Vec::new();
         for (si, vs) in config.virtual_services.iter().enumerate() {
-            if fixed_verdict(vs).is_some() {
-                continue;
-            }
+            b.first.push(b.servers.len());
+            b.checks.push(check_summary(vs));
             for (ri, rs) in vs.real_servers.iter().enumerate() {
-                let Some(params) = CheckParams::from_config(vs, rs) else {
-                    continue;
-                };
-                let (ip, port) = check_target(vs, rs);
-                targets.push(Target {
+                let index = b.servers.len();
+                b.servers.push(Server {
                     service: si,
                     server: ri,
                     name: format!("{}/{}", vs.label, rs.label),
-                    ip,
-                    port,
-                    params,
-                    schedule: ServerHealth::from_config(vs, rs, now),
+                    ip: rs.ip,
+                    weight: rs.weight,
+                    admin: rs.state,
+                    verdicts: if rs.agent_port.is_some() {
+                        ServerVerdicts::with_agent()
+                    } else {
+                        ServerVerdicts::default()
+                    },
                     told: None,
-                    last_failure: None,
+                    told_reason: None,
+                    told_weight: rs.weight,
+                    told_admin: rs.state,
                 });
+                if let Some(port) = rs.agent_port {
+                    let seed = (u64::from(u32::from(rs.ip)) << 16) | u64::from(port);
+                    let interval = vs.check_interval.duration();
+                    b.targets.push(Target {
+                        role: Role::Agent,
+                        server: index,
+                        ip: rs.ip,
+                        port,
+                        params: CheckParams {
+                            kind: CheckKind::Agent,
+                            timeout: vs.check_timeout.duration(),
+                        },
+                        schedule: ServerHealth::new(interval, 1, 1, Health::Up, now, seed),
+                    });
+                }
+                let params = match fixed_verdict(vs) {
+                    Some(v) => Err(v),
+                    // A check type that yields no check: always up.
+                    None => CheckParams::from_config(vs, rs).ok_or(Verdict::Pass),
+                };
+                match params {
+                    Ok(params) => {
+                        let (ip, port) = check_target(vs, rs);
+                        b.targets.push(Target {
+                            role: Role::Check,
+                            server: index,
+                            ip,
+                            port,
+                            params,
+                            schedule: ServerHealth::from_config(vs, rs, now),
+                        });
+                    }
+                    Err(verdict) => {
+                        b.servers[index].verdicts.fixed(&verdict);
+                        // Always-up servers go up quietly; held-down ones say why.
+                        let quiet = verdict.is_pass();
+                        fixed.extend(b.tell(index).map(|mut c| {
+                            if quiet {
+                                c.lines.clear();
+                            }
+                            c
+                        }));
+                    }
+                }
             }
         }
-        Board { targets }
+        (b, fixed)
     }
 
-    /// Number of checked real servers.
+    /// Number of polls (checks and agents).
     pub fn len(&self) -> usize {
         self.targets.len()
     }
@@ -146,7 +189,7 @@ impl Board {
         self.targets.is_empty()
     }
 
-    /// The most overdue check that is due and not running, marked started.
+    /// The most overdue poll that is due and not running, marked started.
     pub fn take_due(&mut self, now: Instant) -> Option<Job> {
         let index = self
             .targets
@@ -166,51 +209,126 @@ impl Board {
         })
     }
 
-    /// Records the verdict of check `index`; returns the change of health
-    /// when there is one (or the first verdict), for the engine and console.
-    pub fn finish(&mut self, index: usize, verdict: Verdict, now: Instant) -> Option<Change> {
+    /// Records the verdict of poll `index` (with the agent's reply for an
+    /// agent poll that passed); returns what changed about its server.
+    pub fn finish(
+        &mut self,
+        index: usize,
+        verdict: Verdict,
+        agent: Option<&AgentReply>,
+        now: Instant,
+    ) -> Option<Change> {
         let t = self.targets.get_mut(index)?;
-        let reason = verdict.clone();
-        t.last_failure = match &reason {
-            Verdict::Fail(why) => Some(format!("{why}")),
-            Verdict::Pass => None,
-        };
-        t.schedule.finish(now, verdict);
-        let health = t.schedule.health();
-        if t.told == Some(health) {
-            return None;
+        t.schedule.finish(now, verdict.clone());
+        let (role, server, health) = (t.role, t.server, t.schedule.health());
+        let s = self.servers.get_mut(server)?;
+        match (role, &verdict, agent) {
+            (Role::Check, v, _) => s.verdicts.check_result(health, v),
+            (Role::Agent, Verdict::Pass, Some(reply)) => s.verdicts.agent_reply(reply),
+            (Role::Agent, Verdict::Fail(why), _) => s.verdicts.agent_failed(why),
+            (Role::Agent, Verdict::Pass, None) => {}
         }
-        let up = health == Health::Up;
-        let first = t.told.is_none();
-        t.told = Some(health);
-        let what = format!("health: {} {}:{}", t.name, t.ip, t.port);
-        let line = match (&reason, up) {
-            (Verdict::Fail(r), false) => format!("{what} down ({r})"),
-            (_, true) if first => format!("{what} up"),
-            (_, true) => format!("{what} up (recovered)"),
-            (Verdict::Pass, false) => format!("{what} down"),
+        self.tell(server)
+    }
+
+    /// What changed about server `i` since the caller was last told.
+    fn tell(&mut self, i: usize) -> Option<Change> {
+        let s = self.servers.get_mut(i)?;
+        let mut c = Change {
+            service: s.service,
+            server: s.server,
+            up: None,
+            weight: None,
+            admin: None,
+            lines: Vec::new(),
         };
-        Some(Change {
-            service: t.service,
-            server: t.server,
-            up,
-            line,
-        })
+        let health = s.verdicts.health();
+        let reason = s.verdicts.down_reason();
+        if s.told != Some(health) || reason != s.told_reason {
+            let up = health == Health::Up;
+            if s.told != Some(health) {
+                c.up = Some(up);
+            }
+            let what = format!("{} {}", s.name, s.ip);
+            c.lines.push(match (&reason, s.told) {
+                (Some(why), _) => (true, format!("{what} down ({why})")),
+                (None, None) => (false, format!("{what} up")),
+                (None, Some(_)) => (false, format!("{what} up (recovered)")),
+            });
+            s.told = Some(health);
+            s.told_reason = reason;
+        }
+        let weight = s.verdicts.weight(s.weight);
+        if weight != s.told_weight {
+            c.weight = Some(weight);
+            c.lines.push((
+                false,
+                format!("{} agent weight {weight} (configured {})", s.name, s.weight),
+            ));
+            s.told_weight = weight;
+        }
+        let admin = s.verdicts.admin(s.admin);
+        if admin != s.told_admin {
+            c.admin = Some(admin);
+            let state = match admin {
+                AdminState::Online => "online",
+                AdminState::Drain => "drain",
+                AdminState::Halt => "halt",
+            };
+            c.lines.push((false, format!("{} agent {state}", s.name)));
+            s.told_admin = admin;
+        }
+        (c.up.is_some() || c.weight.is_some() || c.admin.is_some() || !c.lines.is_empty())
+            .then_some(c)
     }
 
-    /// Why the last check of real server `server` of service `service`
-    /// failed, if it did.
-    pub fn last_failure(&self, service: usize, server: usize) -> Option<&str> {
-        self.targets
-            .iter()
-            .find(|t| t.service == service && t.server == server)?
-            .last_failure
-            .as_deref()
-    }
-
-    /// (checks run, checks failed) of the server behind check `index`.
+    /// (polls run, polls failed) of poll `index`.
     pub fn counts(&self, index: usize) -> Option<(u64, u64)> {
         Some(self.targets.get(index)?.schedule.counts())
+    }
+
+    fn server(&self, service: usize, server: usize) -> Option<&Server> {
+        let s = self.servers.get(self.first.get(service)? + server)?;
+        (s.service == service && s.server == server).then_some(s)
+    }
+
+    /// Why the server's last check failed, until a check passes.
+    pub fn last_failure(&self, service: usize, server: usize) -> Option<String> {
+        self.server(service, server)?.verdicts.last_failure()
+    }
+
+    /// Why real server `server` of `service` is down, when it is.
+    pub fn reason(&self, service: usize, server: usize) -> Option<String> {
+        self.server(service, server)?.verdicts.down_reason()
+    }
+
+    /// What the server's feedback agent said, e.g. `50%,drain (backup window)`.
+    pub fn agent(&self, service: usize, server: usize) -> Option<String> {
+        Some(self.server(service, server)?.verdicts.agent()?.summary())
+    }
+
+    /// The server's note for `status`: `agent=... reason="..."` (empty when
+    /// there is nothing to say).
+    pub fn note(&self, service: usize, server: usize) -> String {
+        let mut out = String::new();
+        if let Some(a) = self.agent(service, server) {
+            out.push_str("agent=");
+            out.push_str(&a);
+        }
+        if let Some(r) = self.reason(service, server) {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str("reason=\"");
+            out.push_str(&r);
+            out.push('"');
+        }
+        out
+    }
+
+    /// The service's check for `status`, e.g. `check=https tls-verify=none`.
+    pub fn check(&self, service: usize) -> &str {
+        self.checks.get(service).map_or("", String::as_str)
     }
 }
 
@@ -218,7 +336,7 @@ impl Board {
 mod tests {
     use super::*;
     use crate::config::CheckType;
-    use crate::health::FailReason;
+    use crate::health::{FailReason, parse_agent_reply};
 
     fn config() -> Config {
         let text = include_str!("../../configs/medical.toml");
@@ -234,33 +352,42 @@ mod tests {
         let mut c = config();
         c.virtual_services[1].check_type = CheckType::None;
         c.virtual_services[2].check_type = CheckType::Off;
-        let board = Board::new(&c, Instant(0));
+        let (board, fixed) = Board::new(&c, Instant(0));
         let servers: usize = c
             .virtual_services
             .iter()
             .map(|v| v.real_servers.len())
             .sum();
-        let fixed: Vec<_> = fixed(&c).collect();
         let up: Vec<_> = fixed
             .iter()
-            .filter(|f| f.up)
+            .filter(|f| f.up == Some(true))
             .map(|f| (f.service, f.server))
             .collect();
         assert_eq!(up, [(1, 0), (1, 1)]);
-        let down: Vec<_> = fixed.iter().filter(|f| !f.up).collect();
+        let down: Vec<_> = fixed.iter().filter(|f| f.up == Some(false)).collect();
         assert_eq!(down.len(), c.virtual_services[2].real_servers.len());
-        assert!(
-            down.iter()
-                .all(|f| f.line.as_deref().is_some_and(|l| l.contains(" down ("))),
-            "{down:?}"
-        );
+        let vs = &c.virtual_services[2];
+        for f in &down {
+            let rs = &vs.real_servers[f.server];
+            let want = format!(
+                "{}/{} {} down (check_type off (maintenance))",
+                vs.label, rs.label, rs.ip
+            );
+            assert_eq!(f.lines, [(true, want)]);
+        }
         assert_eq!(board.len() + fixed.len(), servers);
+        assert_eq!(
+            board.reason(2, 0).as_deref(),
+            Some("check_type off (maintenance)")
+        );
+        assert_eq!(board.note(1, 0), "");
+        assert_eq!(board.check(2), "check=off");
     }
 
     #[test]
     fn checks_come_due_once_and_report_changes_only() {
         let c = config();
-        let mut board = Board::new(&c, Instant(0));
+        let (mut board, _) = Board::new(&c, Instant(0));
         let later = Instant(60_000);
         let mut jobs = Vec::new();
         while let Some(j) = board.take_due(later) {
@@ -268,14 +395,20 @@ mod tests {
         }
         assert_eq!(jobs.len(), board.len(), "each due check handed out once");
         assert!(board.take_due(later).is_none(), "none twice while running");
-        let first = board.finish(jobs[0].index, Verdict::Pass, later).unwrap();
-        assert!(first.up && first.line.ends_with(" up"), "{first:?}");
+        let first = board
+            .finish(jobs[0].index, Verdict::Pass, None, later)
+            .unwrap();
+        assert_eq!(first.up, Some(true));
+        assert!(
+            !first.lines[0].0 && first.lines[0].1.ends_with(" up"),
+            "{first:?}"
+        );
         // The same health again: nothing to tell.
         let again = board.take_due(Instant(200_000)).unwrap();
         assert_eq!(again.index, jobs[0].index);
         assert!(
             board
-                .finish(again.index, Verdict::Pass, Instant(200_000))
+                .finish(again.index, Verdict::Pass, None, Instant(200_000))
                 .is_none()
         );
         // Failures down to `fall` mark it down, with the reason.
@@ -285,31 +418,44 @@ mod tests {
             let Some(j) = board.take_due(now).filter(|j| j.index == jobs[0].index) else {
                 continue;
             };
-            if let Some(c) = board.finish(j.index, fail(), now) {
+            if let Some(c) = board.finish(j.index, fail(), None, now) {
                 change = Some(c);
                 break;
             }
         }
         let change = change.expect("marked down");
-        assert!(!change.up);
+        assert_eq!(change.up, Some(false));
         assert!(
-            change.line.contains("down (TCP connect failed)"),
+            change.lines[0].0 && change.lines[0].1.contains("down (TCP connect failed)"),
             "{change:?}"
         );
         assert_eq!(
             (change.service, change.server),
             (first.service, first.server)
         );
-        // The page and status show the last failure until a check passes.
         assert_eq!(
-            board.last_failure(change.service, change.server),
+            board.reason(change.service, change.server).as_deref(),
             Some("TCP connect failed")
         );
+        // Still down for another reason: logged again, health unchanged.
+        let now = Instant(2_000_000);
+        let j = board.take_due(now).unwrap();
+        assert_eq!(j.index, jobs[0].index);
+        let refused = Verdict::Fail(FailReason::Refused);
+        let c = board.finish(j.index, refused, None, now).unwrap();
+        assert_eq!(c.up, None);
+        assert!(c.lines[0].1.ends_with("down (connection refused)"), "{c:?}");
+        assert_eq!(
+            board.last_failure(c.service, c.server).as_deref(),
+            Some("connection refused")
+        );
+        // The last failure is shown until a check passes (the server may
+        // still be down, rising).
         let mut passed = false;
         for k in 0..100u64 {
             let now = Instant(5_000_000 + k * 100_000);
             while let Some(j) = board.take_due(now) {
-                board.finish(j.index, Verdict::Pass, now);
+                board.finish(j.index, Verdict::Pass, None, now);
                 passed |= j.index == jobs[0].index;
             }
             if passed {
@@ -317,7 +463,58 @@ mod tests {
             }
         }
         assert!(passed);
-        assert_eq!(board.last_failure(change.service, change.server), None);
-        assert!(board.finish(999, Verdict::Pass, later).is_none());
+        assert_eq!(board.last_failure(c.service, c.server), None);
+        assert!(board.finish(999, Verdict::Pass, None, later).is_none());
+    }
+
+    #[test]
+    fn agent_replies_change_weight_state_and_health() {
+        let mut c = config();
+        c.virtual_services[0].real_servers[0].agent_port = Some(3333);
+        c.virtual_services[0].real_servers[0].weight = 200;
+        let (mut board, _) = Board::new(&c, Instant(0));
+        let checks = board.len();
+        let mut now = Instant(10_000);
+        let agent = |board: &mut Board, text: &str, now: &mut Instant| loop {
+            *now = now.add(crate::time::Duration(1000));
+            let Some(j) = board.take_due(*now) else {
+                continue;
+            };
+            if j.params.kind != CheckKind::Agent {
+                board.finish(j.index, Verdict::Pass, None, *now);
+                continue;
+            }
+            assert_eq!(
+                (j.ip, j.port),
+                (c.virtual_services[0].real_servers[0].ip, 3333)
+            );
+            let reply = parse_agent_reply(text.as_bytes()).unwrap();
+            return board.finish(j.index, Verdict::Pass, Some(&reply), *now);
+        };
+        assert!(checks > 0);
+        let ch = agent(&mut board, "50%", &mut now).unwrap();
+        assert_eq!((ch.service, ch.server, ch.weight), (0, 0, Some(100)));
+        assert!(
+            ch.lines.contains(&(
+                false,
+                "DICOM-Modalities/DICOM1 agent weight 100 (configured 200)".into()
+            )),
+            "{ch:?}"
+        );
+        let ch = agent(&mut board, "drain # backup", &mut now).unwrap();
+        assert_eq!((ch.weight, ch.admin), (None, Some(AdminState::Drain)));
+        assert_eq!(board.note(0, 0), "agent=50%,drain (backup)");
+        let ch = agent(&mut board, "down # disk full", &mut now).unwrap();
+        assert_eq!(ch.up, Some(false));
+        assert_eq!(
+            board.reason(0, 0).as_deref(),
+            Some("agent says down: disk full")
+        );
+        let ch = agent(&mut board, "up ready 100%", &mut now).unwrap();
+        assert_eq!(
+            (ch.up, ch.weight, ch.admin),
+            (Some(true), Some(200), Some(AdminState::Online))
+        );
+        assert_eq!(board.note(0, 0), "agent=100%");
     }
 }

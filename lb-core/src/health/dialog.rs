@@ -184,6 +184,16 @@ impl Dialog {
         }
     }
 
+    /// Bytes to write before closing, when the check ended early in a
+    /// state the server should hear about: a DICOM association is released
+    /// (A-RELEASE-RQ) rather than cut.
+    pub fn goodbye(&self) -> Option<Vec<u8>> {
+        match &self.protocol {
+            Protocol::Dicom(c) => c.goodbye(),
+            _ => None,
+        }
+    }
+
     /// Whether the check runs TLS (HTTPS); the caller only moves bytes.
     pub fn uses_tls(&self) -> bool {
         self.tls_params.is_some()

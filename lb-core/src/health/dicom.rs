@@ -476,15 +476,41 @@ impl DicomCheck {
                     self.stage = Awaiting::Echo;
                     Step::Send(self.echo_request())
                 }
-                Err(e) => fail(e),
+                // Associated, but no use: release it rather than drop it.
+                Err(e) => self.release_with(e.into()),
             },
             PDU_P_DATA if self.stage == Awaiting::Echo => self.on_p_data(body),
-            PDU_ASSOCIATE_RQ..=PDU_ABORT => fail(DicomFailure::UnexpectedPdu {
-                pdu_type,
-                waiting_for,
-            }),
-            _ => fail(DicomFailure::UnknownPdu(pdu_type)),
+            PDU_ASSOCIATE_RQ..=PDU_ABORT => {
+                let e = DicomFailure::UnexpectedPdu {
+                    pdu_type,
+                    waiting_for,
+                };
+                self.fail_associated(e)
+            }
+            _ => self.fail_associated(DicomFailure::UnknownPdu(pdu_type)),
         }
+    }
+
+    /// Ends with `verdict` after releasing the association (A-RELEASE-RQ,
+    /// then the peer's A-RELEASE-RP or close).
+    fn release_with(&mut self, verdict: Verdict) -> Step {
+        self.stage = Awaiting::Release(verdict);
+        Step::Send(Self::release_request())
+    }
+
+    /// A failure: released if the association is up, else final at once.
+    fn fail_associated(&mut self, e: DicomFailure) -> Step {
+        match self.stage {
+            Awaiting::Echo => self.release_with(e.into()),
+            _ => fail(e),
+        }
+    }
+
+    /// What to send before closing when the dialog ends early (a timeout
+    /// while associated): the release request, so checks never leave an
+    /// association to be cut by a reset.
+    pub(super) fn goodbye(&self) -> Option<Vec<u8>> {
+        (self.stage == Awaiting::Echo).then(Self::release_request)
     }
 
     fn on_accept(&mut self, body: &[u8]) -> Result<(), DicomFailure> {
@@ -516,25 +542,26 @@ impl DicomCheck {
     fn on_p_data(&mut self, mut body: &[u8]) -> Step {
         while !body.is_empty() {
             if body.len() < 6 {
-                return fail(DicomFailure::Malformed("P-DATA-TF item"));
+                return self.fail_associated(DicomFailure::Malformed("P-DATA-TF item"));
             }
             let len = be32(&body[..4]) as usize;
             let Some(pdv) = body.get(4..4usize.saturating_add(len)) else {
-                return fail(DicomFailure::Malformed("P-DATA-TF item"));
+                return self.fail_associated(DicomFailure::Malformed("P-DATA-TF item"));
             };
             if len < 2 {
-                return fail(DicomFailure::Malformed("P-DATA-TF item"));
+                return self.fail_associated(DicomFailure::Malformed("P-DATA-TF item"));
             }
             body = &body[4 + len..];
             let (context, header, fragment) = (pdv[0], pdv[1], &pdv[2..]);
             if context != PC_ID {
-                return fail(DicomFailure::Malformed("P-DATA-TF presentation context"));
+                return self
+                    .fail_associated(DicomFailure::Malformed("P-DATA-TF presentation context"));
             }
             if header & 0x01 == 0 {
                 continue; // data set fragment: a C-ECHO-RSP has none to use
             }
             if self.command.len() + fragment.len() > MAX_COMMAND {
-                return fail(DicomFailure::Malformed("command set (too long)"));
+                return self.fail_associated(DicomFailure::Malformed("command set (too long)"));
             }
             self.command.extend_from_slice(fragment);
             if header & 0x02 != 0 {
@@ -542,11 +569,10 @@ impl DicomCheck {
                 let verdict = match self.echo_response(&command) {
                     Ok(()) => Verdict::Pass,
                     Err(e @ DicomFailure::EchoStatus(_)) => e.into(),
-                    Err(e) => return fail(e),
+                    Err(e) => e.into(),
                 };
                 // Release politely whatever the status said.
-                self.stage = Awaiting::Release(verdict);
-                return Step::Send(Self::release_request());
+                return self.release_with(verdict);
             }
         }
         Step::Wait
@@ -668,6 +694,15 @@ mod tests {
 
     fn failed(e: DicomFailure) -> Action {
         Action::Done(e.into())
+    }
+
+    /// `a` is the release request of an association that failed with `e`:
+    /// after the peer's A-RELEASE-RP the check ends with `e`.
+    fn released(d: &mut Dialog, a: Action, e: DicomFailure) {
+        assert_eq!(a, Action::Send(DicomCheck::release_request()), "{e:?}");
+        assert_eq!(d.goodbye(), None, "release already sent");
+        let rp = pdu(0x06, &[0; 4]);
+        assert_eq!(d.on_data(&rp, Instant(9)), failed(e));
     }
 
     #[test]
@@ -805,7 +840,7 @@ mod tests {
     fn verification_not_supported() {
         let (mut d, _) = dialog();
         let a = feed(&mut d, NOVERIFY_S2C, 7);
-        assert_eq!(a, failed(DicomFailure::ContextRejected { result: 3 }));
+        released(&mut d, a, DicomFailure::ContextRejected { result: 3 });
         assert_eq!(
             DicomFailure::ContextRejected { result: 3 }.to_string(),
             "Verification presentation context rejected: result=3 (abstract syntax not supported)"
@@ -833,7 +868,7 @@ mod tests {
     fn transfer_syntax_checked() {
         let (mut d, _) = dialog();
         let a = d.on_data(&ac_with_ts(b"1.2.840.10008.1.2.1"), Instant(2));
-        assert_eq!(a, failed(DicomFailure::WrongTransferSyntax));
+        released(&mut d, a, DicomFailure::WrongTransferSyntax);
         // A NUL-padded UID is the same UID.
         let (mut d, _) = dialog();
         let a = d.on_data(&ac_with_ts(b"1.2.840.10008.1.2\0"), Instant(2));
@@ -852,7 +887,7 @@ mod tests {
         }
         let (mut d, _) = dialog();
         let a = d.on_data(&pdu(PDU_ASSOCIATE_AC, &out), Instant(2));
-        assert_eq!(a, failed(DicomFailure::ContextMissing));
+        released(&mut d, a, DicomFailure::ContextMissing);
     }
 
     /// The captured C-ECHO-RSP with its status and message ID changed.
@@ -896,13 +931,11 @@ mod tests {
     fn echo_message_id_mismatch() {
         let mut d = associated();
         let a = d.on_data(&echo_rsp(0, 9), Instant(3));
-        assert_eq!(
-            a,
-            failed(DicomFailure::MessageIdMismatch {
-                expected: 1,
-                got: 9
-            })
-        );
+        let e = DicomFailure::MessageIdMismatch {
+            expected: 1,
+            got: 9,
+        };
+        released(&mut d, a, e);
     }
 
     #[test]
@@ -987,7 +1020,11 @@ mod tests {
         // A second AC while waiting for the echo answer.
         let mut d = associated();
         let a = d.on_data(pdus(OK_S2C)[0], Instant(2));
-        assert!(matches!(a, Action::Done(Verdict::Fail(_))));
+        let e = DicomFailure::UnexpectedPdu {
+            pdu_type: 2,
+            waiting_for: Phase::EchoResponse,
+        };
+        released(&mut d, a, e);
     }
 
     #[test]
@@ -1008,22 +1045,22 @@ mod tests {
         ac[6 + 68 + 3] = 0xff;
         let (mut d, _) = dialog();
         let a = d.on_data(&ac, Instant(2));
-        assert_eq!(a, failed(DicomFailure::Malformed("A-ASSOCIATE-AC")));
+        released(&mut d, a, DicomFailure::Malformed("A-ASSOCIATE-AC"));
         // AC too short for its fixed fields.
         let (mut d, _) = dialog();
         let a = d.on_data(&pdu(PDU_ASSOCIATE_AC, &[0; 10]), Instant(2));
-        assert_eq!(a, failed(DicomFailure::Malformed("A-ASSOCIATE-AC")));
+        released(&mut d, a, DicomFailure::Malformed("A-ASSOCIATE-AC"));
         // P-DATA item longer than the PDU.
         let mut d = associated();
         let a = d.on_data(&pdu(PDU_P_DATA, &[0, 0, 1, 0, 1, 3]), Instant(2));
-        assert_eq!(a, failed(DicomFailure::Malformed("P-DATA-TF item")));
+        released(&mut d, a, DicomFailure::Malformed("P-DATA-TF item"));
         // Command element longer than the command.
         let mut d = associated();
         let a = d.on_data(
             &pdu(PDU_P_DATA, &[0, 0, 0, 10, 1, 3, 0, 0, 0, 1, 9, 0, 0, 0]),
             Instant(2),
         );
-        assert_eq!(a, failed(DicomFailure::Malformed("command set element")));
+        released(&mut d, a, DicomFailure::Malformed("command set element"));
     }
 
     #[test]
@@ -1035,10 +1072,8 @@ mod tests {
             .unwrap();
         rsp[at + 8..at + 10].copy_from_slice(&0x8020u16.to_le_bytes());
         let mut d = associated();
-        assert_eq!(
-            d.on_data(&rsp, Instant(2)),
-            failed(DicomFailure::UnexpectedCommand(0x8020))
-        );
+        let a = d.on_data(&rsp, Instant(2));
+        released(&mut d, a, DicomFailure::UnexpectedCommand(0x8020));
     }
 
     #[test]
@@ -1049,6 +1084,8 @@ mod tests {
         let mut d = associated();
         let v = Verdict::Fail(FailReason::Timeout(Phase::EchoResponse));
         assert_eq!(d.on_timeout(Instant(5000)), Action::Done(v));
+        // Timed out while associated: the caller releases before closing.
+        assert_eq!(d.goodbye(), Some(DicomCheck::release_request()));
         // After a successful echo, a missing release reply does not fail it.
         let mut d = associated();
         d.on_data(pdus(OK_S2C)[1], Instant(3));

@@ -33,6 +33,30 @@ pub fn fixed_verdict(vs: &VirtualService) -> Option<Verdict> {
     }
 }
 
+/// The service's check for `status`: `check=connect`, `check=https
+/// tls-verify=none`, ...
+pub fn check_summary(vs: &VirtualService) -> String {
+    let name = match vs.check_type {
+        CheckType::Connect => "connect",
+        CheckType::Ping => "ping",
+        CheckType::Http => "http",
+        CheckType::Https => "https",
+        CheckType::DicomEcho => "dicom_echo",
+        CheckType::Hl7 => "hl7",
+        CheckType::None => "none",
+        CheckType::Off => "off",
+    };
+    let mut s = alloc::format!("check={name}");
+    if vs.check_type == CheckType::Https {
+        s.push_str(match vs.check_tls_verify {
+            TlsVerifyMode::None => " tls-verify=none",
+            TlsVerifyMode::Ca => " tls-verify=ca",
+            TlsVerifyMode::Pin => " tls-verify=pin",
+        });
+    }
+    s
+}
+
 /// The TLS settings of `rs`'s HTTPS check (validated config: the CA and
 /// pin parse; should they not, the check fails rather than pass).
 fn tls_params(vs: &VirtualService, rs: &RealServer) -> TlsParams {
@@ -171,6 +195,14 @@ mod tests {
         let CheckKind::Http(h) = p.kind else { panic!() };
         assert_eq!((h.path.as_str(), h.expect.as_str()), ("/status", "UP"));
         assert_eq!(h.host, rs.ip.to_string());
+    }
+
+    #[test]
+    fn summary_names_the_check_and_tls_policy() {
+        let (mut vs, _) = service(CheckType::Https);
+        assert_eq!(check_summary(&vs), "check=https tls-verify=none");
+        vs.check_type = CheckType::DicomEcho;
+        assert_eq!(check_summary(&vs), "check=dicom_echo");
     }
 
     #[test]

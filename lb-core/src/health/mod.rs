@@ -34,15 +34,17 @@ mod from_config;
 mod hl7;
 mod http;
 mod rise_fall;
+mod server_verdicts;
 mod tls;
 mod verdict;
 
 pub use agent::{AgentAdmin, AgentError, AgentReply, AgentState, parse_reply as parse_agent_reply};
 pub use dialog::{Action, CheckKind, CheckParams, ConnectError, Dialog, ParamsError};
 pub use dicom::{DicomFailure, DicomParams};
-pub use from_config::{check_target, fixed_verdict};
+pub use from_config::{check_summary, check_target, fixed_verdict};
 pub use hl7::{DEFAULT_MESSAGE as DEFAULT_HL7_MESSAGE, Hl7Failure, Hl7Params};
 pub use http::{HttpFailure, HttpParams, StatusAccept};
 pub use rise_fall::{Health, RiseFall, ServerHealth, Transition};
+pub use server_verdicts::ServerVerdicts;
 pub use tls::{MAX_CA_CERTS, TlsFailure, TlsParams, TlsVerify, ca_from_pem, pin_from_hex};
 pub use verdict::{FailReason, Phase, Verdict};
