@@ -13,7 +13,7 @@ use core::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AdminState, Config, Forwarding, SchedulerKind};
+use crate::config::{AdminState, Config, Fallback, Forwarding, SchedulerKind};
 use crate::datapath::Datapath;
 use crate::engine::Engine;
 use crate::flow::Protocol;
@@ -52,6 +52,13 @@ pub struct ServiceStatus {
     pub packets: u64,
     pub bytes: u64,
     pub servers: Vec<ServerStatus>,
+    /// The health check, e.g. `check=https tls-verify=none`.
+    #[serde(default)]
+    pub check: String,
+    /// The fallback server and its counters, e.g. `10.1.1.9:80 active=0
+    /// conns=3`, or `local refused=2`.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 /// One real server.
@@ -71,6 +78,9 @@ pub struct ServerStatus {
     pub bytes: u64,
     /// Why the last health check failed, while the server is down.
     pub reason: Option<String>,
+    /// What the server's feedback agent said, e.g. `50%,drain (backup)`.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 impl ServerStatus {
@@ -148,6 +158,24 @@ fn ip(a: Ipv4Addr) -> String {
     a.to_string()
 }
 
+/// The fallback of service `si` with its counters (the fallback server is
+/// the engine's server after the configured ones).
+fn fallback(vs: &crate::config::VirtualService, engine: &Engine, si: usize) -> Option<String> {
+    let stats = engine.service_stats(si)?;
+    match vs.fallback.as_ref()? {
+        Fallback::Server { ip, port } => {
+            let n = vs.real_servers.len();
+            let (s, c) = (engine.server_state(si, n)?, stats.servers.get(n)?);
+            let port = port.unwrap_or(vs.ports.first().copied().unwrap_or(0));
+            Some(format!(
+                "{ip}:{port} active={} conns={} pkts={} bytes={}",
+                s.active, c.connections, c.packets, c.bytes
+            ))
+        }
+        Fallback::Local => Some(format!("local refused={}", stats.fallback_refused)),
+    }
+}
+
 impl Status {
     /// The virtual services and real servers of `config` as `engine` sees
     /// them, and the engine's drop counters and table fill.
@@ -204,8 +232,10 @@ impl Status {
                     } else {
                         None
                     },
+                    agent: None,
                 });
             }
+            svc.fallback = fallback(vs, engine, si);
             st.services.push(svc);
         }
         let drops = engine.drops();
@@ -241,9 +271,14 @@ impl Status {
     /// counters, ARP, connection and persistence tables, the stack guard
     /// and the management lockdown; the same as metrics.
     pub fn from_datapath(dp: &Datapath) -> Status {
-        let mut st = Status::from_engine(&dp.config, &dp.engine, |si, ri| {
-            dp.check_failure(si, ri).map(String::from)
-        });
+        let board = dp.health();
+        let mut st = Status::from_engine(&dp.config, &dp.engine, |si, ri| board.reason(si, ri));
+        for (si, svc) in st.services.iter_mut().enumerate() {
+            svc.check = String::from(board.check(si));
+            for (ri, rs) in svc.servers.iter_mut().enumerate() {
+                rs.agent = board.agent(si, ri);
+            }
+        }
         let e = &dp.engine;
         let a = &dp.arp.stats;
         let mut drops = String::from("drops:");
@@ -341,7 +376,7 @@ impl Status {
         let mut out = String::new();
         for vs in &self.services {
             let ports: Vec<String> = vs.ports.iter().map(|p| p.to_string()).collect();
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "vs {} {}:{} {} conns={} pkts={} bytes={}",
                 vs.label,
@@ -352,6 +387,10 @@ impl Status {
                 vs.packets,
                 vs.bytes
             );
+            if !vs.check.is_empty() {
+                let _ = write!(out, " {}", vs.check);
+            }
+            out.push('\n');
             for rs in &vs.servers {
                 let _ = write!(
                     out,
@@ -367,10 +406,16 @@ impl Status {
                     rs.packets,
                     rs.bytes
                 );
+                if let Some(a) = &rs.agent {
+                    let _ = write!(out, " agent={a}");
+                }
                 if let Some(r) = &rs.reason {
                     let _ = write!(out, " ({r})");
                 }
                 out.push('\n');
+            }
+            if let Some(f) = &vs.fallback {
+                let _ = writeln!(out, "  fallback {f}");
             }
         }
         for l in &self.details {
@@ -550,6 +595,7 @@ pub(crate) fn sample_status() -> Status {
         packets: 400,
         bytes: 50_000,
         reason: (health == "down").then(|| "connection refused".into()),
+        agent: (label == "PACS3").then(|| "50%,drain (backup window)".into()),
     };
     Status {
         hostname: "lbmed1".into(),
@@ -573,6 +619,8 @@ pub(crate) fn sample_status() -> Status {
                 server("PACS3", "10.12.1.112", "up", "drain"),
                 server("PACS4", "10.12.1.113", "up", "halt"),
             ],
+            check: "check=dicom_echo".into(),
+            fallback: Some("10.12.1.119:104 active=0 conns=3 pkts=40 bytes=5000".into()),
         }],
         metrics: alloc::vec![Sample::new(
             "lbmed_drops_total",
@@ -596,11 +644,19 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "vs DICOM-Modalities 10.12.1.100:104,11112 dr conns=8 pkts=1600 bytes=200000"
+            "vs DICOM-Modalities 10.12.1.100:104,11112 dr conns=8 pkts=1600 bytes=200000 check=dicom_echo"
         );
         assert_eq!(
             lines[2],
             "  rs PACS2 10.12.1.111:104 down online weight=100 active=2 conns=30 pkts=400 bytes=50000 (connection refused)"
+        );
+        assert_eq!(
+            lines[3],
+            "  rs PACS3 10.12.1.112:104 up drain weight=100 active=2 conns=30 pkts=400 bytes=50000 agent=50%,drain (backup window)"
+        );
+        assert_eq!(
+            lines[5],
+            "  fallback 10.12.1.119:104 active=0 conns=3 pkts=40 bytes=5000"
         );
         assert_eq!(lines.last(), Some(&"conntrack: 8 flows"));
     }
