@@ -11,6 +11,8 @@ control ID. Flags make it misbehave the ways a health check must notice:
     --delay SECONDS          wait before answering
     --close                  close the connection without answering
     --garbage                answer with bytes that are not an MLLP block
+    --text TEXT              MSA-3 text of the ACK
+    --err TEXT               add an ERR segment whose user message (ERR-8) is TEXT
 
 Bounded: it exits after --max-connections connections or --lifetime seconds,
 whichever comes first. Listens on --host (loopback only, unless
@@ -41,6 +43,8 @@ async def main():
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--close", action="store_true")
     ap.add_argument("--garbage", action="store_true")
+    ap.add_argument("--text", default=None)
+    ap.add_argument("--err", default=None)
     ap.add_argument("--max-connections", type=int, default=100)
     ap.add_argument("--lifetime", type=float, default=120.0)
     ap.add_argument("--log", default=None, help="directory for raw rx/tx blocks")
@@ -81,6 +85,16 @@ async def main():
                     ack = message.create_ack(ack_code=args.ack, message_id=control_id)
                     if args.wrong_control_id:
                         ack.segment("MSA")[2] = "NOT-" + str(message.segment("MSH")[10])
+                    if args.text is not None or args.err is not None:
+                        text = str(ack)
+                        if args.text is not None:
+                            text = text.replace(
+                                str(ack.segment("MSA")),
+                                str(ack.segment("MSA")) + "|" + args.text,
+                            )
+                        if args.err is not None:
+                            text = text.rstrip("\r") + "\rERR|||207^Application internal error^HL70357|E||||" + args.err
+                        ack = hl7.parse(text)
                     writer.writemessage(ack)
                     reply = START_BLOCK + str(ack).encode("ascii") + END_BLOCK
                 log("tx", reply)

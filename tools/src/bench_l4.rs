@@ -335,7 +335,7 @@ fn median_figures(v: &[Figures]) -> Figures {
 
 /// The host's 1-minute load average: other work on the machine skews
 /// every figure, so the report states it.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|t| t.split_whitespace().next().map(str::to_string))
@@ -605,12 +605,12 @@ fn served_under_flood(client: &Host, flooder: &Host, target: &str, seconds: u32)
 }
 
 /// `iperf3 -s` in the real server's namespace, killed (by PID) on drop.
-struct Iperf3Server {
+pub(crate) struct Iperf3Server {
     child: Child,
 }
 
 impl Iperf3Server {
-    fn start(server: &Host, bind: Option<&str>) -> Result<Iperf3Server> {
+    pub(crate) fn start(server: &Host, bind: Option<&str>) -> Result<Iperf3Server> {
         let port = PORT.to_string();
         let mut argv = vec!["iperf3", "-s", "-p", &port];
         if let Some(addr) = bind {
@@ -680,7 +680,7 @@ fn iperf3_client(client: &Host, args: &[&str], seconds: u32, scratch: &Path) -> 
 
 /// Waits until a short TCP test through the path succeeds (ARP, boot
 /// settling, the balancer's own setup).
-fn wait_path(client: &Host, target: &str, scratch: &Path) -> Result<()> {
+pub(crate) fn wait_path(client: &Host, target: &str, scratch: &Path) -> Result<()> {
     let deadline = Instant::now() + PATH_TIMEOUT;
     loop {
         match iperf3_client(client, &["-c", target], 1, scratch) {
@@ -694,7 +694,7 @@ fn wait_path(client: &Host, target: &str, scratch: &Path) -> Result<()> {
 }
 
 /// TCP goodput the receiver saw, in Gbit/s.
-fn iperf3_tcp(client: &Host, target: &str, seconds: u32, scratch: &Path) -> Result<f64> {
+pub(crate) fn iperf3_tcp(client: &Host, target: &str, seconds: u32, scratch: &Path) -> Result<f64> {
     let json = iperf3_client(client, &["-c", target], seconds, scratch)?;
     let bps = json_number(&json, "sum_received", "bits_per_second")
         .context("no sum_received.bits_per_second in iperf3's report")?;
@@ -940,7 +940,7 @@ fn report(
     Ok(md)
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -952,7 +952,7 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-fn host_kernel() -> String {
+pub(crate) fn host_kernel() -> String {
     Command::new("uname")
         .arg("-r")
         .output()

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_boot;
+pub mod bench_health;
 pub mod bench_l4;
 pub mod config_cmd;
 pub mod console;

@@ -197,6 +197,22 @@ enum DiskCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// HTTPS health checks: full TLS handshakes/s the appliance completes
+    /// while forwarding, the forwarding it keeps, and OpenSSL natively.
+    Health {
+        /// Accelerator of the appliance.
+        #[arg(long, default_value = "tcg")]
+        accel: String,
+        /// HTTPS real servers checked every second (up to 256).
+        #[arg(long, default_value_t = 128)]
+        servers: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// Memory of the appliance in MiB.
+        #[arg(long, default_value_t = 64)]
+        memory: u32,
+    },
     /// Boot time, first ping, image size and smallest RAM against a Debian kernel.
     Boot {
         /// Boots per guest and accelerator.
@@ -347,22 +363,35 @@ fn main() -> Result<()> {
             setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST])?;
             let accels = accel
                 .iter()
-                .map(|a| match a.as_str() {
-                    "kvm" => Ok(Accel::Kvm),
-                    "tcg" => Ok(Accel::Tcg),
-                    other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
-                })
+                .map(|a| parse_accel(a))
                 .collect::<Result<Vec<_>>>()?;
             let kernel = image::build_kernel(Profile::Release)?;
             let report = tools::bench_boot::run(kernel, boots, &accels)?;
-            let out = workspace::root()
-                .join("target")
-                .join("bench")
-                .join("boot.md");
-            std::fs::create_dir_all(out.parent().unwrap())?;
-            std::fs::write(&out, &report)?;
-            println!("{report}");
-            eprintln!("report written to {}", out.display());
+            write_report("boot.md", &report)?;
+        }
+        Cmd::Bench {
+            which:
+                BenchCmd::Health {
+                    accel,
+                    servers,
+                    seconds,
+                    memory,
+                },
+        } => {
+            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
+            let accel = parse_accel(&accel)?;
+            let kernel = image::build_kernel(Profile::Release)?;
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let command = format!("cargo run -p tools --release -- {}", args.join(" "));
+            let report = tools::bench_health::run(&tools::bench_health::Options {
+                kernel,
+                accel,
+                memory_mib: memory,
+                servers,
+                seconds,
+                command,
+            })?;
+            write_report("health.md", &report)?;
         }
         Cmd::Bench {
             which:
@@ -379,11 +408,7 @@ fn main() -> Result<()> {
                 },
         } => {
             setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
-            let accel = match accel.as_str() {
-                "kvm" => Accel::Kvm,
-                "tcg" => Accel::Tcg,
-                other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
-            };
+            let accel = parse_accel(&accel)?;
             let offloads = match offloads.as_str() {
                 "on" => true,
                 "off" => false,
@@ -412,11 +437,7 @@ fn main() -> Result<()> {
                 flood_seconds,
                 command,
             })?;
-            let out = workspace::root().join("target").join("bench").join("l4.md");
-            std::fs::create_dir_all(out.parent().unwrap())?;
-            std::fs::write(&out, &report)?;
-            println!("{report}");
-            eprintln!("report written to {}", out.display());
+            write_report("l4.md", &report)?;
         }
     }
     Ok(())
@@ -608,6 +629,24 @@ impl TestTotals {
             }
         }
     }
+}
+
+fn parse_accel(name: &str) -> Result<Accel> {
+    Ok(match name {
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
+    })
+}
+
+/// Prints a benchmark report and keeps it under `target/bench/`.
+fn write_report(file: &str, report: &str) -> Result<()> {
+    let out = workspace::root().join("target").join("bench").join(file);
+    std::fs::create_dir_all(out.parent().unwrap())?;
+    std::fs::write(&out, report)?;
+    println!("{report}");
+    eprintln!("report written to {}", out.display());
+    Ok(())
 }
 
 #[cfg(test)]
