@@ -52,6 +52,8 @@ struct Server {
     server: usize,
     name: String,
     ip: Ipv4Addr,
+    /// The port its check connects to (for the log), if it has one.
+    check_port: Option<u16>,
     weight: u32,
     admin: AdminState,
     verdicts: ServerVerdicts,
@@ -119,6 +121,7 @@ impl Board {
                     server: ri,
                     name: format!("{}/{}", vs.label, rs.label),
                     ip: rs.ip,
+                    check_port: None,
                     weight: rs.weight,
                     admin: rs.state,
                     verdicts: if rs.agent_port.is_some() {
@@ -154,6 +157,9 @@ impl Board {
                 match params {
                     Ok(params) => {
                         let (ip, port) = check_target(vs, rs);
+                        if params.kind != CheckKind::Ping {
+                            b.servers[index].check_port = Some(port);
+                        }
                         b.targets.push(Target {
                             role: Role::Check,
                             server: index,
@@ -249,7 +255,10 @@ impl Board {
             if s.told != Some(health) {
                 c.up = Some(up);
             }
-            let what = format!("{} {}", s.name, s.ip);
+            let what = match s.check_port {
+                Some(port) => format!("{} {}:{port}", s.name, s.ip),
+                None => format!("{} {}", s.name, s.ip),
+            };
             c.lines.push(match (&reason, s.told) {
                 (Some(why), _) => (true, format!("{what} down ({why})")),
                 (None, None) => (false, format!("{what} up")),
