@@ -18,6 +18,12 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl Default for Endpoint {
+    fn default() -> Self {
+        Endpoint::new(Ipv4Addr::UNSPECIFIED, 0)
+    }
+}
+
 impl Endpoint {
     pub const fn new(addr: Ipv4Addr, port: u16) -> Self {
         Endpoint { addr, port }

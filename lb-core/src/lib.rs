@@ -23,6 +23,7 @@ pub mod log;
 pub mod mgmt;
 pub mod persist;
 pub mod schedule;
+pub mod splice;
 pub mod startup;
 pub mod store;
 pub mod time;

@@ -64,6 +64,8 @@ pub struct Config {
     pub network: Network,
     #[serde(default)]
     pub l4: L4Settings,
+    #[serde(default)]
+    pub l7: L7Settings,
     /// TOML: `[[virtual_service]]` tables.
     #[serde(rename = "virtual_service", default)]
     pub virtual_services: Vec<VirtualService>,
@@ -199,6 +201,51 @@ impl Default for L4Settings {
             persistence_capacity: 1 << 18,
         }
     }
+}
+
+/// Layer 7 (TCP splicing) table sizes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct L7Settings {
+    /// Most layer 7 connections (client side and server side together are
+    /// one entry), handshakes in progress included.
+    pub capacity: u32,
+    /// Most client handshakes held as table entries; past this, new
+    /// clients get stateless SYN cookies (nothing is stored until their
+    /// handshake completes).
+    pub half_open: u32,
+    /// Bytes of early client data (sent before the real server has
+    /// answered) held for all connections together; never acknowledged,
+    /// so what does not fit is left for the client to retransmit.
+    pub hold_bytes: u32,
+}
+
+impl Default for L7Settings {
+    fn default() -> Self {
+        L7Settings {
+            capacity: 1 << 16,
+            half_open: 4096,
+            hold_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Most layer 7 connections the config may ask for.
+pub const MAX_L7_CAPACITY: u32 = 4 * 1024 * 1024;
+/// Most connect retries of a layer 7 service.
+pub const MAX_RETRIES: u8 = 16;
+
+/// Whether, and how, a layer 7 service tells a real server the client's
+/// address with the PROXY protocol (HAProxy's `send-proxy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendProxy {
+    #[default]
+    None,
+    /// The text header: `PROXY TCP4 <client> <vip> <cport> <vport>\r\n`.
+    V1,
+    /// The binary header (16 + 12 bytes for TCP over IPv4).
+    V2,
 }
 
 /// How packets reach the real server.
@@ -374,6 +421,19 @@ pub struct VirtualService {
     /// Layer 7: idle timeout on the real server side.
     #[serde(default = "default_l7_timeout")]
     pub server_timeout: Secs,
+    /// Layer 7: how long a real server may take to answer the connection
+    /// handshake before the next server is tried.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Secs,
+    /// Layer 7: further servers tried after a refused or unanswered
+    /// connect (HAProxy's `retries` with `redispatch`), the client seeing
+    /// nothing of it.
+    #[serde(default = "default_retries")]
+    pub retries: u8,
+    /// Layer 7: connect to the real server from the client's address
+    /// (the servers must route their replies through the appliance).
+    #[serde(default)]
+    pub l7_transparent: bool,
     /// TOML: `[[virtual_service.real_server]]` tables.
     #[serde(rename = "real_server", default)]
     pub real_servers: Vec<RealServer>,
@@ -400,6 +460,12 @@ fn default_rise() -> u16 {
 }
 fn default_fall() -> u16 {
     3
+}
+fn default_connect_timeout() -> Secs {
+    Secs(3)
+}
+fn default_retries() -> u8 {
+    2
 }
 /// One hour, as the guide sets for long-lived medical sessions.
 fn default_l7_timeout() -> Secs {
@@ -502,6 +568,9 @@ pub struct RealServer {
     /// protocol, or Loadbalancer.org's idle percentage); unset: no agent.
     #[serde(default)]
     pub agent_port: Option<u16>,
+    /// Layer 7: PROXY protocol header before the client's bytes.
+    #[serde(default)]
+    pub send_proxy: SendProxy,
 }
 
 fn default_weight() -> u32 {
@@ -525,6 +594,7 @@ impl Config {
         Config {
             network: Network::default(),
             l4: L4Settings::default(),
+            l7: L7Settings::default(),
             virtual_services: Vec::new(),
             management: Management::default(),
         }

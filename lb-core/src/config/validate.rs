@@ -66,6 +66,8 @@ pub enum ErrorKind {
     /// key that is not an Ed25519 public key, an address that is not the
     /// appliance's, a syslog destination that cannot be used.
     BadManagement,
+    /// A layer 7 setting out of range, or set on a layer 4 service.
+    BadLayer7Option,
 }
 
 /// One problem found in a configuration.
@@ -102,6 +104,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<ValidationError>> {
     check_network(&config.network, &mut errs);
     check_l4(&config.l4, &mut errs);
     check_management(config, &mut errs);
+    check_l7(&config.l7, &mut errs);
     let own: Vec<Ipv4Addr> = config
         .network
         .interfaces
@@ -377,6 +380,33 @@ fn check_l4(l4: &L4Settings, errs: &mut Errors) {
     }
 }
 
+fn check_l7(l7: &L7Settings, errs: &mut Errors) {
+    if l7.capacity == 0 || l7.capacity > MAX_L7_CAPACITY {
+        errs.push(
+            "l7.capacity",
+            ErrorKind::BadCapacity,
+            format!("must be 1..={MAX_L7_CAPACITY}, got {}", l7.capacity),
+        );
+    }
+    if l7.half_open > l7.capacity {
+        errs.push(
+            "l7.half_open",
+            ErrorKind::BadCapacity,
+            format!(
+                "at most l7.capacity ({}), got {}",
+                l7.capacity, l7.half_open
+            ),
+        );
+    }
+    if l7.hold_bytes > 64 * 1024 * 1024 {
+        errs.push(
+            "l7.hold_bytes",
+            ErrorKind::BadCapacity,
+            format!("at most 64 MiB, got {}", l7.hold_bytes),
+        );
+    }
+}
+
 fn check_service(
     vs: &VirtualService,
     path: &str,
@@ -470,9 +500,35 @@ fn check_service(
     check_tls(vs, path, errs);
     check_fallback(vs, path, own, errs);
 
-    // Layer 7 timeouts.
+    // Layer 7 timeouts and options.
     check_nonzero(vs.client_timeout, format!("{path}.client_timeout"), errs);
     check_nonzero(vs.server_timeout, format!("{path}.server_timeout"), errs);
+    check_nonzero(vs.connect_timeout, format!("{path}.connect_timeout"), errs);
+    if vs.retries > MAX_RETRIES {
+        errs.push(
+            format!("{path}.retries"),
+            ErrorKind::BadLayer7Option,
+            format!("at most {MAX_RETRIES}, got {}", vs.retries),
+        );
+    }
+    if vs.forwarding != Forwarding::Layer7 {
+        if vs.l7_transparent {
+            errs.push(
+                format!("{path}.l7_transparent"),
+                ErrorKind::BadLayer7Option,
+                "only layer 7 services proxy connections; NAT and DR are already transparent",
+            );
+        }
+        for rs in &vs.real_servers {
+            if rs.send_proxy != SendProxy::None {
+                errs.push(
+                    format!("{path}.real_server[{}].send_proxy", rs.label),
+                    ErrorKind::BadLayer7Option,
+                    "the PROXY protocol needs forwarding = \"layer7\"",
+                );
+            }
+        }
+    }
 
     // Real servers.
     if vs.real_servers.is_empty() {

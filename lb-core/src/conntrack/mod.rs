@@ -149,9 +149,10 @@ impl Timeouts {
 const IN_USE: u8 = 1;
 const REPLY_INDEXED: u8 = 2;
 
-/// One tracked flow.
+/// One tracked flow, with `X`: whatever else its user keeps per flow (the
+/// L4 engine nothing, the L7 splice relay its sequence-number state).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Flow {
+pub struct Flow<X = ()> {
     /// Dead once `now >= expires`.
     pub expires: Instant,
     /// The client's first packet: client → VIP:port.
@@ -166,20 +167,27 @@ pub struct Flow {
     pub server: u16,
     pub state: TcpState,
     flags: u8,
+    /// The user's per-flow data.
+    pub ext: X,
 }
 
-impl Flow {
-    const VACANT: Flow = Flow {
-        expires: Instant(0),
-        original: ZERO_KEY,
-        reply: ZERO_KEY,
-        established_secs: 0,
-        service: 0,
-        server: 0,
-        state: TcpState::Udp,
-        flags: 0,
-    };
+impl<X: Copy + Default> Flow<X> {
+    fn vacant() -> Self {
+        Flow {
+            expires: Instant(0),
+            original: ZERO_KEY,
+            reply: ZERO_KEY,
+            established_secs: 0,
+            service: 0,
+            server: 0,
+            state: TcpState::Udp,
+            flags: 0,
+            ext: X::default(),
+        }
+    }
+}
 
+impl<X> Flow<X> {
     /// Whether replies are looked up by `reply`.
     pub fn has_reply_key(&self) -> bool {
         self.flags & REPLY_INDEXED != 0
@@ -252,8 +260,8 @@ const EMPTY_SLOT: IndexSlot = IndexSlot {
 };
 
 /// The connection-tracking table.
-pub struct ConnTable {
-    flows: Vec<Flow>,
+pub struct ConnTable<X = ()> {
+    flows: Vec<Flow<X>>,
     free: Vec<u32>,
     index: Vec<IndexSlot>,
     mask: usize,
@@ -275,7 +283,7 @@ pub struct ConnTable {
     pub stats: ConntrackStats,
 }
 
-impl ConnTable {
+impl<X: Copy + Default> ConnTable<X> {
     /// A table for at most `capacity` flows (1..=[`MAX_CAPACITY`]),
     /// allocated now. `seed` keys the hash (give it a boot-time random
     /// value so remote peers cannot predict collisions).
@@ -283,7 +291,7 @@ impl ConnTable {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let slots = (capacity * 4).next_power_of_two();
         ConnTable {
-            flows: vec![Flow::VACANT; capacity],
+            flows: vec![Flow::vacant(); capacity],
             // Popped from the end: hand out low indices first.
             free: (0..capacity as u32).rev().collect(),
             index: vec![EMPTY_SLOT; slots],
@@ -323,7 +331,7 @@ impl ConnTable {
     }
 
     /// Counts a flow entering (`+1`) or leaving (`-1`) the handshake.
-    fn count_half_open(&mut self, f: &Flow, entering: bool) {
+    fn count_half_open(&mut self, f: &Flow<X>, entering: bool) {
         let b = self.source_bucket(f.original.src.addr);
         if entering {
             self.half_open += 1;
@@ -337,7 +345,7 @@ impl ConnTable {
     /// Evicts one half-open flow, sweeping on from where the last sweep
     /// stopped (examines at most [`EARLY_DROP_SCAN`] entries). Returns
     /// whether one was evicted.
-    fn early_drop(&mut self, on_remove: &mut impl FnMut(&Flow)) -> bool {
+    fn early_drop(&mut self, on_remove: &mut impl FnMut(&Flow<X>)) -> bool {
         let end = self.high_water.min(self.flows.len());
         for _ in 0..EARLY_DROP_SCAN.min(end) {
             let e = if self.evict_cursor >= end {
@@ -376,7 +384,7 @@ impl ConnTable {
     /// Bytes of table memory per flow of capacity: entries, free stack and
     /// index together.
     pub fn bytes_per_flow(&self) -> usize {
-        let bytes = self.flows.capacity() * core::mem::size_of::<Flow>()
+        let bytes = self.flows.capacity() * core::mem::size_of::<Flow<X>>()
             + self.free.capacity() * core::mem::size_of::<u32>()
             + self.index.len() * core::mem::size_of::<IndexSlot>();
         bytes / self.capacity()
@@ -428,7 +436,7 @@ impl ConnTable {
     }
 
     /// The flow behind `id`, if it is still tracked.
-    pub fn flow(&self, id: FlowId) -> Option<&Flow> {
+    pub fn flow(&self, id: FlowId) -> Option<&Flow<X>> {
         self.flows.get(id.index()).filter(|f| f.in_use())
     }
 
@@ -454,7 +462,30 @@ impl ConnTable {
         server: u16,
         established: Duration,
         now: Instant,
-        on_remove: &mut impl FnMut(&Flow),
+        on_remove: &mut impl FnMut(&Flow<X>),
+    ) -> Result<FlowId, InsertError> {
+        self.insert_with(
+            original,
+            reply,
+            (service, server),
+            established,
+            X::default(),
+            now,
+            on_remove,
+        )
+    }
+
+    /// [`insert`](Self::insert) with the user's data for the flow.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_with(
+        &mut self,
+        original: FlowKey,
+        reply: Option<FlowKey>,
+        (service, server): (u16, u16),
+        established: Duration,
+        ext: X,
+        now: Instant,
+        on_remove: &mut impl FnMut(&Flow<X>),
     ) -> Result<FlowId, InsertError> {
         let reply = reply.filter(|r| *r != original);
         for key in core::iter::once(&original).chain(reply.as_ref()) {
@@ -507,6 +538,7 @@ impl ConnTable {
             server,
             state,
             flags: IN_USE | if reply.is_some() { REPLY_INDEXED } else { 0 },
+            ext,
         };
         flow.expires = now.add(self.timeout_of(&flow));
         if state == TcpState::Handshake {
@@ -522,7 +554,7 @@ impl ConnTable {
         Ok(FlowId(e))
     }
 
-    fn timeout_of(&self, f: &Flow) -> Duration {
+    fn timeout_of(&self, f: &Flow<X>) -> Duration {
         match f.state {
             TcpState::Handshake => self.timeouts.handshake,
             TcpState::Established => f.established_timeout(),
@@ -560,8 +592,83 @@ impl ConnTable {
         Some(f.state)
     }
 
+    /// The user's data of a tracked flow, to change.
+    pub fn ext_mut(&mut self, id: FlowId) -> Option<&mut X> {
+        self.flows
+            .get_mut(id.index())
+            .filter(|f| f.in_use())
+            .map(|f| &mut f.ext)
+    }
+
+    /// Sets the flow's state and expiry directly (for users that run their
+    /// own TCP state machine, like the L7 relay, instead of
+    /// [`touch`](Self::touch)).
+    pub fn set_state(&mut self, id: FlowId, state: TcpState, expires: Instant) -> bool {
+        let Some(f) = self.flows.get_mut(id.index()).filter(|f| f.in_use()) else {
+            return false;
+        };
+        let (was, is) = (f.state == TcpState::Handshake, state == TcpState::Handshake);
+        f.state = state;
+        f.expires = expires;
+        if was != is {
+            let f = *f;
+            self.count_half_open(&f, is);
+        }
+        true
+    }
+
+    /// Moves a flow to another real server with another reply key (the L7
+    /// relay retrying a connect elsewhere, or binding a connection whose
+    /// handshake with the client just completed). On error nothing changed.
+    pub fn rebind(
+        &mut self,
+        id: FlowId,
+        server: u16,
+        reply: Option<FlowKey>,
+        now: Instant,
+        on_remove: &mut impl FnMut(&Flow<X>),
+    ) -> Result<(), InsertError> {
+        let Some(f) = self.flow(id).copied() else {
+            return Err(InsertError::Full);
+        };
+        let reply = reply.filter(|r| *r != f.original);
+        let old = f.has_reply_key().then_some(f.reply);
+        if reply != old
+            && let Some(r) = reply
+            && let Some((_, e, dir)) = self.find(&r)
+        {
+            if self.flows[e as usize].expires > now {
+                self.stats.key_in_use += 1;
+                return Err(InsertError::KeyInUse { id: FlowId(e), dir });
+            }
+            self.remove_entry(e, on_remove);
+            self.stats.expired += 1;
+        }
+        if reply != old {
+            if let Some(o) = old {
+                self.index_remove(&o, id.0 | REPLY_BIT);
+            }
+            if let Some(r) = reply {
+                self.index_insert(&r, id.0 | REPLY_BIT);
+            }
+        }
+        let f = &mut self.flows[id.index()];
+        f.server = server;
+        match reply {
+            Some(r) => {
+                f.reply = r;
+                f.flags |= REPLY_INDEXED;
+            }
+            None => {
+                f.reply = f.original.reversed();
+                f.flags &= !REPLY_INDEXED;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops tracking a flow. Returns whether it was tracked.
-    pub fn remove(&mut self, id: FlowId, on_remove: &mut impl FnMut(&Flow)) -> bool {
+    pub fn remove(&mut self, id: FlowId, on_remove: &mut impl FnMut(&Flow<X>)) -> bool {
         if self.flow(id).is_none() {
             return false;
         }
@@ -576,20 +683,20 @@ impl ConnTable {
         &mut self,
         service: u16,
         server: u16,
-        on_remove: &mut impl FnMut(&Flow),
+        on_remove: &mut impl FnMut(&Flow<X>),
     ) -> usize {
         self.remove_where(|f| f.service == service && f.server == server, on_remove)
     }
 
     /// Removes every flow of `service` (it was removed or reconfigured).
-    pub fn remove_service(&mut self, service: u16, on_remove: &mut impl FnMut(&Flow)) -> usize {
+    pub fn remove_service(&mut self, service: u16, on_remove: &mut impl FnMut(&Flow<X>)) -> usize {
         self.remove_where(|f| f.service == service, on_remove)
     }
 
     fn remove_where(
         &mut self,
-        pred: impl Fn(&Flow) -> bool,
-        on_remove: &mut impl FnMut(&Flow),
+        pred: impl Fn(&Flow<X>) -> bool,
+        on_remove: &mut impl FnMut(&Flow<X>),
     ) -> usize {
         let mut n = 0;
         for e in 0..self.flows.len() {
@@ -609,7 +716,7 @@ impl ConnTable {
         &mut self,
         now: Instant,
         budget: usize,
-        on_remove: &mut impl FnMut(&Flow),
+        on_remove: &mut impl FnMut(&Flow<X>),
     ) -> usize {
         let mut n = 0;
         for _ in 0..budget.min(self.flows.len()) {
@@ -625,7 +732,7 @@ impl ConnTable {
         n
     }
 
-    fn remove_entry(&mut self, e: u32, on_remove: &mut impl FnMut(&Flow)) {
+    fn remove_entry(&mut self, e: u32, on_remove: &mut impl FnMut(&Flow<X>)) {
         let f = self.flows[e as usize];
         on_remove(&f);
         if f.state == TcpState::Handshake {
@@ -635,7 +742,7 @@ impl ConnTable {
         if f.has_reply_key() {
             self.index_remove(&f.reply, e | REPLY_BIT);
         }
-        self.flows[e as usize] = Flow::VACANT;
+        self.flows[e as usize] = Flow::vacant();
         self.free.push(e);
         self.len -= 1;
     }

@@ -36,16 +36,16 @@ const RST: Option<TcpFlags> = Some(TcpFlags(TcpFlags::RST));
 fn entry_and_table_memory() {
     assert_eq!(core::mem::size_of::<Flow>(), 48);
     assert_eq!(core::mem::size_of::<IndexSlot>(), 8);
-    let t = ConnTable::new(1 << 16, Timeouts::default(), 1);
+    let t: ConnTable = ConnTable::new(1 << 16, Timeouts::default(), 1);
     assert_eq!(t.bytes_per_flow(), 48 + 4 + 32);
     // Worst case of rounding the index up to a power of two.
-    let t = ConnTable::new((1 << 16) + 1, Timeouts::default(), 1);
+    let t: ConnTable = ConnTable::new((1 << 16) + 1, Timeouts::default(), 1);
     assert!(t.bytes_per_flow() <= 128, "{}", t.bytes_per_flow());
 }
 
 #[test]
 fn nat_flow_is_found_both_ways() {
-    let mut t = ConnTable::new(64, Timeouts::default(), 7);
+    let mut t: ConnTable = ConnTable::new(64, Timeouts::default(), 7);
     let k = key(1, 40000);
     let r = nat_reply(k, Ipv4Addr::new(10, 12, 1, 150));
     let id = t
@@ -78,7 +78,7 @@ fn nat_flow_is_found_both_ways() {
 
 #[test]
 fn dr_flow_has_no_reply_index() {
-    let mut t = ConnTable::new(8, Timeouts::default(), 7);
+    let mut t: ConnTable = ConnTable::new(8, Timeouts::default(), 7);
     let k = key(1, 40000);
     let id = t
         .insert(k, None, 0, 0, TWO_HOURS, Instant(0), &mut none())
@@ -91,7 +91,7 @@ fn dr_flow_has_no_reply_index() {
 #[test]
 fn tcp_state_timeouts() {
     let to = Timeouts::default();
-    let mut t = ConnTable::new(8, to, 7);
+    let mut t: ConnTable = ConnTable::new(8, to, 7);
     let k = key(1, 40000);
     let r = nat_reply(k, Ipv4Addr::new(10, 0, 0, 1));
     let t0 = Instant::from_secs(10);
@@ -143,7 +143,7 @@ fn tcp_state_timeouts() {
 
 #[test]
 fn mid_stream_pickup_becomes_established() {
-    let mut t = ConnTable::new(8, Timeouts::default(), 7);
+    let mut t: ConnTable = ConnTable::new(8, Timeouts::default(), 7);
     let id = t
         .insert(key(1, 1), None, 0, 0, TWO_HOURS, Instant(0), &mut none())
         .unwrap();
@@ -156,7 +156,7 @@ fn mid_stream_pickup_becomes_established() {
 #[test]
 fn udp_flows_use_the_udp_timeout() {
     let to = Timeouts::default();
-    let mut t = ConnTable::new(8, to, 7);
+    let mut t: ConnTable = ConnTable::new(8, to, 7);
     let mut k = key(1, 5000);
     k.proto = Protocol::Udp;
     let id = t
@@ -173,7 +173,7 @@ fn udp_flows_use_the_udp_timeout() {
 
 #[test]
 fn full_table_refuses_new_flows_and_keeps_old_ones() {
-    let mut t = ConnTable::new(4, Timeouts::default(), 7);
+    let mut t: ConnTable = ConnTable::new(4, Timeouts::default(), 7);
     for p in 0..4 {
         let id = t
             .insert(key(1, p), None, 0, 0, HOUR, Instant(0), &mut none())
@@ -289,7 +289,7 @@ fn expired_flows_are_reclaimed_by_an_insert_into_a_full_table() {
 
 #[test]
 fn expired_same_key_is_replaced_and_reported() {
-    let mut t = ConnTable::new(4, Timeouts::default(), 7);
+    let mut t: ConnTable = ConnTable::new(4, Timeouts::default(), 7);
     let k = key(1, 1);
     t.insert(k, None, 0, 3, HOUR, Instant(0), &mut none())
         .unwrap();
@@ -307,7 +307,7 @@ fn expired_same_key_is_replaced_and_reported() {
 
 #[test]
 fn remove_server_drops_only_its_flows() {
-    let mut t = ConnTable::new(256, Timeouts::default(), 7);
+    let mut t: ConnTable = ConnTable::new(256, Timeouts::default(), 7);
     for p in 0..200u16 {
         let k = key(u32::from(p), p);
         let r = nat_reply(k, Ipv4Addr::new(10, 0, 0, (p % 4) as u8 + 1));
@@ -328,7 +328,7 @@ fn remove_server_drops_only_its_flows() {
 
 #[test]
 fn sweep_is_bounded_and_finds_everything() {
-    let mut t = ConnTable::new(1000, Timeouts::default(), 7);
+    let mut t: ConnTable = ConnTable::new(1000, Timeouts::default(), 7);
     for p in 0..1000u16 {
         let mut k = key(1, p);
         if p % 2 == 1 {
@@ -386,7 +386,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..300),
     ) {
         use std::collections::BTreeMap;
-        let mut t = ConnTable::new(cap, Timeouts::default(), 99);
+        let mut t: ConnTable = ConnTable::new(cap, Timeouts::default(), 99);
         let rip = Ipv4Addr::new(10, 0, 0, 9);
         // original key -> server, for flows the table says are tracked.
         let mut servers: BTreeMap<FlowKey, u16> = BTreeMap::new();

@@ -474,9 +474,9 @@ impl Datapath {
         if let Some(a) = Arp::parse(frame) {
             return self.on_arp(nic, frame, &a, now, tx);
         }
-        match self.engine.process(nic, frame, now) {
+        let verdict = match self.engine.process(nic, frame, now) {
             Decision::ToStack => self.for_stack(nic, frame, now, tx),
-            Decision::Drop(_) => Verdict::Consumed,
+            Decision::Drop(_) | Decision::Consumed => Verdict::Consumed,
             Decision::Forward { nic: out, next_hop } => {
                 let Some(&src) = self.macs.get(out) else {
                     self.stats.no_nic += 1;
@@ -500,6 +500,30 @@ impl Datapath {
                     }
                 }
             }
+        };
+        self.send_outgoing(tx, now);
+        verdict
+    }
+
+    /// Sends what the engine originated while handling a frame or a tick
+    /// (the Layer 7 relay's handshakes, resets, PROXY headers and released
+    /// early data), routed and addressed like the appliance's own packets.
+    fn send_outgoing<T: Transmit>(&mut self, tx: &mut T, now: Instant) {
+        if !self.engine.has_outgoing() {
+            return;
+        }
+        let out: Vec<_> = self.engine.drain_outgoing().collect();
+        for o in out {
+            let Some(packet) = o.frame.get(ETHERNET_HEADER_LEN..) else {
+                continue;
+            };
+            let Some(dst) = packet
+                .get(16..20)
+                .map(|d| Ipv4Addr::new(d[0], d[1], d[2], d[3]))
+            else {
+                continue;
+            };
+            self.send_ipv4(tx, dst, packet.len(), now, |b| b.copy_from_slice(packet));
         }
     }
 
@@ -661,6 +685,7 @@ impl Datapath {
     /// health-check targets are resolved.
     pub fn tick<T: Transmit>(&mut self, now: Instant, tx: &mut T) {
         self.engine.expire(now, EXPIRE_BUDGET);
+        self.send_outgoing(tx, now);
         for (nic, ip) in self.arp.poll(now) {
             self.send_request(tx, nic, ip);
         }

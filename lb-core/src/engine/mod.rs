@@ -42,6 +42,9 @@
 //! and "port unreachable" work through NAT and SNAT; for DR, errors from the
 //! client side about the server's packets are passed on to the server.
 
+mod l7;
+#[cfg(test)]
+mod l7_sim;
 mod route;
 mod stats;
 #[cfg(test)]
@@ -65,6 +68,7 @@ use crate::schedule::{Health, RealServerState, Scheduler};
 use crate::time::{Duration, Instant};
 use alloc::string::String;
 
+pub use l7::{L7Stats, OUTBOX_LIMIT, Outgoing};
 pub use route::Routes;
 pub use stats::{Counters, ServiceStats};
 
@@ -75,6 +79,10 @@ pub enum Decision {
     Forward { nic: usize, next_hop: Ipv4Addr },
     /// Hand the frame, unchanged, to the TCP/IP stack.
     ToStack,
+    /// The engine used the frame (a layer 7 handshake, early data it
+    /// holds): nothing to forward; what it answers is in the outbox
+    /// ([`Engine::drain_outgoing`]).
+    Consumed,
     /// Discard the frame (already counted).
     Drop(DropReason),
 }
@@ -88,9 +96,16 @@ pub struct Capacities {
     pub persistence: usize,
     /// Source ports SNAT may use towards each real server.
     pub snat_ports: RangeInclusive<u16>,
-    /// Key of the table hashes; give a boot-time random value so that
-    /// nobody can aim traffic at one hash chain.
+    /// Key of the table hashes and of the SYN cookies; give a boot-time
+    /// random value so that nobody can aim traffic at one hash chain or
+    /// forge a cookie.
     pub hash_seed: u64,
+    /// Most layer 7 connections.
+    pub l7_connections: usize,
+    /// Most layer 7 half-open handshakes kept as entries.
+    pub l7_half_open: usize,
+    /// Bytes of early layer 7 client data held in all.
+    pub l7_hold_bytes: usize,
 }
 
 impl Capacities {
@@ -101,6 +116,9 @@ impl Capacities {
             persistence: config.l4.persistence_capacity as usize,
             snat_ports: frame::ports::DEFAULT_RANGE,
             hash_seed: 0x6c62_6d65_6421_0001,
+            l7_connections: config.l7.capacity as usize,
+            l7_half_open: config.l7.half_open as usize,
+            l7_hold_bytes: config.l7.hold_bytes as usize,
         }
     }
 }
@@ -122,8 +140,11 @@ struct ServiceRuntime {
     scheduler: Scheduler,
     servers: Vec<RealServerState>,
     server_config: Vec<RealServer>,
-    /// Index into `Engine::snat_ports` for SNAT services.
+    /// Index into `Engine::snat_ports` for SNAT and (non-transparent)
+    /// layer 7 services.
     snat_allocator: Vec<Option<usize>>,
+    /// Layer 7 settings (layer 7 services only).
+    l7: Option<l7::L7Service>,
     stats: ServiceStats,
     /// What new flows get while no real server may take them.
     fallback: FallbackRuntime,
@@ -158,8 +179,8 @@ struct VipKey {
 /// The sans-IO L4 load balancer.
 pub struct Engine {
     services: Vec<ServiceRuntime>,
-    /// Sorted, for binary search; layer 7 services are not here (they are
-    /// the stack's).
+    /// Every (VIP, port, protocol) with its service, sorted for binary
+    /// search.
     vips: Vec<(VipKey, u16)>,
     /// Addresses of NAT/SNAT real servers, sorted (to recognise their
     /// fragments).
@@ -169,6 +190,9 @@ pub struct Engine {
     persist: PersistTable,
     snat_ports: Vec<PortAllocator>,
     drops: DropCounters,
+    /// Layer 7 connections (see [`l7`]).
+    l7_table: ConnTable<crate::splice::Conn>,
+    l7: l7::L7,
 }
 
 impl Engine {
@@ -189,26 +213,27 @@ impl Engine {
         let mut vips = Vec::new();
         let mut nat_servers = Vec::new();
         for (idx, vs) in config.virtual_services.iter().enumerate() {
-            let l4 = vs.forwarding != Forwarding::Layer7;
-            if l4 {
-                for &port in vs.ports.iter() {
-                    vips.push((
-                        VipKey {
-                            addr: u32::from(vs.vip),
-                            port,
-                            proto: vs.protocol,
-                        },
-                        idx as u16,
-                    ));
-                }
+            for &port in vs.ports.iter() {
+                vips.push((
+                    VipKey {
+                        addr: u32::from(vs.vip),
+                        port,
+                        proto: vs.protocol,
+                    },
+                    idx as u16,
+                ));
             }
             let servers = servers_with_fallback(vs);
+            let proxied = vs.forwarding == Forwarding::Snat
+                || (vs.forwarding == Forwarding::Layer7 && !vs.l7_transparent);
             let mut snat_allocator = Vec::with_capacity(servers.len());
             for rs in &servers {
-                if matches!(vs.forwarding, Forwarding::Nat | Forwarding::Snat) {
+                if vs.forwarding != Forwarding::Dr {
                     nat_servers.push(rs.ip);
                 }
-                snat_allocator.push((vs.forwarding == Forwarding::Snat).then(|| {
+                snat_allocator.push(proxied.then(|| {
+                    // Layer 7 is TCP; it shares SNAT's port spaces, so the
+                    // two never hand out the same reply 4-tuple.
                     // One port space per (protocol, server address): the
                     // reply 5-tuple is then unique whatever the ports.
                     let key = (vs.protocol, rs.ip);
@@ -232,6 +257,12 @@ impl Engine {
         vips.sort_unstable();
         nat_servers.sort_unstable();
         nat_servers.dedup();
+        let timeouts = Timeouts::from_l4(&config.l4);
+        let has_l7 = config
+            .virtual_services
+            .iter()
+            .any(|vs| vs.forwarding == Forwarding::Layer7);
+        let l7_capacity = if has_l7 { capacities.l7_connections } else { 1 };
         Ok(Engine {
             services,
             vips,
@@ -245,6 +276,17 @@ impl Engine {
             persist: PersistTable::new(capacities.persistence, capacities.hash_seed ^ 0x7065_7273),
             snat_ports,
             drops: DropCounters::default(),
+            l7_table: ConnTable::new(
+                l7_capacity,
+                timeouts,
+                capacities.hash_seed ^ 0x6c37_7370_6c69_6365,
+            ),
+            l7: l7::L7::new(
+                capacities.l7_half_open,
+                capacities.l7_hold_bytes,
+                &timeouts,
+                capacities.hash_seed,
+            ),
         })
     }
 
@@ -368,7 +410,15 @@ impl Engine {
             }
             return self.forward(nic, frame, pkt, offload.checksum, sent, &flow, dir);
         }
+        if pkt.key.proto == Protocol::Tcp
+            && let Some((id, dir)) = self.l7_table.get(&pkt.key, now)
+        {
+            return self.l7_segment(frame, pkt, id, dir, offload, sent, now);
+        }
         match self.service_for(pkt.key.dst, pkt.key.proto) {
+            Some(svc) if self.services[svc].l7.is_some() => {
+                self.l7_new(frame, pkt, offload.checksum, svc, now)
+            }
             Some(svc) => self.new_flow(nic, frame, pkt, offload.checksum, sent, svc, now),
             None => Ok(Decision::ToStack),
         }
@@ -514,26 +564,18 @@ impl Engine {
             return Err(self.count_drop(svc, None, DropReason::NoFlow));
         }
         let client = pkt.key.src.addr;
+        let picked = self.choose_server(svc, client, now, 0);
         let service = &mut self.services[svc];
-        // Persistence first: the client's server, if it may still take it.
-        let persistent = service.persistence.and_then(|(mask, _)| {
-            let srv = usize::from(self.persist.lookup(svc as u16, client, mask, now)?);
-            service
-                .servers
-                .get(srv)
-                .filter(|s| persistence_allows(s))
-                .map(|_| srv)
-        });
-        let picked = persistent.or_else(|| service.scheduler.pick(&service.servers, client));
-        let (srv, to_fallback) = match (picked, service.fallback) {
-            (Some(srv), _) => (srv, false),
-            (None, FallbackRuntime::Server(fb)) => (fb, true),
+        let (srv, persistent, to_fallback) = match (picked, service.fallback) {
+            (Some((srv, persistent)), _) => (srv, persistent, false),
+            (None, FallbackRuntime::Server(fb)) => (fb, false, true),
             (None, FallbackRuntime::Local) if pkt.key.proto == Protocol::Tcp => {
                 service.stats.fallback_refused += 1;
                 return self.refuse(nic, frame, pkt, svc);
             }
             (None, _) => return Err(self.count_drop(svc, None, DropReason::NoRealServer)),
         };
+        let service = &mut self.services[svc];
         let server = service.server_endpoint(srv, pkt.key.dst.port);
         let forwarding = service.forwarding;
         if forwarding != Forwarding::Dr && pkt.ip.ttl <= 1 {
@@ -613,24 +655,20 @@ impl Engine {
                 return Err(self.count_drop(svc, Some(srv), reason));
             }
         };
-        let service = &mut self.services[svc];
-        service.servers[srv].flow_opened();
-        service.stats.service.connections += 1;
-        service.stats.servers[srv].connections += 1;
-        // Fallback flows leave no persistence: the client returns to a real
-        // server as soon as one is up.
-        if let Some((mask, ptimeout)) = service.persistence.filter(|_| !to_fallback) {
-            if persistent.is_some() {
-                self.persist.touch(svc as u16, client, mask, ptimeout, now);
-            } else if pkt.key.proto == Protocol::Udp {
-                // UDP has no handshake: the first datagram binds the client.
-                self.persist_client(svc as u16, client, mask, srv as u16, ptimeout, now);
-            }
-            // A new TCP client is bound only once its handshake completes
-            // (its first ACK, in `l4`): spoofed SYNs never answer the
-            // server, so a SYN flood cannot fill the persistence table nor
-            // make the appliance forget real clients.
-        }
+        // A new TCP client is bound to its server only once its handshake
+        // completes (its first ACK, in `l4`): spoofed SYNs never answer the
+        // server, so a SYN flood cannot fill the persistence table nor make
+        // the appliance forget real clients. UDP has no handshake: the first
+        // datagram binds the client. Fallback flows leave no persistence:
+        // the client returns to a real server as soon as one is up.
+        self.flow_started(
+            svc,
+            srv,
+            client,
+            persistent && !to_fallback,
+            pkt.key.proto == Protocol::Udp && !to_fallback,
+            now,
+        );
         if pkt.key.proto == Protocol::Tcp {
             self.conntrack.touch(
                 id,
@@ -663,6 +701,72 @@ impl Engine {
             return Err(self.count_drop(svc, None, DropReason::NoRealServer));
         }
         Ok(Decision::Forward { nic: out, next_hop })
+    }
+
+    /// The real server for a new flow of service `svc` from `client`: the
+    /// one persistence binds the client to, if it may still take it, else
+    /// the scheduler's choice (avoiding the servers in `exclude`, a bit per
+    /// index, unless only they are eligible: a layer 7 retry). Returns the
+    /// index and whether it came from persistence.
+    fn choose_server(
+        &mut self,
+        svc: usize,
+        client: Ipv4Addr,
+        now: Instant,
+        exclude: u64,
+    ) -> Option<(usize, bool)> {
+        let service = &mut self.services[svc];
+        if exclude == 0
+            && let Some((mask, _)) = service.persistence
+            && let Some(srv) = self.persist.lookup(svc as u16, client, mask, now)
+            && service
+                .servers
+                .get(usize::from(srv))
+                .is_some_and(persistence_allows)
+        {
+            return Some((usize::from(srv), true));
+        }
+        if exclude != 0 {
+            let mut view = service.servers.clone();
+            for (i, s) in view.iter_mut().enumerate() {
+                if i < 64 && exclude & (1 << i) != 0 {
+                    s.health = Health::Down;
+                }
+            }
+            if let Some(srv) = service.scheduler.pick(&view, client) {
+                return Some((srv, false));
+            }
+        }
+        service
+            .scheduler
+            .pick(&service.servers, client)
+            .map(|srv| (srv, false))
+    }
+
+    /// Bookkeeping for a new flow of `svc` from `client` given to `srv`:
+    /// the server's flow count, counters, and persistence — refreshed when
+    /// it chose the server, recorded now when `bind` (a client proven by a
+    /// completed handshake, or UDP).
+    fn flow_started(
+        &mut self,
+        svc: usize,
+        srv: usize,
+        client: Ipv4Addr,
+        persistent: bool,
+        bind: bool,
+        now: Instant,
+    ) {
+        let service = &mut self.services[svc];
+        service.servers[srv].flow_opened();
+        service.stats.service.connections += 1;
+        service.stats.servers[srv].connections += 1;
+        if let Some((mask, ptimeout)) = service.persistence {
+            if persistent {
+                self.persist.touch(svc as u16, client, mask, ptimeout, now);
+            } else if bind {
+                self.persist_client(svc as u16, client, mask, srv as u16, ptimeout, now);
+            }
+        }
     }
 
     fn icmp_error(
@@ -739,8 +843,11 @@ impl Engine {
 
     /// Frees table entries and SNAT ports of flows that have been idle past
     /// their timeout; examines at most `budget` entries of each table.
+    /// Runs the layer 7 timers (connect retries, PROXY retransmission)
+    /// and resets idle layer 7 connections; drain the outbox after it.
     /// Returns the number of entries removed.
     pub fn expire(&mut self, now: Instant, budget: usize) -> usize {
+        let l7 = self.l7_expire(now, budget);
         let Engine {
             services,
             conntrack,
@@ -748,7 +855,7 @@ impl Engine {
             persist,
             ..
         } = self;
-        conntrack.expire(now, budget, &mut |f: &Flow| {
+        l7 + conntrack.expire(now, budget, &mut |f: &Flow| {
             on_flow_removed(services, snat_ports, f)
         }) + persist.expire(now, budget)
     }
@@ -800,6 +907,7 @@ impl Engine {
             conntrack.remove_server(service as u16, server as u16, &mut |f: &Flow| {
                 on_flow_removed(services, snat_ports, f)
             });
+            self.l7_halt(service, server);
         }
         true
     }
@@ -864,6 +972,7 @@ fn servers_with_fallback(vs: &VirtualService) -> Vec<RealServer> {
             state: AdminState::Online,
             check_port: None,
             agent_port: None,
+            send_proxy: crate::config::SendProxy::None,
         });
     }
     servers
@@ -887,6 +996,7 @@ impl ServiceRuntime {
             established_timeout: vs.established_timeout(&config.l4),
             scheduler: Scheduler::for_service(vs),
             servers: servers.iter().map(RealServerState::from_config).collect(),
+            l7: l7::L7Service::from_config(vs),
             stats: ServiceStats {
                 service: Counters::default(),
                 servers: alloc::vec![Counters::default(); servers.len()],

@@ -324,9 +324,9 @@ fn tcp_without_syn_and_without_flow_is_dropped() {
 #[test]
 fn not_l4_service_traffic_goes_to_the_stack() {
     let mut e = engine();
-    // Layer 7 VIP, the appliance's own address, an unknown port of a VIP.
+    // The appliance's own address, an unknown port of a VIP.
     for (dst, port) in [
-        (L7_VIP, 443),
+        (L7_VIP, 80),
         (Ipv4Addr::new(192, 0, 2, 1), 22),
         (NAT_VIP, 80),
     ] {
