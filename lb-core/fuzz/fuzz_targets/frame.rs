@@ -13,8 +13,8 @@
 use std::net::Ipv4Addr;
 
 use lb_core::config::{
-    AdminState, CheckType, Config, Forwarding, Interface, InterfaceRole, L4Settings, Mode, Network,
-    Ports, RealServer, SchedulerKind, Secs, VirtualService,
+    AdminState, CheckType, Config, Forwarding, Interface, InterfaceRole, L4Settings, L7Settings,
+    Mode, Network, Ports, RealServer, SchedulerKind, Secs, SendProxy, VirtualService,
 };
 use lb_core::engine::{Capacities, Decision, Engine};
 use lb_core::flow::{Endpoint, FlowKey, Protocol};
@@ -43,6 +43,7 @@ fn server(ip: [u8; 4]) -> RealServer {
         state: AdminState::Online,
         check_port: None,
         agent_port: None,
+        send_proxy: SendProxy::None,
     }
 }
 
@@ -82,6 +83,9 @@ fn service(
         fallback: None,
         client_timeout: Secs(3600),
         server_timeout: Secs(3600),
+        connect_timeout: Secs(3),
+        retries: 2,
+        l7_transparent: false,
         real_servers: servers,
     }
 }
@@ -99,6 +103,7 @@ fn engine() -> Engine {
             ..Network::default()
         },
         l4: L4Settings::default(),
+        l7: L7Settings::default(),
         management: Default::default(),
         virtual_services: vec![
             service(

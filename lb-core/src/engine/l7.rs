@@ -236,17 +236,12 @@ fn on_l7_removed(
             }
         }
     }
-    unbind(services, snat_ports, flow.service, flow.server, c);
+    unbind(services, snat_ports, flow);
 }
 
 /// Gives back what a connection's binding to a server took.
-fn unbind(
-    services: &mut [ServiceRuntime],
-    snat_ports: &mut [PortAllocator],
-    svc: u16,
-    srv: u16,
-    c: &Conn,
-) {
+fn unbind(services: &mut [ServiceRuntime], snat_ports: &mut [PortAllocator], flow: &Flow<Conn>) {
+    let (svc, srv, c) = (flow.service, flow.server, &flow.ext);
     if srv == UNBOUND {
         return;
     }
@@ -257,7 +252,7 @@ fn unbind(
     if let Some(s) = service.servers.get_mut(srv) {
         s.flow_closed();
     }
-    if !c.transparent(c.local.addr)
+    if !c.transparent(flow.original.src.addr)
         && let Some(Some(i)) = service.snat_allocator.get(srv)
         && let Some(ports) = snat_ports.get_mut(*i)
     {
@@ -684,13 +679,7 @@ impl Engine {
         ) && flow.server != UNBOUND
         {
             // Not spliced yet: give the binding back at once.
-            unbind(
-                &mut self.services,
-                &mut self.snat_ports,
-                flow.service,
-                flow.server,
-                &c,
-            );
+            unbind(&mut self.services, &mut self.snat_ports, &flow);
             let (table, mut cb) = self.l7_remove_cb();
             let _ = table.rebind(id, UNBOUND, None, now, &mut cb);
         }
@@ -717,13 +706,7 @@ impl Engine {
             // connection for us.
             self.l7.send(&self.routes, &c.reset_server());
         }
-        unbind(
-            &mut self.services,
-            &mut self.snat_ports,
-            flow.service,
-            flow.server,
-            &c,
-        );
+        unbind(&mut self.services, &mut self.snat_ports, &flow);
         {
             let (table, mut cb) = self.l7_remove_cb();
             let _ = table.rebind(id, UNBOUND, None, now, &mut cb);

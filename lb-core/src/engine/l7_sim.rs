@@ -220,6 +220,7 @@ fn request_for(index: u8, len: usize, resp_len: usize) -> Vec<u8> {
 }
 
 struct Outcome {
+    end: u64,
     client_got: Vec<Vec<u8>>,
     server_got: Vec<Vec<u8>>,
     client_closed: Vec<bool>,
@@ -437,6 +438,7 @@ fn run(
         }
     }
     Outcome {
+        end: now,
         client_got,
         server_got,
         client_closed,
@@ -455,7 +457,7 @@ fn exchanges(sizes: &[(usize, usize)]) -> Vec<Exchange> {
         .collect()
 }
 
-fn check(o: &Outcome, ex: &[Exchange]) {
+fn check(o: Outcome, ex: &[Exchange]) {
     for (k, e) in ex.iter().enumerate() {
         assert_eq!(
             o.server_got[k], e.request,
@@ -468,6 +470,19 @@ fn check(o: &Outcome, ex: &[Exchange]) {
         );
         assert!(o.client_closed[k], "connection {k} closed");
     }
+    // Every table entry, port and connection count comes back.
+    let mut e = o.engine;
+    for step in 1..=40u64 {
+        e.expire(Instant(o.end + step * 300_000), 1 << 12);
+    }
+    assert_eq!(e.l7_connections().len(), 0);
+    assert_eq!(e.l7_half_open(), 0);
+    for srv in 0..e.services[0].servers.len() {
+        assert_eq!(e.server_state(0, srv).unwrap().active, 0);
+        if let Some(p) = e.snat_ports(0, srv) {
+            assert_eq!(p.in_use(), 0);
+        }
+    }
 }
 
 #[test]
@@ -475,8 +490,8 @@ fn clean_network_all_proxy_modes() {
     for proxy in [SendProxy::None, SendProxy::V1, SendProxy::V2] {
         let ex = exchanges(&[(10, 100), (3000, 70_000), (200_000, 5)]);
         let o = run(7, 0, 0, proxy, false, false, &ex, (65_535, 65_535));
-        check(&o, &ex);
-        let s = o.engine.l7_stats();
+        let s = *o.engine.l7_stats();
+        check(o, &ex);
         assert_eq!(s.spliced, 3);
         assert_eq!(s.failed, 0);
     }
@@ -486,15 +501,15 @@ fn clean_network_all_proxy_modes() {
 fn transparent_servers_see_the_client() {
     let ex = exchanges(&[(100, 100), (5000, 5000)]);
     let o = run(9, 0, 3, SendProxy::None, true, false, &ex, (8192, 300_000));
-    check(&o, &ex);
+    check(o, &ex);
 }
 
 #[test]
 fn a_dead_first_server_is_retried_unseen() {
     let ex = exchanges(&[(100, 100), (1000, 1000)]);
     let o = run(11, 0, 2, SendProxy::V2, false, true, &ex, (65_535, 65_535));
-    check(&o, &ex);
-    let s = o.engine.l7_stats();
+    let s = *o.engine.l7_stats();
+    check(o, &ex);
     assert!(s.connect_timeouts >= 2, "{s:?}");
     assert_eq!(s.failed, 0);
 }
@@ -517,6 +532,6 @@ proptest! {
     ) {
         let ex = exchanges(&sizes);
         let o = run(seed, loss, jitter, proxy, transparent, false, &ex, bufs);
-        check(&o, &ex);
+        check(o, &ex);
     }
 }

@@ -45,6 +45,8 @@
 mod l7;
 #[cfg(test)]
 mod l7_sim;
+#[cfg(test)]
+mod l7_tests;
 mod route;
 mod stats;
 #[cfg(test)]

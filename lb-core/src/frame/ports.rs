@@ -8,8 +8,15 @@
 use alloc::vec::Vec;
 use core::ops::RangeInclusive;
 
-/// The default SNAT source ports: everything above the well-known range.
-pub const DEFAULT_RANGE: RangeInclusive<u16> = 1024..=65535;
+/// The source ports of SNAT flows and layer 7 server-side connections:
+/// above the well-known range, below [`STACK_RANGE`].
+pub const DEFAULT_RANGE: RangeInclusive<u16> = 1024..=49151;
+
+/// The ephemeral ports of the appliance's own TCP/IP stack (health checks,
+/// DNS): IANA's dynamic range. Disjoint from [`DEFAULT_RANGE`], so a reply
+/// to a health check never matches a SNAT or layer 7 connection (the
+/// kernel keeps embassy-net's allocator inside this range).
+pub const STACK_RANGE: RangeInclusive<u16> = 49152..=65535;
 
 /// A bitmap of the ports of one range; the cursor makes allocation
 /// round-robin so a just-freed port is not reused at once (a late packet of
