@@ -96,6 +96,8 @@ async fn run_check(job: &Job, rx: &mut [u8], tx: &mut [u8]) -> Finished {
         action = match action {
             Action::Done(v) => break v,
             Action::Connect => {
+                // The source port must not be one SNAT or layer 7 uses.
+                crate::stack_ports::steer(job.stack);
                 match with_timeout(left(deadline), socket.connect((job.ip, job.port))).await {
                     Ok(Ok(())) => dialog.on_connected(datapath::now()),
                     Ok(Err(e)) => {

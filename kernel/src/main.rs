@@ -28,6 +28,7 @@ mod running;
 mod serial;
 mod services;
 mod shell;
+mod stack_ports;
 mod storage;
 mod time;
 mod trace;

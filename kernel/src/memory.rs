@@ -95,6 +95,11 @@ pub fn heap_free() -> usize {
     critical_section::with(|cs| HEAP.0.borrow_ref(cs).free())
 }
 
+/// Bytes of the heap in use.
+pub fn heap_used() -> usize {
+    critical_section::with(|cs| HEAP.0.borrow_ref(cs).used())
+}
+
 /// Present, writable, and reachable from ring 3, where the kernel runs.
 const PRESENT_WRITABLE: u64 = 0x7;
 const HUGE: u64 = 0x80;

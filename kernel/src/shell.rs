@@ -59,7 +59,15 @@ async fn run(line: &str, dp: &RefCell<Datapath>, nics: &Nics) {
     let line = line.trim();
     match line {
         "" => {}
-        "status" => print!("{}", crate::mgmt::snapshot(&dp.borrow(), nics).to_text()),
+        "status" => {
+            print!("{}", crate::mgmt::snapshot(&dp.borrow(), nics).to_text());
+            println!(
+                "mem: heap {} bytes used, {} free; l7 table {} bytes per connection, preallocated",
+                crate::memory::heap_used(),
+                crate::memory::heap_free(),
+                dp.borrow().engine.l7_connections().bytes_per_flow()
+            );
+        }
         "log" => {
             for e in crate::mgmt::events::recent(LOG_LINES) {
                 println!("{}", lb_core::mgmt::events::console_line(&e));

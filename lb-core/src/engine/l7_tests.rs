@@ -726,3 +726,55 @@ fn garbage_at_the_vip_is_counted_not_fatal() {
     }
     outbox(&mut e);
 }
+
+#[test]
+fn offloaded_super_frames_are_spliced_with_partial_checksums() {
+    use crate::frame::offload::{Gso, L4Checksum, Offload, complete_checksum, pseudo_header_sum};
+    let mut e = engine("", "");
+    let (a, syn) = spliced(&mut e, 40000, 0);
+    // The server sends 8 KiB as one super-frame with a partial checksum.
+    let body = [0x5au8; 8192];
+    let mut f = seg(
+        syn.dst,
+        syn.src,
+        5001,
+        Some(CISN.wrapping_add(1)),
+        0x08,
+        1000,
+        SynOptions::default(),
+        &body,
+    );
+    let start = (ETHERNET_HEADER_LEN + 20) as u16;
+    let l4_len = f.len() - usize::from(start);
+    let pseudo = pseudo_header_sum(syn.dst.addr, syn.src.addr, 6, l4_len);
+    f[usize::from(start) + 16..usize::from(start) + 18].copy_from_slice(&pseudo.to_be_bytes());
+    let off = Offload {
+        checksum: L4Checksum::Partial { start, offset: 16 },
+        gso: Some(Gso { mss: 1460 }),
+    };
+    let d = e.process_offloaded(1, &mut f, &off, t(1));
+    assert_eq!(
+        d,
+        Decision::Forward {
+            nic: 0,
+            next_hop: CLIENT
+        }
+    );
+    complete_checksum(&mut f, start, 16).unwrap();
+    let o = read(&f, 0);
+    assert_eq!(o.seg.seq, a.wrapping_add(1));
+    assert_eq!(o.payload.len(), 8192);
+    // Finished by "the NIC", the checksum is right for the rewritten frame.
+    let ip = smoltcp::wire::Ipv4Packet::new_checked(&f[ETHERNET_HEADER_LEN..]).unwrap();
+    let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(tcp.verify_checksum(
+        &smoltcp::wire::IpAddress::Ipv4(ip.src_addr()),
+        &smoltcp::wire::IpAddress::Ipv4(ip.dst_addr())
+    ));
+    let s = e.service_stats(0).unwrap();
+    assert!(
+        s.service.packets >= 6,
+        "counted as wire segments: {}",
+        s.service.packets
+    );
+}

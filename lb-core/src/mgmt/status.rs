@@ -333,6 +333,43 @@ impl Status {
             p.capacity(),
             p.stats.refused_full
         ));
+        let l7 = e.l7_stats();
+        st.details.push(format!(
+            "l7: {} connections (max {}, {} bytes each), {} half-open; syns={} cookies-sent={} cookies-ok={} cookies-bad={} connects={} retries={} refused={} connect-timeouts={} failed={} spliced={} held={} hold-full={} idle-closed={} halted={} syn-rtx={} proxy-rtx={} table-full={} outbox-full={}",
+            e.l7_connections().len(),
+            e.l7_connections().capacity(),
+            e.l7_connections().bytes_per_flow(),
+            e.l7_half_open(),
+            l7.syns,
+            l7.cookies_sent,
+            l7.cookies_accepted,
+            l7.cookies_rejected,
+            l7.connects,
+            l7.retries,
+            l7.refused,
+            l7.connect_timeouts,
+            l7.failed,
+            l7.spliced,
+            l7.held,
+            l7.hold_full,
+            l7.idle_closed,
+            l7.halted,
+            l7.syn_retransmits,
+            l7.proxy_retransmits,
+            l7.table_full,
+            l7.outbox_full
+        ));
+        for (name, v) in [
+            ("syns", l7.syns),
+            ("cookies_sent", l7.cookies_sent),
+            ("connect_retries", l7.retries),
+            ("connect_failed", l7.failed),
+            ("spliced", l7.spliced),
+            ("idle_closed", l7.idle_closed),
+        ] {
+            st.metrics
+                .push(Sample::new("lbmed_l7_total", &[("event", name)], v));
+        }
         st.metrics.push(Sample::new(
             "lbmed_table_entries",
             &[("table", "arp")],
