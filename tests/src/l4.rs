@@ -188,7 +188,7 @@ pub struct Scenario {
     pub lab: Lab,
 }
 
-fn peers_dir() -> PathBuf {
+pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
 }
 

@@ -7,6 +7,7 @@
 
 pub mod dicom;
 pub mod l4;
+pub mod l7;
 pub mod peers;
 
 pub use tools::{console, lab};

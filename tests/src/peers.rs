@@ -18,7 +18,20 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(host: &Host, argv: &[&str], log: &Path) -> Result<Process> {
-        let file = std::fs::File::create(log)?;
+        Self::spawn_with(host, argv, std::fs::File::create(log)?)
+    }
+
+    /// [`Process::spawn`] appending to `log` (a restarted peer keeps the
+    /// first one's record).
+    pub fn spawn_appending(host: &Host, argv: &[&str], log: &Path) -> Result<Process> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        Self::spawn_with(host, argv, file)
+    }
+
+    fn spawn_with(host: &Host, argv: &[&str], file: std::fs::File) -> Result<Process> {
         let child = host
             .command(argv)
             .stdin(Stdio::null())

@@ -48,7 +48,8 @@ pub const TEST: &[Requirement] = &[
     req("ping", "iputils-ping"),
     req("storescp", "dcmtk"),
     req("python3", "python3"),
-    // HTTPS real servers for the health checks (TLS 1.2/1.3 sites).
+    // HTTPS real servers for the health checks (TLS 1.2/1.3 sites), and
+    // the PROXY-protocol real server of the layer 7 tests.
     req("nginx", "nginx-light"),
     req("openssl", "openssl"),
     // A DHCP server (without its system service) and a packet flooder.
@@ -57,6 +58,9 @@ pub const TEST: &[Requirement] = &[
     // The System Overview page read in a real browser.
     req("chromium", "chromium"),
     req("chromedriver", "chromium-driver"),
+    // Layer 7 tests: clients.
+    req("curl", "curl"),
+    req("sha256sum", "coreutils"),
 ];
 
 /// What the benchmarks need on top of the tests: the traffic generator and

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Half-close and reset through a virtual service, with plain sockets.
+
+server --port P: for each connection, reads until the client's FIN, then
+  sends `got <n> bytes` and closes; a connection reset instead is logged as
+  `reset`. One line per connection on stdout: `halfclose <n>` or `reset`.
+client HOST PORT halfclose: sends 100000 bytes, shuts down its sending
+  side, then reads the server's answer to the end; prints it.
+client HOST PORT reset: sends some bytes, then aborts (SO_LINGER 0), which
+  sends a RST; prints `aborted`.
+Bounded by timeouts on every socket."""
+
+import socket
+import struct
+import sys
+import threading
+
+
+def serve(port):
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(16)
+    ls.settimeout(900)
+    print("PORT %d" % port, flush=True)
+
+    def one(c):
+        c.settimeout(60)
+        n = 0
+        try:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                n += len(d)
+            c.sendall(b"got %d bytes" % n)
+            c.close()
+            print("halfclose %d" % n, flush=True)
+        except ConnectionResetError:
+            print("reset", flush=True)
+
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=one, args=(c,), daemon=True).start()
+
+
+def client(host, port, mode):
+    s = socket.create_connection((host, port), timeout=30)
+    if mode == "halfclose":
+        s.sendall(b"x" * 100000)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            out += d
+        print(out.decode())
+    else:
+        s.sendall(b"y" * 1000)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        print("aborted")
+
+
+if sys.argv[1] == "server":
+    serve(int(sys.argv[3]))
+else:
+    client(sys.argv[2], int(sys.argv[3]), sys.argv[4])
