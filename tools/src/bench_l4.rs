@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// iperf3's port: the TCP control connection and the data stream use it.
-const PORT: u16 = 5201;
+pub(crate) const PORT: u16 = 5201;
 /// UDP payload bytes of the small-packet test (a 106-byte Ethernet frame).
 const SMALL: u32 = 64;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -747,7 +747,7 @@ fn json_string(json: &str, key: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_string())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {

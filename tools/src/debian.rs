@@ -53,6 +53,14 @@ pub const L4: GuestSpec = GuestSpec {
     programs: &["sbin/ipvsadm", "usr/sbin/nft"],
 };
 
+/// The L7 benchmark's guest: HAProxy (Debian's package) in TCP mode.
+pub const L7: GuestSpec = GuestSpec {
+    name: "l7",
+    modules: &[],
+    packages: &["haproxy"],
+    programs: &["usr/sbin/haproxy"],
+};
+
 /// `/init`. Settings come from the kernel command line (no spaces inside):
 /// - `bench_ip=ADDR/LEN` (on eth0) or `bench_ip=IF=ADDR/LEN,IF=ADDR/LEN,...`
 /// - `bench_route=DEST@GATEWAY,...`
@@ -61,6 +69,12 @@ pub const L4: GuestSpec = GuestSpec {
 ///   METHOD `g` (direct routing) or `m` (NAT), round robin.
 /// - `bench_masq=IF`: masquerade what leaves on IF (IPVS NAT made SNAT;
 ///   `vs/conntrack=1` lets netfilter NAT see IPVS connections).
+/// - `bench_haproxy=VIP:PORT+PORT...:SERVER`: HAProxy in TCP mode as the
+///   guide's appliance runs it for layer 7 SNAT (`balance source`, 1 h
+///   client/server timeouts, 3 s connect timeout, `retries 2`,
+///   `option redispatch`), one frontend bound to VIP on each port, one real
+///   server (the client's port); its resident memory is logged every 2 s as
+///   `rss <kB>`.
 ///
 /// It logs `ready` through the kernel log, so the line carries the kernel's
 /// own time since boot, or `bench-failed: ...` when a step fails.
@@ -100,6 +114,36 @@ if [ -n "$masq" ]; then
   /usr/sbin/nft add rule ip bench post oifname "$masq" masquerade || fail "nft masquerade"
 fi
 [ -z "$(arg bench_ipvs)" ] || /sbin/ipvsadm -L -n
+hap=$(arg bench_haproxy)
+if [ -n "$hap" ]; then
+  set -- $(echo "$hap" | $B tr : ' ')
+  [ $# = 3 ] || fail "haproxy setting $hap"
+  echo "1024 65000" > /proc/sys/net/ipv4/ip_local_port_range
+  $B mkdir -p /etc /run /tmp
+  {
+    echo "global"
+    echo "  maxconn 200000"
+    echo "  nbthread 1"
+    echo "defaults"
+    echo "  mode tcp"
+    echo "  timeout connect 3s"
+    echo "  timeout client 1h"
+    echo "  timeout server 1h"
+    echo "  retries 2"
+    echo "  option redispatch"
+    echo "frontend fe"
+    for p in $(echo "$2" | $B tr + ' '); do echo "  bind $1:$p"; done
+    echo "  default_backend be"
+    echo "backend be"
+    echo "  balance source"
+    echo "  server rs1 $3"
+  } > /etc/haproxy.cfg
+  /usr/sbin/haproxy -f /etc/haproxy.cfg -D -p /run/haproxy.pid || fail "haproxy"
+  (while :; do
+     echo "<1>rss $($B sed -n 's/^VmRSS: *\([0-9]*\).*/\1/p' /proc/$($B cat /run/haproxy.pid)/status)" > /dev/kmsg
+     $B sleep 2
+   done) &
+fi
 echo "<1>ready" > /dev/kmsg
 exec $B sleep 1000000
 "#;

@@ -117,6 +117,54 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmark traffic, run by `bench l7` inside its lab namespaces.
+    #[command(hide = true)]
+    Peer {
+        #[command(subcommand)]
+        which: PeerCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeerCmd {
+    /// Answer 64-byte requests with 64-byte responses.
+    Serve {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 600)]
+        lifetime: u64,
+    },
+    /// Accept connections and keep them, idle.
+    Sink {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 600)]
+        lifetime: u64,
+    },
+    /// Short connections as fast as possible.
+    Rate {
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        concurrency: usize,
+    },
+    /// Short connections at a fixed rate, with their latency.
+    Latency {
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        rate: f64,
+    },
+    /// Open and hold idle connections.
+    Hold {
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        seconds: f64,
+    },
 }
 
 /// Where a signed request goes and who signs it.
@@ -254,6 +302,34 @@ enum BenchCmd {
         /// figure (0 skips it).
         #[arg(long, default_value_t = 10)]
         flood_seconds: u32,
+    },
+    /// Layer 7 TCP mode against HAProxy (TCP mode) in a Debian VM:
+    /// connections/s, Gbit/s, latency, memory per idle connection.
+    L7 {
+        /// Accelerator of both VMs (a stock Debian kernel hangs under KVM-PVM).
+        #[arg(long, default_value = "tcg")]
+        accel: String,
+        /// Seconds per figure.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Memory of both VMs in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u32,
+        /// Rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Concurrent clients of the connections/s run.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Connections per second of the latency run.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Idle connections of the memory run.
+        #[arg(long, default_value_t = 10_000)]
+        hold: usize,
+        /// Appliance kernel ELF to measure instead of building one.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
     },
 }
 
@@ -439,8 +515,75 @@ fn main() -> Result<()> {
             })?;
             write_report("l4.md", &report)?;
         }
+        Cmd::Bench {
+            which:
+                BenchCmd::L7 {
+                    accel,
+                    seconds,
+                    memory,
+                    runs,
+                    concurrency,
+                    rate,
+                    hold,
+                    kernel,
+                },
+        } => {
+            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
+            let accel = match accel.as_str() {
+                "kvm" => Accel::Kvm,
+                "tcg" => Accel::Tcg,
+                other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
+            };
+            let kernel = match kernel {
+                Some(k) => k,
+                None => image::build_kernel(Profile::Release)?,
+            };
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let command = format!("cargo run -p tools --release -- {}", args.join(" "));
+            let report = tools::bench_l7::run(&tools::bench_l7::Options {
+                kernel,
+                accel,
+                seconds,
+                memory_mib: memory,
+                runs,
+                concurrency,
+                rate,
+                hold,
+                command,
+            })?;
+            let out = workspace::root().join("target").join("bench").join("l7.md");
+            std::fs::create_dir_all(out.parent().unwrap())?;
+            std::fs::write(&out, &report)?;
+            println!("{report}");
+            eprintln!("report written to {}", out.display());
+        }
+        Cmd::Peer { which } => peer(which)?,
     }
     Ok(())
+}
+
+fn peer(which: PeerCmd) -> Result<()> {
+    use std::time::Duration;
+    use tools::loadgen;
+    match which {
+        PeerCmd::Serve { port, lifetime } => loadgen::serve(port, Duration::from_secs(lifetime)),
+        PeerCmd::Sink { port, lifetime } => loadgen::sink(port, Duration::from_secs(lifetime)),
+        PeerCmd::Rate {
+            target,
+            seconds,
+            concurrency,
+        } => loadgen::rate(target, seconds, concurrency),
+        PeerCmd::Latency {
+            target,
+            seconds,
+            rate,
+        } => loadgen::latency(target, seconds, rate),
+        PeerCmd::Hold {
+            target,
+            count,
+            seconds,
+        } => loadgen::hold(&[target], count, seconds),
+    }
 }
 
 fn run(
