@@ -35,6 +35,9 @@ const CLIENT_FIN: u8 = 1;
 const SERVER_FIN: u8 = 2;
 const CLIENT_FIN_ACKED: u8 = 4;
 const SERVER_FIN_ACKED: u8 = 8;
+/// The server acknowledged the PROXY header (sticky: a comparison with the
+/// header's end would flip once 2 GiB have passed).
+const PROXY_ACKED: u8 = 16;
 
 /// Per-connection state (kept as the connection table's per-flow data).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,11 +161,13 @@ impl Conn {
         self.server_acked = self.syn_isn().wrapping_add(1);
         self.last_server = now;
         self.phase = Phase::Spliced;
+        self.fins &= !PROXY_ACKED;
     }
 
-    /// Whether the server has acknowledged the PROXY header.
+    /// Whether the server has acknowledged the PROXY header (or there is
+    /// none).
     pub fn proxy_acked(&self) -> bool {
-        seq_ge(self.server_acked, self.client_isn.wrapping_add(1))
+        self.proxy_len == 0 || self.fins & PROXY_ACKED != 0
     }
 
     /// How a client→server segment changes.
@@ -194,7 +199,10 @@ impl Conn {
         Edit {
             seq_add: self.offset(),
             ack_add: 0,
-            ack_floor: Some(self.client_isn.wrapping_add(1)),
+            // Only while the server may still acknowledge PROXY header
+            // bytes (later, a fixed floor would misread acknowledgements
+            // once 2 GiB have passed).
+            ack_floor: (!self.proxy_acked()).then(|| self.client_isn.wrapping_add(1)),
             window_from: from,
             window_to: to,
         }
@@ -249,6 +257,9 @@ impl Conn {
         if let Some(ack) = ack {
             if seq_gt(ack, self.server_acked) {
                 self.server_acked = ack;
+            }
+            if seq_ge(ack, self.client_isn.wrapping_add(1)) {
+                self.fins |= PROXY_ACKED;
             }
             if self.fins & CLIENT_FIN != 0 && seq_gt(ack, self.client_fin) {
                 self.fins |= CLIENT_FIN_ACKED;
@@ -386,6 +397,27 @@ mod tests {
         assert!(!c.proxy_acked());
         c.saw_server(5001, Some(1001), TcpFlags(0x10), Instant(1));
         assert!(c.proxy_acked());
+    }
+
+    #[test]
+    fn long_connections_cross_the_sequence_space() {
+        let mut c = conn(Some(7));
+        c.server_answered(5000, &SynOptions::default(), Instant(0));
+        assert!(!c.proxy_acked());
+        c.saw_server(5001, Some(1001), TcpFlags(0x10), Instant(1));
+        // 3 GiB later (mod 2^32) nothing floors or flips.
+        let far = 1001u32.wrapping_add(3 << 30);
+        for step in 1..=12u32 {
+            c.saw_server(
+                5001,
+                Some(1001u32.wrapping_add(step << 28)),
+                TcpFlags(0x10),
+                Instant(2),
+            );
+        }
+        assert!(c.proxy_acked());
+        assert_eq!(c.server_to_client().ack_floor, None);
+        assert!(seq_ge(c.server_acked, far));
     }
 
     #[test]
