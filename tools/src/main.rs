@@ -529,11 +529,7 @@ fn main() -> Result<()> {
                 },
         } => {
             setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
-            let accel = match accel.as_str() {
-                "kvm" => Accel::Kvm,
-                "tcg" => Accel::Tcg,
-                other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
-            };
+            let accel = parse_accel(&accel)?;
             let kernel = match kernel {
                 Some(k) => k,
                 None => image::build_kernel(Profile::Release)?,
@@ -560,6 +556,14 @@ fn main() -> Result<()> {
         Cmd::Peer { which } => peer(which)?,
     }
     Ok(())
+}
+
+fn parse_accel(name: &str) -> Result<Accel> {
+    Ok(match name {
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
+    })
 }
 
 fn peer(which: PeerCmd) -> Result<()> {

@@ -196,16 +196,23 @@ impl L7 {
         }
     }
 
-    fn drop_held(&mut self, id: FlowId, generation: u32) {
-        let mut freed = 0;
-        self.held.retain(|h| {
-            let gone = h.id == id && h.generation == generation;
-            if gone {
-                freed += h.frame.len();
+    /// Takes the held segments `pred` selects out of the pool.
+    fn take_held(&mut self, pred: impl Fn(&Held) -> bool) -> Vec<Vec<u8>> {
+        let mut taken = Vec::new();
+        self.held.retain_mut(|h| {
+            if pred(h) {
+                taken.push(core::mem::take(&mut h.frame));
+                false
+            } else {
+                true
             }
-            !gone
         });
-        self.held_bytes -= freed;
+        self.held_bytes -= taken.iter().map(Vec::len).sum::<usize>();
+        taken
+    }
+
+    fn drop_held(&mut self, id: FlowId, generation: u32) {
+        self.take_held(|h| h.id == id && h.generation == generation);
     }
 }
 
@@ -974,18 +981,9 @@ impl Engine {
             return;
         };
         let c = flow.ext;
-        let mut mine = Vec::new();
-        let mut freed = 0;
-        self.l7.held.retain_mut(|h| {
-            if h.id == id && h.generation == c.generation {
-                freed += h.frame.len();
-                mine.push(core::mem::take(&mut h.frame));
-                false
-            } else {
-                true
-            }
-        });
-        self.l7.held_bytes -= freed;
+        let mine = self
+            .l7
+            .take_held(|h| h.id == id && h.generation == c.generation);
         if let Some(x) = self.l7_table.ext_mut(id) {
             x.held_segments = 0;
             x.held_bytes = 0;
@@ -1065,18 +1063,12 @@ impl Engine {
         }
         // Early data of connections that went away.
         let table = &self.l7_table;
-        let mut freed = 0;
-        self.l7.held.retain(|h| {
-            let live = table.flow(h.id).is_some_and(|f| {
+        self.l7.take_held(|h| {
+            !table.flow(h.id).is_some_and(|f| {
                 f.ext.generation == h.generation
                     && matches!(f.ext.phase, Phase::AwaitingData | Phase::Connecting)
-            });
-            if !live {
-                freed += h.frame.len();
-            }
-            live
+            })
         });
-        self.l7.held_bytes -= freed;
     }
 
     /// Expires idle layer 7 connections (resetting both sides).
