@@ -6,14 +6,17 @@ server --port P: for each connection, reads until the client's FIN, then
   `reset`. One line per connection on stdout: `halfclose <n>` or `reset`.
 client HOST PORT halfclose: sends 100000 bytes, shuts down its sending
   side, then reads the server's answer to the end; prints it.
-client HOST PORT reset: sends some bytes, then aborts (SO_LINGER 0), which
-  sends a RST; prints `aborted`.
+client HOST PORT reset: sends some bytes, waits a second (so the server's
+  side of a spliced connection exists: before that, a client's reset only
+  cancels the connect), then aborts (SO_LINGER 0), which sends a RST;
+  prints `aborted`.
 Bounded by timeouts on every socket."""
 
 import socket
 import struct
 import sys
 import threading
+import time
 
 
 def serve(port):
@@ -58,6 +61,7 @@ def client(host, port, mode):
         print(out.decode())
     else:
         s.sendall(b"y" * 1000)
+        time.sleep(1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
         print("aborted")
