@@ -424,3 +424,61 @@ fn appliance_mac(lab: &L7Lab) -> String {
         .unwrap_or_else(|| panic!("no MAC for the appliance: {text}"))
         .to_string()
 }
+
+/// A spoofed SYN flood at the VIP from one namespace while a DICOM store
+/// runs from another: the store completes, the flood meets SYN cookies.
+#[test]
+#[ignore = "long: a SYN flood next to a DICOM store, about 3 minutes"]
+fn syn_flood_during_a_dicom_store() {
+    let mut lab = L7Lab::start(Plan::new(50)).unwrap();
+    let med = lab.plan.vip_med();
+    lab.wait_service(&med).unwrap();
+    let mac = appliance_mac(&lab);
+    let st = studies(20, 5, 81);
+    let files = write_studies(&lab.tmp.path().join("flood-studies"), &st).unwrap();
+    let flood_log = lab.tmp.path().join("flood.log");
+    let mut flood = Process::spawn(
+        &lab.clients[2],
+        &[
+            "python3",
+            &script("syn_flood.py"),
+            "--mac",
+            &mac,
+            "--vip",
+            &med,
+            "--port",
+            "104",
+            "--count",
+            "30000",
+            "--seconds",
+            "120",
+        ],
+        &flood_log,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = storescu(&lab.clients[0], &med, 104, &files).unwrap();
+    check_sent(out, "storescu during the flood").unwrap();
+    let arrivals: Vec<_> = lab
+        .servers
+        .iter()
+        .map(|s| received(&[&s.dicom]).unwrap())
+        .collect();
+    for s in &st {
+        holder(&arrivals, s).unwrap();
+    }
+    flood.wait_timeout(Duration::from_secs(180)).unwrap();
+    let status = lab.status().unwrap();
+    let l7 = status.lines().find(|l| l.starts_with("l7:")).unwrap_or("");
+    let cookies: u64 = l7
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("cookies-sent="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        cookies > 0,
+        "the flood met SYN cookies: {l7}\n{}",
+        std::fs::read_to_string(&flood_log).unwrap_or_default()
+    );
+    println!("{l7}");
+}
