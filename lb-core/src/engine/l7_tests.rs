@@ -778,3 +778,19 @@ fn offloaded_super_frames_are_spliced_with_partial_checksums() {
         s.service.packets
     );
 }
+
+#[test]
+fn a_connection_costs_a_table_entry() {
+    let c = config("", "");
+    let mut caps = Capacities::from_config(&c);
+    caps.l7_connections = 65_536;
+    let e = Engine::new(&c, caps).unwrap();
+    let per = e.l7_connections().bytes_per_flow();
+    std::println!(
+        "L7 table: {per} bytes per connection ({} B entry with splice state); 50 000 connections: {:.1} MiB",
+        core::mem::size_of::<crate::conntrack::Flow<crate::splice::Conn>>(),
+        (per * 50_000) as f64 / 1048576.0
+    );
+    // The kernel sizes the table with 256 bytes per connection.
+    assert!(per <= 256, "{per}");
+}
