@@ -387,14 +387,12 @@ impl L7Lab {
 
     /// Waits (bounded) until an HL7 message through `vip` is acknowledged.
     pub fn wait_service(&self, vip: &str) -> Result<()> {
+        // Control IDs unique per VIP and try: each message is stored once.
+        let host = vip.rsplit('.').next().unwrap_or(vip);
         for i in 0..60 {
+            let tag = format!("W{host}x{i}-");
             if self
-                .hl7(
-                    0,
-                    vip,
-                    &format!("W{i}-"),
-                    &["--short", "1", "--timeout", "3"],
-                )?
+                .hl7(0, vip, &tag, &["--short", "1", "--timeout", "3"])?
                 .0
             {
                 return Ok(());
