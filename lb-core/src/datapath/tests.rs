@@ -558,9 +558,13 @@ fn tables_are_limited_to_the_memory_there_is() {
     let line = limit_to_memory(&mut caps, 8 << 20).expect("limited");
     assert!(line.starts_with("l4: tables limited by RAM"), "{line}");
     assert_eq!(caps.conntrack, (8 << 20) / 4 / FLOW_BYTES);
+    assert!(line.contains("l7: limited by RAM"), "{line}");
+    assert_eq!(caps.l7_connections, (8 << 20) / 4 / 256);
     let mut small = Capacities::from_config(&config);
     small.conntrack = 10;
     small.persistence = 10;
+    small.l7_connections = 10;
+    small.l7_hold_bytes = 1024;
     assert!(limit_to_memory(&mut small, 8 << 20).is_none());
     let mut s = setup(Some(config));
     s.memory = 1 << 20;
