@@ -547,23 +547,11 @@ fn main() -> Result<()> {
                 hold,
                 command,
             })?;
-            let out = workspace::root().join("target").join("bench").join("l7.md");
-            std::fs::create_dir_all(out.parent().unwrap())?;
-            std::fs::write(&out, &report)?;
-            println!("{report}");
-            eprintln!("report written to {}", out.display());
+            write_report("l7.md", &report)?;
         }
         Cmd::Peer { which } => peer(which)?,
     }
     Ok(())
-}
-
-fn parse_accel(name: &str) -> Result<Accel> {
-    Ok(match name {
-        "kvm" => Accel::Kvm,
-        "tcg" => Accel::Tcg,
-        other => bail!("unknown accelerator {other:?} (kvm or tcg)"),
-    })
 }
 
 fn peer(which: PeerCmd) -> Result<()> {
