@@ -27,3 +27,4 @@ pub mod splice;
 pub mod startup;
 pub mod store;
 pub mod time;
+pub mod vrrp;
