@@ -5,7 +5,7 @@
 //! Layout (little-endian):
 //! ```text
 //! 0..4    magic  b"LBCF"
-//! 4..6    format version (u16), currently 2
+//! 4..6    format version (u16), currently 3
 //! 6..10   payload length (u32)
 //! 10..14  CRC-32 (IEEE 802.3) of the payload
 //! 14..    payload: postcard(Config)
@@ -20,8 +20,9 @@ use crate::config::{Config, ValidationError, validate};
 
 pub const MAGIC: [u8; 4] = *b"LBCF";
 /// The format version this build writes and reads (2: health-check TLS,
-/// HL7 control-ID prefix, fallback server, per-server check and agent ports).
-pub const FORMAT_VERSION: u16 = 2;
+/// HL7 control-ID prefix, fallback server, per-server check and agent
+/// ports; 3: layer 7 settings and `[ha]`).
+pub const FORMAT_VERSION: u16 = 3;
 pub const HEADER_LEN: usize = 14;
 /// Largest payload accepted. The biggest valid config (256 services × 64
 /// servers with long strings) is well under this; the bound stops a

@@ -13,6 +13,7 @@
 //! [`VirtualService::real_servers`] (both fit `u16`, see the bounds below).
 
 mod fields;
+pub mod ha;
 #[cfg(any(test, feature = "toml"))]
 mod toml_front;
 mod validate;
@@ -72,6 +73,9 @@ pub struct Config {
     /// TOML: `[management]`.
     #[serde(default)]
     pub management: Management,
+    /// TOML: `[ha]`: the clustered pair; absent on a single appliance.
+    #[serde(default)]
+    pub ha: Option<ha::Ha>,
 }
 
 /// Most source ranges in `management.allow`.
@@ -597,6 +601,7 @@ impl Config {
             l7: L7Settings::default(),
             virtual_services: Vec::new(),
             management: Management::default(),
+            ha: None,
         }
     }
 }

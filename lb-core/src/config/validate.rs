@@ -68,6 +68,8 @@ pub enum ErrorKind {
     BadManagement,
     /// A layer 7 setting out of range, or set on a layer 4 service.
     BadLayer7Option,
+    /// An `[ha]` setting (see [`super::ha`]).
+    BadHa,
 }
 
 /// One problem found in a configuration.
@@ -86,10 +88,15 @@ impl fmt::Display for ValidationError {
     }
 }
 
-struct Errors(Vec<ValidationError>);
+pub(super) struct Errors(Vec<ValidationError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, kind: ErrorKind, message: impl Into<String>) {
+    pub(super) fn push(
+        &mut self,
+        path: impl Into<String>,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) {
         self.0.push(ValidationError {
             path: path.into(),
             kind,
@@ -105,6 +112,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<ValidationError>> {
     check_l4(&config.l4, &mut errs);
     check_management(config, &mut errs);
     check_l7(&config.l7, &mut errs);
+    super::ha::check(config, &mut errs);
     let own: Vec<Ipv4Addr> = config
         .network
         .interfaces

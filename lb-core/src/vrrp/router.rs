@@ -360,7 +360,13 @@ impl Router {
     /// wire layer: TTL, version, checksum). `addrs_match` says whether its
     /// address list is ours (a mismatch is counted, as keepalived does,
     /// but the advertisement still counts).
-    pub fn on_advert(&mut self, src: Ipv4Addr, adv: &Repr, addrs_match: bool, now: Instant) -> Output {
+    pub fn on_advert(
+        &mut self,
+        src: Ipv4Addr,
+        adv: &Repr,
+        addrs_match: bool,
+        now: Instant,
+    ) -> Output {
         if adv.vrid != self.settings.vrid {
             self.stats.other_vrid += 1;
             return Output::default();

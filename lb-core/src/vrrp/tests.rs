@@ -60,7 +60,14 @@ fn keepalived_unicast_advert() {
 fn checksum_without_pseudo_header() {
     let f = hex(THREE);
     let rfc = parse_frame(&f, ChecksumMode::Rfc).unwrap();
-    assert_eq!((rfc.repr.vrid, rfc.repr.priority, rfc.repr.max_advert_interval), (53, 200, 50));
+    assert_eq!(
+        (
+            rfc.repr.vrid,
+            rfc.repr.priority,
+            rfc.repr.max_advert_interval
+        ),
+        (53, 200, 50)
+    );
     assert_eq!(rfc.repr.addrs.len(), 3);
     let f = hex(V2);
     assert_eq!(parse_frame(&f, ChecksumMode::Rfc), Err(Error::BadChecksum));
@@ -150,8 +157,14 @@ fn padded_frame_parses_and_bad_ones_say_why() {
     // Another protocol.
     assert_eq!(with(23, 17, true), Err(Error::NotVrrp));
     // Cut short.
-    assert_eq!(parse_frame(&good[..30], ChecksumMode::Rfc), Err(Error::BadIpHeader));
-    assert_eq!(parse_frame(&good[..10], ChecksumMode::Rfc), Err(Error::Truncated));
+    assert_eq!(
+        parse_frame(&good[..30], ChecksumMode::Rfc),
+        Err(Error::BadIpHeader)
+    );
+    assert_eq!(
+        parse_frame(&good[..10], ChecksumMode::Rfc),
+        Err(Error::Truncated)
+    );
     // An IP length longer than the advert: bytes that are not padding.
     let mut long = good.clone();
     long[17] += 4;
@@ -238,11 +251,17 @@ fn timers_follow_the_rfc() {
 fn alone_it_becomes_master_after_the_down_interval() {
     let mut r = Router::new(settings(100));
     let o = r.start(t(0));
-    assert_eq!(o.transition, Some((State::Initialize, State::Backup, Reason::Startup)));
+    assert_eq!(
+        o.transition,
+        Some((State::Initialize, State::Backup, Reason::Startup))
+    );
     assert_eq!(r.next_deadline(), Some(t(360)));
     assert_eq!(r.poll(t(359)), Output::default());
     let o = r.poll(t(360));
-    assert_eq!(o.transition, Some((State::Backup, State::Master, Reason::MasterDown)));
+    assert_eq!(
+        o.transition,
+        Some((State::Backup, State::Master, Reason::MasterDown))
+    );
     assert_eq!(o.advert, Some(100));
     assert!(o.announce);
     // Then one advert per interval.
@@ -374,12 +393,22 @@ fn fault_resigns_and_recovers_as_backup() {
     r.poll(t(400));
     assert!(r.is_master());
     let o = r.set_fault(true, t(500));
-    assert_eq!(o.transition, Some((State::Master, State::Fault, Reason::LinkDown)));
+    assert_eq!(
+        o.transition,
+        Some((State::Master, State::Fault, Reason::LinkDown))
+    );
     assert_eq!(o.advert, Some(0));
     assert_eq!(r.poll(t(10_000)), Output::default());
-    assert!(r.on_advert(PEER, &repr(50), true, t(10_000)).transition.is_none());
+    assert!(
+        r.on_advert(PEER, &repr(50), true, t(10_000))
+            .transition
+            .is_none()
+    );
     let o = r.set_fault(false, t(11_000));
-    assert_eq!(o.transition, Some((State::Fault, State::Backup, Reason::LinkUp)));
+    assert_eq!(
+        o.transition,
+        Some((State::Fault, State::Backup, Reason::LinkUp))
+    );
     // A router that starts while its link is down waits in fault.
     let mut r = Router::new(settings(100));
     r.set_fault(true, t(0));

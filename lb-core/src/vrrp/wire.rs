@@ -219,8 +219,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether the checksum is right for a packet from `src` to `dst`.
     pub fn verify_checksum(&self, mode: ChecksumMode, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         let data = &self.buffer.as_ref()[..self.total_len()];
-        checksum::fold(u32::from(checksum::sum(data)) + u32::from(pseudo_sum(mode, src, dst, data.len())))
-            == 0xffff
+        checksum::fold(
+            u32::from(checksum::sum(data)) + u32::from(pseudo_sum(mode, src, dst, data.len())),
+        ) == 0xffff
     }
 }
 
@@ -243,7 +244,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets Max Adver Int (centiseconds; the reserved bits are zero).
     pub fn set_max_advert_interval(&mut self, cs: u16) {
-        self.buffer.as_mut()[field::INTERVAL].copy_from_slice(&(cs & MAX_INTERVAL_CS).to_be_bytes());
+        self.buffer.as_mut()[field::INTERVAL]
+            .copy_from_slice(&(cs & MAX_INTERVAL_CS).to_be_bytes());
     }
 
     pub fn set_checksum(&mut self, value: u16) {
