@@ -66,6 +66,16 @@ impl Slot {
     }
 }
 
+/// One binding, as [`PersistTable::entry_at`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PersistEntry {
+    pub service: u16,
+    /// The client's address, masked with the service's persistence mask.
+    pub client: Ipv4Addr,
+    pub server: u16,
+    pub expires: Instant,
+}
+
 /// The table is full and nothing could be reclaimed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PersistFull;
@@ -252,6 +262,23 @@ impl PersistTable {
     /// administrative event, not per packet.
     pub fn drop_server(&mut self, service: u16, server: u16) -> usize {
         self.retain(|s| !(s.key() >> 32 == u64::from(service) && s.server() == server))
+    }
+
+    /// Slots of the table (for a walk over every entry, see
+    /// [`PersistTable::entry_at`]).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The live binding in slot `i`, if any (replication to the pair).
+    pub fn entry_at(&self, i: usize, now: Instant) -> Option<PersistEntry> {
+        let s = *self.slots.get(i)?;
+        s.live(now).then(|| PersistEntry {
+            service: (s.key() >> 32) as u16,
+            client: Ipv4Addr::from(s.key() as u32),
+            server: s.server(),
+            expires: Instant(s.expires),
+        })
     }
 
     /// Removes every binding of `service` (the service was removed or

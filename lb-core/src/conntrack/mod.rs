@@ -435,6 +435,40 @@ impl<X: Copy + Default> ConnTable<X> {
         (self.flows[e as usize].expires > now).then_some((FlowId(e), dir))
     }
 
+    /// One past the highest slab index that ever held a flow: a walk over
+    /// `0..slab_len()` with [`ConnTable::flow_at`] sees every flow.
+    pub fn slab_len(&self) -> usize {
+        self.high_water.min(self.flows.len())
+    }
+
+    /// The flow in slab entry `index`, if one is tracked there (live or
+    /// expired but not yet reclaimed).
+    pub fn flow_at(&self, index: usize) -> Option<(FlowId, &Flow<X>)> {
+        let f = self.flows.get(index).filter(|f| f.in_use())?;
+        Some((FlowId(index as u32), f))
+    }
+
+    /// Sets a tracked flow's state and expiry as the other appliance of a
+    /// pair reported them (see [`crate::engine::replica`]).
+    pub fn set_replica_state(&mut self, id: FlowId, state: TcpState, expires: Instant) -> bool {
+        let Some(f) = self.flows.get(id.index()).filter(|f| f.in_use()).copied() else {
+            return false;
+        };
+        let state = if f.original.proto == Protocol::Udp {
+            TcpState::Udp
+        } else {
+            state
+        };
+        let (was, is) = (f.state == TcpState::Handshake, state == TcpState::Handshake);
+        if was != is {
+            self.count_half_open(&f, is);
+        }
+        let e = &mut self.flows[id.index()];
+        e.state = state;
+        e.expires = expires;
+        true
+    }
+
     /// The flow behind `id`, if it is still tracked.
     pub fn flow(&self, id: FlowId) -> Option<&Flow<X>> {
         self.flows.get(id.index()).filter(|f| f.in_use())

@@ -47,6 +47,9 @@ mod l7;
 mod l7_sim;
 #[cfg(test)]
 mod l7_tests;
+pub mod replica;
+#[cfg(test)]
+mod replica_tests;
 mod route;
 mod stats;
 #[cfg(test)]
@@ -71,6 +74,7 @@ use crate::time::{Duration, Instant};
 use alloc::string::String;
 
 pub use l7::{L7Stats, OUTBOX_LIMIT, Outgoing};
+pub use replica::{FlowRecord, ImportError, PersistRecord, Record, ReplicaStats};
 pub use route::Routes;
 pub use stats::{Counters, ServiceStats};
 
@@ -136,6 +140,9 @@ pub enum EngineError {
 /// a compact form.
 #[derive(Debug)]
 struct ServiceRuntime {
+    /// The VIP and first port: the service's name between appliances.
+    vip: Endpoint,
+    protocol: Protocol,
     forwarding: Forwarding,
     persistence: Option<(Ipv4Addr, Duration)>,
     established_timeout: Duration,
@@ -195,6 +202,11 @@ pub struct Engine {
     /// Layer 7 connections (see [`l7`]).
     l7_table: ConnTable<crate::splice::Conn>,
     l7: l7::L7,
+    /// Backup of a pair: new flows are refused (known flows go on).
+    standby: bool,
+    /// Changes for the other appliance of a pair (see [`replica`]).
+    journal: Option<replica::Journal>,
+    replica: ReplicaStats,
 }
 
 impl Engine {
@@ -289,7 +301,22 @@ impl Engine {
                 &timeouts,
                 capacities.hash_seed,
             ),
+            standby: false,
+            journal: None,
+            replica: ReplicaStats::default(),
         })
+    }
+
+    /// Backup of a pair (`true`): new flows are dropped as
+    /// [`DropReason::Standby`]; flows already tracked (replicated from the
+    /// master) are still forwarded, so packets that reach this appliance
+    /// while neighbours catch up with a takeover are not lost.
+    pub fn set_standby(&mut self, standby: bool) {
+        self.standby = standby;
+    }
+
+    pub fn is_standby(&self) -> bool {
+        self.standby
     }
 
     /// Decides what to do with `frame`, which arrived on interface `nic`,
@@ -396,6 +423,12 @@ impl Engine {
             }
             let flags = (pkt.key.proto == Protocol::Tcp).then_some(ConnFlags(pkt.tcp_flags.0));
             let state = self.conntrack.touch(id, dir, flags, now);
+            if let Some(st) = state
+                && st != flow.state
+                && st != TcpState::Handshake
+            {
+                self.journal_flow(id, now);
+            }
             let service = &self.services[svc];
             if dir == Direction::Original
                 && let Some((mask, timeout)) = service.persistence
@@ -471,9 +504,13 @@ impl Engine {
         } else {
             // A full persistence table only costs stickiness, not the
             // flow; the table counts the refusal.
-            let _ = self
+            if self
                 .persist
-                .insert(service, client, mask, server, timeout, now);
+                .insert(service, client, mask, server, timeout, now)
+                .is_ok()
+            {
+                self.journal_persist(service, client, server, timeout);
+            }
         }
     }
 
@@ -565,6 +602,9 @@ impl Engine {
         if pkt.key.proto == Protocol::Tcp && !(f.syn() && !f.ack() && !f.rst() && !f.fin()) {
             return Err(self.count_drop(svc, None, DropReason::NoFlow));
         }
+        if self.standby {
+            return Err(self.count_drop(svc, None, DropReason::Standby));
+        }
         let client = pkt.key.src.addr;
         let picked = self.choose_server(svc, client, now, 0);
         let service = &mut self.services[svc];
@@ -599,7 +639,7 @@ impl Engine {
                 let Some((out_nic, _)) = self.routes.route(server.addr) else {
                     return Err(self.count_drop(svc, Some(srv), DropReason::NoRoute));
                 };
-                let Some(own) = self.routes.address(out_nic) else {
+                let Some(own) = self.routes.snat_source(out_nic) else {
                     return Err(self.count_drop(svc, Some(srv), DropReason::NoRoute));
                 };
                 let alloc = service.snat_allocator[srv].and_then(|i| self.snat_ports.get_mut(i));
@@ -678,6 +718,8 @@ impl Engine {
                 Some(ConnFlags(pkt.tcp_flags.0)),
                 now,
             );
+        } else {
+            self.journal_flow(id, now);
         }
         let Some(&flow) = self.conntrack.flow(id) else {
             return Ok(Decision::ToStack);
@@ -914,6 +956,13 @@ impl Engine {
         true
     }
 
+    /// The source address of SNAT flows leaving on `nic`: the pair's
+    /// floating address there (so a flow means the same on both
+    /// appliances), `None` for the interface's own address.
+    pub fn set_snat_source(&mut self, nic: usize, addr: Option<Ipv4Addr>) -> bool {
+        self.routes.set_snat_source(nic, addr)
+    }
+
     /// Sets the address of interface `nic` (after DHCP or the console
     /// wizard); `None` removes it.
     pub fn set_interface_address(&mut self, nic: usize, addr: Option<(Ipv4Addr, u8)>) -> bool {
@@ -993,6 +1042,8 @@ impl ServiceRuntime {
             Some(Fallback::Local) => FallbackRuntime::Local,
         };
         ServiceRuntime {
+            vip: Endpoint::new(vs.vip, vs.ports.first().copied().unwrap_or(0)),
+            protocol: vs.protocol,
             forwarding: vs.forwarding,
             persistence: vs.persistence_mask().zip(vs.persistence_duration()),
             established_timeout: vs.established_timeout(&config.l4),

@@ -32,6 +32,8 @@ impl Connected {
 pub struct Routes {
     nics: Vec<Connected>,
     gateway: Option<Ipv4Addr>,
+    /// SNAT source per interface when it is not the interface's address.
+    snat: Vec<Option<Ipv4Addr>>,
 }
 
 impl Routes {
@@ -46,7 +48,24 @@ impl Routes {
                 })
                 .collect(),
             gateway: net.gateway,
+            snat: Vec::new(),
         }
+    }
+
+    /// The source address of SNAT flows leaving on `nic`.
+    pub fn snat_source(&self, nic: usize) -> Option<Ipv4Addr> {
+        self.snat.get(nic).copied().flatten().or(self.address(nic))
+    }
+
+    pub fn set_snat_source(&mut self, nic: usize, addr: Option<Ipv4Addr>) -> bool {
+        if nic >= self.nics.len() {
+            return false;
+        }
+        if self.snat.len() <= nic {
+            self.snat.resize(nic + 1, None);
+        }
+        self.snat[nic] = addr;
+        true
     }
 
     pub fn nic_count(&self) -> usize {

@@ -59,11 +59,14 @@ pub enum DropReason {
     /// not at its TCP/UDP checksum field, segmentation of something other
     /// than TCP), or a super-frame that cannot be cut into segments.
     BadOffload,
+    /// A new flow to a VIP while this appliance is the backup of a pair
+    /// (the master takes new flows; known flows are still forwarded).
+    Standby,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedIpv4,
         DropReason::BadIpVersion,
@@ -88,6 +91,7 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::UnknownInterface,
         DropReason::BadOffload,
+        DropReason::Standby,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -118,6 +122,7 @@ impl DropReason {
             DropReason::NoRoute => "no-route",
             DropReason::UnknownInterface => "unknown-interface",
             DropReason::BadOffload => "bad-offload",
+            DropReason::Standby => "standby",
         }
     }
 

@@ -115,6 +115,27 @@ impl PortAllocator {
         true
     }
 
+    /// Takes `port` itself (a flow replicated from the other appliance of
+    /// a pair keeps its port); false when it is in use or out of range.
+    pub fn take(&mut self, port: u16) -> bool {
+        let Some(idx) = port.checked_sub(self.first).map(u32::from) else {
+            return false;
+        };
+        if idx >= self.size {
+            return false;
+        }
+        if self.used.is_empty() {
+            self.used = alloc::vec![0; self.size.div_ceil(64) as usize];
+        }
+        let (w, bit) = ((idx / 64) as usize, idx % 64);
+        if self.used[w] & (1 << bit) != 0 {
+            return false;
+        }
+        self.used[w] |= 1 << bit;
+        self.in_use += 1;
+        true
+    }
+
     pub fn is_allocated(&self, port: u16) -> bool {
         match port.checked_sub(self.first).map(u32::from) {
             Some(idx) if idx < self.size => self

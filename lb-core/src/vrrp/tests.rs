@@ -457,7 +457,7 @@ fn two_routers_elect_one_master() {
                 if let Some(p) = o.advert {
                     n += 1;
                     // Lose some adverts, never two in a row.
-                    if drop_every == 0 || n % (drop_every + 2) != 0 {
+                    if drop_every == 0 || !n.is_multiple_of(drop_every + 2) {
                         let _ = to;
                         dst.on_advert(addr, &repr(p), true, t(ms));
                     }
