@@ -112,6 +112,7 @@ pub fn start(
         hash_seed: seed,
         memory: crate::memory::heap_free(),
         now: datapath::now(),
+        boot_id: crate::rng::u64(),
     });
     print_log(&mut dp);
     if dp.vip_count() > 0 {

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod envelope;
 pub mod flow;
 pub mod frame;
+pub mod ha;
 pub mod health;
 pub mod log;
 pub mod mgmt;

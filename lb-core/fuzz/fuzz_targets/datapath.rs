@@ -55,6 +55,7 @@ fn datapath() -> Datapath {
         // The smallest tables (1024 entries): each run builds them afresh.
         memory: 0,
         now: Instant(0),
+        boot_id: 1,
     })
 }
 

@@ -69,6 +69,14 @@ pub struct StackGuard {
     echo: Bucket,
 }
 
+impl StackGuard {
+    /// Takes one echo request from the echo bucket (pings the frame path
+    /// answers itself, for the pair's addresses).
+    pub fn echo_allowed(&mut self, now: Instant) -> bool {
+        self.echo.take(now)
+    }
+}
+
 impl Default for StackGuard {
     fn default() -> Self {
         StackGuard {

@@ -27,6 +27,9 @@
 
 pub mod arp;
 pub mod guard;
+mod pair;
+#[cfg(test)]
+mod pair_tests;
 #[cfg(test)]
 mod tests;
 pub mod unreachable;
@@ -141,6 +144,8 @@ pub struct PathStats {
     pub management_refused: u64,
     /// ARP frames from another machine claiming one of our addresses or VIPs.
     pub arp_conflicts: u64,
+    /// Pings to VIPs and floating addresses answered.
+    pub owned_echo_replies: u64,
 }
 
 /// Shortest time between two reports of the same trouble (ARP conflicts,
@@ -185,6 +190,9 @@ pub struct Setup {
     pub memory: usize,
     /// When the first health checks are scheduled from.
     pub now: Instant,
+    /// A random number of this boot (names this appliance's messages on
+    /// the pair's sync link).
+    pub boot_id: u64,
 }
 
 /// The frame path: engine, ARP, addresses, health board.
@@ -219,6 +227,10 @@ pub struct Datapath {
     addrs: Vec<Option<(Ipv4Addr, u8)>>,
     /// Each VIP with the NIC whose subnet holds it (eth0 if none does).
     vips: Vec<(Ipv4Addr, usize)>,
+    /// The clustered pair, with `[ha]` (see [`crate::ha`]).
+    pub pair: Option<crate::ha::Pair>,
+    /// A config the sync link brought (serial, envelope).
+    synced_config: Option<(u64, Vec<u8>)>,
 }
 
 /// Passes a health board change on to the engine and the log.
@@ -361,9 +373,35 @@ impl Datapath {
             macs: setup.macs,
             addrs: setup.addrs,
             vips: Vec::new(),
+            pair: None,
+            synced_config: None,
         };
         dp.place_vips();
+        dp.start_pair(setup.boot_id, setup.now);
         dp
+    }
+
+    /// Builds the pair of `[ha]`: the engine is standby until the election
+    /// makes this appliance master, keeps a journal for the sync link, and
+    /// sends SNAT from the floating addresses.
+    fn start_pair(&mut self, boot_id: u64, now: Instant) {
+        let own = self.address(0).map(|a| a.0);
+        let Some(mut pair) =
+            crate::ha::Pair::from_config(&self.config, &self.vips, own, boot_id, now)
+        else {
+            return;
+        };
+        if let Some((a, _)) = self.address(pair.nic) {
+            pair.router.set_address(a);
+        }
+        for &(addr, nic) in pair.floating() {
+            self.engine.set_snat_source(nic, Some(addr));
+        }
+        if pair.sync.is_some() {
+            self.engine.set_journal(crate::ha::JOURNAL);
+        }
+        crate::ha::apply_role(&pair, &mut self.engine);
+        self.pair = Some(pair);
     }
 
     /// Puts each VIP on the NIC whose subnet holds it (eth0 if none does).
@@ -454,13 +492,16 @@ impl Datapath {
         self.send_arp(tx, nic, Arp::request(mac, ip, target));
     }
 
-    /// Sends one gratuitous ARP for every VIP.
+    /// Sends one gratuitous ARP for every VIP (and the pair's floating
+    /// addresses), unless this appliance is the backup of a pair.
     pub fn announce_vips<T: Transmit>(&mut self, tx: &mut T) {
-        for (vip, nic) in self.vips.clone() {
-            let Some(&mac) = self.macs.get(nic) else {
-                continue;
-            };
-            self.send_arp(tx, nic, Arp::gratuitous(mac, vip));
+        if self.pair.as_ref().is_some_and(|p| !p.is_master()) {
+            return;
+        }
+        for (ip, nic) in self.owned_addresses() {
+            if let Some(arp) = self.garp(ip, nic) {
+                self.send_arp(tx, nic, arp);
+            }
         }
     }
 
@@ -492,6 +533,9 @@ impl Datapath {
     ) -> Verdict {
         if let Some(a) = Arp::parse(frame) {
             return self.on_arp(nic, frame, &a, now, tx);
+        }
+        if let Some(v) = self.pair_frame(nic, frame, now, tx) {
+            return v;
         }
         let verdict = match self.engine.process(nic, frame, now) {
             Decision::ToStack => self.for_stack(nic, frame, now, tx),
@@ -554,10 +598,15 @@ impl Datapath {
         now: Instant,
         tx: &mut T,
     ) -> Verdict {
-        let asks_us = self.is_own(a.target_ip) || self.is_vip(a.target_ip);
-        if (self.is_own(a.sender_ip) || self.is_vip(a.sender_ip))
-            && !self.macs.contains(&a.sender_mac)
-        {
+        let pair_address =
+            |ip: Ipv4Addr| self.pair.as_ref().is_some_and(|p| p.is_owned_address(ip));
+        let asks_us =
+            self.is_own(a.target_ip) || self.is_vip(a.target_ip) || pair_address(a.target_ip);
+        // The other appliance of a pair claims the VIPs and floating
+        // addresses whenever it is master: a conflict only while we are.
+        let ours = self.is_own(a.sender_ip)
+            || ((self.is_vip(a.sender_ip) || pair_address(a.sender_ip)) && self.owns(a.sender_ip));
+        if ours && !self.macs.contains(&a.sender_mac) {
             // Another machine claims one of our addresses: a duplicate
             // address, or a DR real server answering ARP for the VIP.
             self.stats.arp_conflicts += 1;
@@ -585,8 +634,12 @@ impl Datapath {
         if a.request
             && !gratuitous
             && !self.is_own(a.target_ip)
-            && self.vips.iter().any(|&(v, n)| v == a.target_ip && n == nic)
-            && let Some(&mac) = self.macs.get(nic)
+            && self.owns(a.target_ip)
+            && self
+                .owned_addresses()
+                .iter()
+                .any(|&(v, n)| v == a.target_ip && n == nic)
+            && let Some(mac) = self.owned_mac(nic)
             && a.reply(mac, a.target_ip).emit(frame)
         {
             self.stats.vip_arp_replies += 1;
@@ -627,7 +680,11 @@ impl Datapath {
         let (Some(&mac), Some((own, _))) = (self.macs.get(nic), self.address(nic)) else {
             return Verdict::PassToStack;
         };
-        let is_local = |ip: Ipv4Addr| self.is_own(ip) || self.is_vip(ip);
+        let is_local = |ip: Ipv4Addr| {
+            self.is_own(ip)
+                || self.is_vip(ip)
+                || self.pair.as_ref().is_some_and(|p| p.is_owned_address(ip))
+        };
         let Some(u) = unreachable::check(frame, mac, is_local) else {
             return Verdict::PassToStack;
         };

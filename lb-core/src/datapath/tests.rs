@@ -48,6 +48,7 @@ fn setup(config: Option<Config>) -> Setup {
         hash_seed: 7,
         memory: 64 << 20,
         now: Instant(0),
+        boot_id: 1,
     }
 }
 

@@ -74,6 +74,9 @@ pub fn render(status: &Status) -> String {
 <span style=\"background:#ffcdd2\">down</span><span style=\"background:#bbdefb\">drain</span>\
 <span style=\"background:#e0e0e0\">halt</span><span style=\"background:#fff3c4\">not checked yet</span></div><br>\n",
     );
+    if let Some(p) = &status.pair {
+        pair_block(p, status.serial, &mut o);
+    }
     if status.services.is_empty() {
         o.push_str("<p>No virtual services are configured.</p>\n");
     }
@@ -132,6 +135,63 @@ pub fn render(status: &Status) -> String {
     }
     o.push_str("</body></html>\n");
     o
+}
+
+/// The clustered pair: role, peer, config agreement, sync, faults in red.
+fn pair_block(p: &super::status::PairStatus, serial: u64, o: &mut String) {
+    let colour = if !p.faults.is_empty() {
+        "#ffcdd2"
+    } else if p.role == "master" {
+        "#c8e6c9"
+    } else {
+        "#bbdefb"
+    };
+    let _ = write!(
+        o,
+        "<div class=\"vs\" id=\"pair\" data-role=\"{role}\" data-faults=\"{nf}\" style=\"background:{colour}\">\
+<h2>Clustered pair: {role}</h2><div class=\"facts\">VRID {vrid} &middot; priority {prio} &middot; in this role for {secs} s",
+        role = e(&p.role),
+        nf = p.faults.len(),
+        vrid = p.vrid,
+        prio = p.priority,
+        secs = p.for_ms / 1000,
+    );
+    if let Some(m) = &p.master {
+        let _ = write!(o, " &middot; master {}", e(m));
+    }
+    if let (Some(r), Some(s)) = (&p.peer_role, p.peer_serial) {
+        let agree = if p.config_agree == Some(true) {
+            "configs agree"
+        } else {
+            "configs DIFFER"
+        };
+        let _ = write!(
+            o,
+            " &middot; peer {} &middot; config serial {serial} here, {s} there ({agree})",
+            e(r)
+        );
+    }
+    if let Some(s) = &p.sync {
+        let _ = write!(
+            o,
+            " &middot; sync {}{}",
+            e(s),
+            if p.sync_complete {
+                ", copy complete"
+            } else {
+                ""
+            }
+        );
+    }
+    o.push_str("</div>\n");
+    for f in &p.faults {
+        let _ = writeln!(
+            o,
+            "<div class=\"fault\" style=\"color:#b71c1c;font-weight:bold\">{}</div>",
+            e(f)
+        );
+    }
+    o.push_str("</div>\n");
 }
 
 fn uptime(s: u64) -> String {

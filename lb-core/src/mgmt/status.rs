@@ -34,6 +34,33 @@ pub struct Status {
     pub metrics: Vec<Sample>,
     /// The console's lines after the services (drops, ARP, tables, NICs).
     pub details: Vec<String>,
+    /// The clustered pair, with `[ha]`.
+    #[serde(default)]
+    pub pair: Option<PairStatus>,
+}
+
+/// This appliance's side of the clustered pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairStatus {
+    /// `master`, `backup`, `fault` or `init`.
+    pub role: String,
+    pub vrid: u8,
+    pub priority: u8,
+    /// Milliseconds in this role.
+    pub for_ms: u64,
+    /// The master heard (while backup), and its priority.
+    pub master: Option<String>,
+    /// The peer on the sync link: its role, config serial, and whether our
+    /// configs agree; `None` without a sync link or before it spoke.
+    pub peer_role: Option<String>,
+    pub peer_serial: Option<u64>,
+    pub config_agree: Option<bool>,
+    /// Sync link health: `ok`, or why not.
+    pub sync: Option<String>,
+    /// Whether this backup holds a complete copy of the master's tables.
+    pub sync_complete: bool,
+    /// What an engineer must look at (empty: nothing).
+    pub faults: Vec<String>,
 }
 
 /// One virtual service.
@@ -174,6 +201,157 @@ fn fallback(vs: &crate::config::VirtualService, engine: &Engine, si: usize) -> O
         }
         Fallback::Local => Some(format!("local refused={}", stats.fallback_refused)),
     }
+}
+
+/// The pair's status, its counters as metrics and its details line.
+fn pair_status(dp: &Datapath, pair: &crate::ha::Pair, st: &mut Status) {
+    use crate::vrrp::State;
+    let now = pair.now();
+    let serial = dp.config.management.serial;
+    let r = &pair.router;
+    let s = r.settings();
+    let mut ps = PairStatus {
+        role: r.state().name().into(),
+        vrid: s.vrid,
+        priority: s.priority,
+        for_ms: now.since(r.since()).millis(),
+        master: (r.state() == State::Backup)
+            .then(|| r.master())
+            .flatten()
+            .map(|(a, p)| format!("{a} (priority {p})")),
+        faults: pair.faults(now, serial),
+        ..PairStatus::default()
+    };
+    if let Some((nic, link)) = &pair.sync {
+        ps.sync_complete = link.complete();
+        ps.sync = Some(if link.peer_alive(now) {
+            String::from("ok")
+        } else {
+            format!("down (peer {} on eth{nic} silent)", link.peer)
+        });
+        if let Some(h) = link.peer_hello() {
+            ps.peer_role = Some(
+                match h.role {
+                    1 => "backup",
+                    2 => "master",
+                    3 => "fault",
+                    _ => "init",
+                }
+                .into(),
+            );
+            ps.peer_serial = Some(h.serial);
+            ps.config_agree = Some(h.serial == serial);
+        }
+        let l = &link.stats;
+        st.details.push(format!(
+            "sync: sent={} received={} lost={} send-failed={} records-sent={} records-received={} records-refused={} passes-sent={} passes-received={} configs-sent={} configs-received={} configs-refused={} rejected={}",
+            l.sent,
+            l.received,
+            l.lost,
+            l.send_failed,
+            l.records_sent,
+            l.records_received,
+            l.records_refused,
+            l.passes_sent,
+            l.passes_received,
+            l.configs_sent,
+            l.configs_received,
+            l.configs_refused,
+            l.rejected.iter().sum::<u64>()
+        ));
+        for (name, v) in [
+            ("sent", l.sent),
+            ("received", l.received),
+            ("lost", l.lost),
+            ("send_failed", l.send_failed),
+        ] {
+            st.metrics.push(Sample::new(
+                "lbmed_pair_sync_messages_total",
+                &[("kind", name)],
+                v,
+            ));
+        }
+        for (name, v) in [
+            ("sent", l.records_sent),
+            ("received", l.records_received),
+            ("refused", l.records_refused),
+        ] {
+            st.metrics.push(Sample::new(
+                "lbmed_pair_sync_records_total",
+                &[("kind", name)],
+                v,
+            ));
+        }
+        for e in crate::ha::wire::Error::ALL {
+            st.metrics.push(Sample::new(
+                "lbmed_pair_sync_rejected_total",
+                &[("reason", e.name())],
+                l.rejected[e.index()],
+            ));
+        }
+    }
+    let rs = &r.stats;
+    st.details.push(format!(
+        "vrrp: adverts sent={} received={} other-vrid={} priority-zero={} interval-mismatch={} address-mismatch={} lower-master-heard={} became-master={} garps={} foreign={} bad={}",
+        rs.adverts_sent,
+        rs.adverts_received,
+        rs.other_vrid,
+        rs.priority_zero,
+        rs.interval_mismatch,
+        rs.address_mismatch,
+        rs.lower_master_heard,
+        rs.became_master,
+        pair.stats.garps,
+        pair.stats.foreign_adverts,
+        pair.stats.bad_adverts.iter().sum::<u64>()
+    ));
+    let rep = dp.engine.replica_stats();
+    st.details.push(format!(
+        "replica: journaled={} journal-overflow={} imported-flows={} imported-persistence={} replaced={} refused={}",
+        rep.journaled,
+        rep.journal_overflow,
+        rep.imported_flows,
+        rep.imported_persist,
+        rep.replaced,
+        rep.refused.iter().sum::<u64>()
+    ));
+    st.metrics.push(Sample::new(
+        "lbmed_pair_master",
+        &[],
+        u64::from(pair.is_master()),
+    ));
+    st.metrics.push(Sample::new(
+        "lbmed_pair_faults",
+        &[],
+        ps.faults.len() as u64,
+    ));
+    st.metrics.push(Sample::new(
+        "lbmed_pair_became_master_total",
+        &[],
+        rs.became_master,
+    ));
+    for (dir, v) in [("sent", rs.adverts_sent), ("received", rs.adverts_received)] {
+        st.metrics.push(Sample::new(
+            "lbmed_pair_adverts_total",
+            &[("direction", dir)],
+            v,
+        ));
+    }
+    for e in crate::vrrp::wire::Error::ALL {
+        st.metrics.push(Sample::new(
+            "lbmed_pair_bad_adverts_total",
+            &[("reason", e.name())],
+            pair.stats.bad_adverts[e.index()],
+        ));
+    }
+    for e in crate::engine::ImportError::ALL {
+        st.metrics.push(Sample::new(
+            "lbmed_pair_import_refused_total",
+            &[("reason", e.name())],
+            rep.refused[e.index()],
+        ));
+    }
+    st.pair = Some(ps);
 }
 
 impl Status {
@@ -390,7 +568,55 @@ impl Status {
             &[],
             dp.stats.arp_conflicts,
         ));
+        if let Some(pair) = &dp.pair {
+            pair_status(dp, pair, &mut st);
+        }
         st
+    }
+
+    /// The pair's lines of the console text.
+    fn pair_lines(&self, out: &mut String) {
+        let Some(p) = &self.pair else {
+            return;
+        };
+        let _ = write!(
+            out,
+            "pair: {} for {} s (VRID {}, priority {})",
+            p.role,
+            p.for_ms / 1000,
+            p.vrid,
+            p.priority
+        );
+        if let Some(m) = &p.master {
+            let _ = write!(out, ", master {m}");
+        }
+        if let (Some(r), Some(s)) = (&p.peer_role, p.peer_serial) {
+            let agree = if p.config_agree == Some(true) {
+                "agree"
+            } else {
+                "DIFFER"
+            };
+            let _ = write!(
+                out,
+                "; peer {r}, config serial {} here, {s} there ({agree})",
+                self.serial
+            );
+        }
+        if let Some(s) = &p.sync {
+            let _ = write!(
+                out,
+                "; sync {s}{}",
+                if p.sync_complete {
+                    ", copy complete"
+                } else {
+                    ""
+                }
+            );
+        }
+        out.push('\n');
+        for f in &p.faults {
+            let _ = writeln!(out, "pair fault: {f}");
+        }
     }
 
     /// A counter or gauge by name and labels (0 when absent).
@@ -411,6 +637,7 @@ impl Status {
     /// The console's `status` text.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        self.pair_lines(&mut out);
         for vs in &self.services {
             let ports: Vec<String> = vs.ports.iter().map(|p| p.to_string()).collect();
             let _ = write!(
@@ -665,6 +892,7 @@ pub(crate) fn sample_status() -> Status {
             3
         )],
         details: alloc::vec!["conntrack: 8 flows".into()],
+        pair: None,
     }
 }
 
@@ -744,6 +972,7 @@ mod tests {
             hash_seed: 1,
             memory: 64 << 20,
             now: crate::time::Instant(0),
+            boot_id: 1,
         });
         let mut tx = Recorder::default();
         let mut syn = |src: [u8; 4]| {

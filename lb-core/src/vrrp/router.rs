@@ -186,6 +186,11 @@ impl Router {
         &self.settings
     }
 
+    /// Our primary address changed (DHCP, the console wizard).
+    pub fn set_address(&mut self, address: Ipv4Addr) {
+        self.settings.address = address;
+    }
+
     pub fn state(&self) -> State {
         self.state
     }
