@@ -64,7 +64,7 @@ impl Datapath {
         let proto = frame[ETHERNET_HEADER_LEN + 9];
         if proto == vwire::PROTOCOL {
             let pair = self.pair.as_mut()?;
-            let a = pair.on_advert_frame(nic, frame, now, &mut self.log);
+            let a = pair.on_advert_frame(nic, frame, now, &mut self.events);
             self.pair_actions(a, tx, now);
             return Some(Verdict::Consumed);
         }
@@ -165,10 +165,10 @@ impl Datapath {
             && let Some((own, _)) = self.addrs.get(pair.nic).copied().flatten()
         {
             pair.router.set_address(own);
-            let a = pair.start(now, &mut self.log);
+            let a = pair.start(now, &mut self.events);
             merge(&mut acts, a);
         }
-        let a = pair.poll(now, &mut self.log);
+        let a = pair.poll(now, &mut self.events);
         merge(&mut acts, a);
         self.pair_actions(acts, tx, now);
         let next_sync = self.poll_sync(now, tx);
@@ -307,7 +307,7 @@ impl Datapath {
         let Some(pair) = self.pair.as_mut() else {
             return;
         };
-        let a = pair.set_link(nic, up, now, &mut self.log);
+        let a = pair.set_link(nic, up, now, &mut self.events);
         self.pair_actions(a, tx, now);
     }
 

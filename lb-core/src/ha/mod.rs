@@ -34,6 +34,7 @@ use core::net::Ipv4Addr;
 use crate::config::Config;
 use crate::config::ha::{Ha, interface_index};
 use crate::engine::Engine;
+use crate::mgmt::events::{Category, Outbox, Severity};
 use crate::time::{Duration, Instant};
 use crate::vrrp::{self, ChecksumMode, Repr, Router, Settings, State};
 pub use sync::{Local, Received, SyncLink};
@@ -92,6 +93,8 @@ pub struct Pair {
     pub split_brain_at: Option<Instant>,
     /// The time of the last call (what status reports are relative to).
     now: Instant,
+    /// Whether the sync peer was heard lately (for the event on a change).
+    sync_alive: bool,
     pub stats: PairStats,
 }
 
@@ -176,6 +179,7 @@ impl Pair {
             sync,
             split_brain_at: None,
             now,
+            sync_alive: false,
             stats: PairStats::default(),
         })
     }
@@ -223,13 +227,13 @@ impl Pair {
     }
 
     /// Starts the election (once the advertisement NIC has its address).
-    pub fn start(&mut self, now: Instant, log: &mut crate::log::Log) -> Actions {
+    pub fn start(&mut self, now: Instant, events: &mut Outbox) -> Actions {
         if self.started {
             return Actions::default();
         }
         self.started = true;
         let out = self.router.start(now);
-        self.actions(out, now, log)
+        self.actions(out, now, events)
     }
 
     /// Whether the election has started.
@@ -238,13 +242,7 @@ impl Pair {
     }
 
     /// A link changed; a watched link down is a fault.
-    pub fn set_link(
-        &mut self,
-        nic: usize,
-        up: bool,
-        now: Instant,
-        log: &mut crate::log::Log,
-    ) -> Actions {
+    pub fn set_link(&mut self, nic: usize, up: bool, now: Instant, events: &mut Outbox) -> Actions {
         if nic >= 64 {
             return Actions::default();
         }
@@ -258,13 +256,18 @@ impl Pair {
         if before == self.links_down || !self.watch.contains(&nic) {
             return Actions::default();
         }
-        log.push(format!(
-            "ha: eth{nic} link {}",
-            if up { "up" } else { "down" }
-        ));
+        events.push(
+            if up {
+                Severity::Notice
+            } else {
+                Severity::Error
+            },
+            Category::Pair,
+            format!("watched link eth{nic} {}", if up { "up" } else { "down" }),
+        );
         let fault = self.watch.iter().any(|&n| self.links_down & (1 << n) != 0);
         let out = self.router.set_fault(fault, now);
-        self.actions(out, now, log)
+        self.actions(out, now, events)
     }
 
     /// Watched links that are down.
@@ -281,7 +284,7 @@ impl Pair {
         nic: usize,
         frame: &[u8],
         now: Instant,
-        log: &mut crate::log::Log,
+        events: &mut Outbox,
     ) -> Actions {
         if nic != self.nic {
             return Actions::default();
@@ -310,17 +313,21 @@ impl Pair {
                 .split_brain_at
                 .is_none_or(|t| now.since(t) > Duration::from_secs(5))
             {
-                log.push(format!(
-                    "ha: split brain: {} also claims VRID {} with priority {} (ours {}); announcing our addresses again",
-                    adv.src,
-                    adv.repr.vrid,
-                    adv.repr.priority,
-                    self.router.settings().priority
-                ));
+                events.push(
+                    Severity::Error,
+                    Category::Pair,
+                    format!(
+                        "split brain: {} also claims VRID {} with priority {} (ours {}); announcing our addresses again",
+                        adv.src,
+                        adv.repr.vrid,
+                        adv.repr.priority,
+                        self.router.settings().priority
+                    ),
+                );
             }
             self.split_brain_at = Some(now);
         }
-        self.actions(out, now, log)
+        self.actions(out, now, events)
     }
 
     /// The time of the last [`Pair::poll`].
@@ -329,12 +336,28 @@ impl Pair {
     }
 
     /// Timers of the election; the gratuitous ARP repeats after a takeover.
-    pub fn poll(&mut self, now: Instant, log: &mut crate::log::Log) -> Actions {
+    pub fn poll(&mut self, now: Instant, events: &mut Outbox) -> Actions {
         self.now = self.now.max(now);
         let ready = self.sync.as_ref().is_none_or(|(_, s)| s.complete());
         self.router.set_preempt_ready(ready);
+        if let Some((nic, link)) = &self.sync {
+            let alive = link.peer_alive(now);
+            if alive != self.sync_alive {
+                self.sync_alive = alive;
+                let (sev, what) = if alive {
+                    (Severity::Notice, "answers again")
+                } else {
+                    (Severity::Error, "is silent")
+                };
+                events.push(
+                    sev,
+                    Category::Pair,
+                    format!("sync link: peer {} on eth{nic} {what}", link.peer),
+                );
+            }
+        }
         let out = self.router.poll(now);
-        let mut a = self.actions(out, now, log);
+        let mut a = self.actions(out, now, events);
         if self.garps_left > 0 && now >= self.next_garp && self.is_master() {
             self.garps_left -= 1;
             self.next_garp = now.add(GARP_SPACING);
@@ -352,7 +375,7 @@ impl Pair {
         }
     }
 
-    fn actions(&mut self, out: vrrp::Output, now: Instant, log: &mut crate::log::Log) -> Actions {
+    fn actions(&mut self, out: vrrp::Output, now: Instant, events: &mut Outbox) -> Actions {
         let mut a = Actions {
             advert: out.advert,
             announce: out.announce,
@@ -361,14 +384,25 @@ impl Pair {
         if let Some((from, to, why)) = out.transition {
             a.role_changed = true;
             let s = self.router.settings();
-            log.push(format!(
-                "ha: {} -> {} (VRID {}, priority {}): {}",
-                from.name(),
-                to.name(),
-                s.vrid,
-                s.priority,
-                why.text()
-            ));
+            // A takeover because the other appliance failed, and any fault,
+            // are what an engineer must notice.
+            let severity = match (to, why) {
+                (_, vrrp::Reason::LinkDown) => Severity::Error,
+                (State::Master, vrrp::Reason::MasterDown) => Severity::Warning,
+                _ => Severity::Notice,
+            };
+            events.push(
+                severity,
+                Category::Pair,
+                format!(
+                    "{} -> {} (VRID {}, priority {}): {}",
+                    from.name(),
+                    to.name(),
+                    s.vrid,
+                    s.priority,
+                    why.text()
+                ),
+            );
             if to == State::Master {
                 // The first announcement goes now, the rest spaced.
                 self.garps_left = GARP_COUNT.saturating_sub(1);

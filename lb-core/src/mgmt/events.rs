@@ -42,6 +42,8 @@ pub enum Category {
     Arp,
     Link,
     System,
+    /// The clustered pair: role changes, faults, config sync.
+    Pair,
 }
 
 impl Category {
@@ -54,6 +56,7 @@ impl Category {
             Category::Arp => "arp",
             Category::Link => "link",
             Category::System => "system",
+            Category::Pair => "pair",
         }
     }
 }
