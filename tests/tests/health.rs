@@ -29,6 +29,9 @@ const WEB_BASE: u16 = 8440;
 /// Interval and fall of the fallback service's checks (seconds, count).
 const FB_INTERVAL: u64 = 1;
 const FB_FALL: u64 = 1;
+/// The body of WEB-PAGE's `fallback = { page = ... }` (TOML-safe).
+const MAINTENANCE_PAGE: &str =
+    "<html><body><h1>PACS viewer: planned maintenance</h1><p>Back at 06:00.</p></body></html>";
 
 fn peers(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -143,6 +146,16 @@ fn config() -> String {
         &format!("check_type = \"ping\"\n{quick}"),
     );
     t += &service("MAINT", 114, 80, (62, 80), "check_type = \"off\"\n");
+    // Fallback page: the only real server is an address nobody holds.
+    t += &service(
+        "WEB-PAGE",
+        122,
+        80,
+        (98, 80),
+        &format!(
+            "check_type = \"connect\"\n{quick}fallback = {{ page = \"{MAINTENANCE_PAGE}\" }}\n"
+        ),
+    );
     // Fallback: two real servers on 8081, the fallback server on .70.
     t += &format!(
         "\n[[virtual_service]]\nlabel = \"WEB-FALLBACK\"\nvip = \"{}\"\nports = 8081\nforwarding = \"snat\"\ncheck_interval = {FB_INTERVAL}\ncheck_timeout = 1\ncheck_rise = 1\ncheck_fall = {FB_FALL}\nfallback = {{ ip = \"{}\", port = 80 }}\n",
@@ -503,6 +516,31 @@ fn health_checks_end_to_end() {
     let first = std::fs::read(hl7_log.join("1.rx.bin")).unwrap();
     let first = String::from_utf8_lossy(&first);
     assert!(first.contains("|LBMON0000000"), "{first}");
+
+    // Fallback page: the appliance itself answers 503 with the page, byte
+    // for byte, to several clients in a row, and counts them.
+    wait_line(&vm, &["health: WEB-PAGE/RS", " down"], 60);
+    let expected = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 60\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{MAINTENANCE_PAGE}",
+        MAINTENANCE_PAGE.len()
+    );
+    for _ in 0..3 {
+        let out = client
+            .command(&[
+                "curl",
+                "-s",
+                "-i",
+                "--max-time",
+                "5",
+                &format!("http://{}/", addr(122)),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+        assert!(out.status.success(), "curl: {:?}", out.status);
+    }
+    let st = status(&mut vm);
+    assert!(st.contains("fallback page handshakes=3 answered=3"), "{st}");
 
     // Fallback: both real servers stop; new connections reach the fallback.
     let vip = addr(120);

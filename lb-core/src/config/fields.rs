@@ -2,6 +2,7 @@
 //! (postcard) spelling. Postcard is not self-describing, so the flexible
 //! forms are only accepted when the format says it is human readable.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Deref;
@@ -106,8 +107,9 @@ impl<'de> Visitor<'de> for PortsVisitor {
 
 /// Where a virtual service sends new connections while none of its real
 /// servers is up. TOML: `fallback = { ip = "10.1.1.9", port = 80 }`
-/// (`port` optional: the port the client used) or `fallback = "local"`
-/// (the appliance answers itself).
+/// (`port` optional: the port the client used), `fallback = "local"`
+/// (the appliance refuses with a reset) or `fallback = { page = "..." }`
+/// (the appliance answers HTTP itself: 503 with this page).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fallback {
@@ -116,7 +118,14 @@ pub enum Fallback {
         port: Option<u16>,
     },
     Local,
+    /// The body of the maintenance page (HTML), at most [`MAX_FALLBACK_PAGE`]
+    /// bytes. Last variant, so configs stored before it decode unchanged.
+    Page(String),
 }
+
+/// Most bytes of a `fallback = { page = ... }` body: the answer goes out
+/// in a few segments at once, well inside any client's first window.
+pub const MAX_FALLBACK_PAGE: usize = 4096;
 
 impl<'de> Deserialize<'de> for FallbackTomlOrWire {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -126,31 +135,39 @@ impl<'de> Deserialize<'de> for FallbackTomlOrWire {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Table {
-            ip: core::net::Ipv4Addr,
+            #[serde(default)]
+            ip: Option<core::net::Ipv4Addr>,
             #[serde(default)]
             port: Option<u16>,
+            #[serde(default)]
+            page: Option<String>,
         }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Fallback;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"local\" or a table { ip = \"A.B.C.D\", port = N }")
+                f.write_str(
+                    "\"local\", a table { ip = \"A.B.C.D\", port = N } or { page = \"<html>...\" }",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Fallback, E> {
                 if v == "local" {
                     Ok(Fallback::Local)
                 } else {
                     Err(E::custom(format_args!(
-                        "unknown fallback `{v}`: use \"local\" or {{ ip = ..., port = ... }}"
+                        "unknown fallback `{v}`: use \"local\", {{ ip = ..., port = ... }} or {{ page = ... }}"
                     )))
                 }
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Fallback, A::Error> {
                 let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Fallback::Server {
-                    ip: t.ip,
-                    port: t.port,
-                })
+                match (t.ip, t.port, t.page) {
+                    (Some(ip), port, None) => Ok(Fallback::Server { ip, port }),
+                    (None, None, Some(page)) => Ok(Fallback::Page(page)),
+                    _ => Err(de::Error::custom(
+                        "a fallback is either { ip = ..., port = ... } or { page = ... }",
+                    )),
+                }
             }
         }
         d.deserialize_any(V).map(FallbackTomlOrWire)
@@ -165,6 +182,10 @@ pub(crate) mod fallback {
 
     pub fn serialize<S: Serializer>(v: &Option<Fallback>, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
+        struct PageTable<'a> {
+            page: &'a str,
+        }
+        #[derive(Serialize)]
         struct Table {
             ip: core::net::Ipv4Addr,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +195,7 @@ pub(crate) mod fallback {
             match v {
                 None => s.serialize_none(),
                 Some(Fallback::Local) => s.serialize_some("local"),
+                Some(Fallback::Page(page)) => s.serialize_some(&PageTable { page }),
                 Some(Fallback::Server { ip, port }) => s.serialize_some(&Table {
                     ip: *ip,
                     port: *port,

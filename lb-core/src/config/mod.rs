@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::flow::Protocol;
 use crate::time::Duration;
-pub use fields::{Fallback, Ports, Secs};
+pub use fields::{Fallback, MAX_FALLBACK_PAGE, Ports, Secs};
 #[cfg(any(test, feature = "toml"))]
 pub use toml_front::{LoadError, from_toml, parse_toml};
 pub use validate::{ErrorKind, ValidationError, validate};

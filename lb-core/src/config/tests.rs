@@ -535,6 +535,38 @@ fn fallback_forms() {
 }
 
 #[test]
+fn fallback_page_form_and_bounds() {
+    let cfg = from_toml(&with(r#"fallback = { page = "<h1>Back soon</h1>" }"#, "")).unwrap();
+    assert_eq!(
+        cfg.virtual_services[0].fallback,
+        Some(Fallback::Page("<h1>Back soon</h1>".into()))
+    );
+    let blob = crate::envelope::encode(&cfg).unwrap();
+    assert_eq!(crate::envelope::decode(&blob).unwrap(), cfg);
+    // A server and a page at once is no fallback.
+    assert!(parse_toml(&with(r#"fallback = { ip = "10.0.0.99", page = "x" }"#, "")).is_err());
+    assert!(parse_toml(&with(r#"fallback = { }"#, "")).is_err());
+    let long = alloc::format!(
+        r#"fallback = {{ page = "{}" }}"#,
+        "x".repeat(MAX_FALLBACK_PAGE + 1)
+    );
+    assert_eq!(
+        errors_of(&with(&long, "")),
+        [(
+            "virtual_service[A].fallback.page".into(),
+            ErrorKind::TooMany
+        )]
+    );
+    assert_eq!(
+        errors_of(&with(r#"fallback = { page = "" }"#, "")),
+        [(
+            "virtual_service[A].fallback.page".into(),
+            ErrorKind::TooMany
+        )]
+    );
+}
+
+#[test]
 fn tls_settings_are_checked() {
     let ca = include_str!("../../testdata/health/tls/ca.pem");
     let pin = include_str!("../../testdata/health/tls/rsa.sha256").trim();

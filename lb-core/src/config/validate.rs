@@ -928,6 +928,25 @@ fn check_fallback(vs: &VirtualService, path: &str, own: &[Ipv4Addr], errs: &mut 
                 _ => {}
             }
         }
+        Some(Fallback::Page(page)) => {
+            if page.is_empty() || page.len() > MAX_FALLBACK_PAGE {
+                errs.push(
+                    format!("{path}.fallback.page"),
+                    ErrorKind::TooMany,
+                    format!(
+                        "{} bytes: a fallback page has 1 to {MAX_FALLBACK_PAGE} bytes",
+                        page.len()
+                    ),
+                );
+            }
+            if vs.protocol != Protocol::Tcp {
+                errs.push(
+                    format!("{path}.fallback.page"),
+                    ErrorKind::Layer7NeedsTcp,
+                    "a fallback page is served over TCP; this service is UDP",
+                );
+            }
+        }
         Some(Fallback::Local) | None => {}
     }
 }

@@ -186,7 +186,7 @@ impl L7 {
     }
 
     /// Routes and queues a segment we originate.
-    fn send(&mut self, routes: &super::Routes, seg: &Originate) {
+    pub(super) fn send(&mut self, routes: &super::Routes, seg: &Originate) {
         if let Some((nic, next_hop)) = routes.route(seg.dst.addr) {
             self.push(Outgoing {
                 nic,

@@ -77,7 +77,7 @@ fn ep(a: Ipv4Addr, p: u16) -> Endpoint {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn seg(
+pub(super) fn seg(
     src: Endpoint,
     dst: Endpoint,
     seq: u32,
@@ -102,16 +102,16 @@ fn seg(
 
 /// A segment as it left the engine: (src, dst, fields, SYN options, payload).
 #[derive(Debug)]
-struct Out {
-    src: Endpoint,
-    dst: Endpoint,
-    seg: Seg,
-    opts: SynOptions,
-    payload: Vec<u8>,
-    nic: usize,
+pub(super) struct Out {
+    pub(super) src: Endpoint,
+    pub(super) dst: Endpoint,
+    pub(super) seg: Seg,
+    pub(super) opts: SynOptions,
+    pub(super) payload: Vec<u8>,
+    pub(super) nic: usize,
 }
 
-fn read(frame: &[u8], nic: usize) -> Out {
+pub(super) fn read(frame: &[u8], nic: usize) -> Out {
     let Ok(Class::L4(p)) = classify(frame) else {
         panic!("not a segment")
     };
@@ -126,7 +126,7 @@ fn read(frame: &[u8], nic: usize) -> Out {
     }
 }
 
-fn outbox(e: &mut Engine) -> Vec<Out> {
+pub(super) fn outbox(e: &mut Engine) -> Vec<Out> {
     e.drain_outgoing().map(|o| read(&o.frame, o.nic)).collect()
 }
 

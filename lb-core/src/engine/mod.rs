@@ -50,6 +50,9 @@ mod l7_tests;
 pub mod replica;
 #[cfg(test)]
 mod replica_tests;
+mod page;
+#[cfg(test)]
+mod page_tests;
 mod route;
 mod stats;
 #[cfg(test)]
@@ -157,6 +160,8 @@ struct ServiceRuntime {
     stats: ServiceStats,
     /// What new flows get while no real server may take them.
     fallback: FallbackRuntime,
+    /// The HTTP response of `fallback = { page = ... }`.
+    page: Option<Vec<u8>>,
 }
 
 /// A service's fallback, as the engine runs it.
@@ -168,6 +173,8 @@ enum FallbackRuntime {
     Server(usize),
     /// Refuse cleanly (TCP reset from the VIP).
     Local,
+    /// Answer HTTP with the service's maintenance page (see [`page`]).
+    Page,
 }
 
 impl ServiceRuntime {
@@ -207,6 +214,8 @@ pub struct Engine {
     /// Changes for the other appliance of a pair (see [`replica`]).
     journal: Option<replica::Journal>,
     replica: ReplicaStats,
+    /// SYN cookies of the fallback pages (see [`page`]).
+    page_cookies: crate::splice::cookie::Cookies,
 }
 
 impl Engine {
@@ -304,6 +313,7 @@ impl Engine {
             standby: false,
             journal: None,
             replica: ReplicaStats::default(),
+            page_cookies: page::cookies(capacities.hash_seed),
         })
     }
 
@@ -450,7 +460,15 @@ impl Engine {
         {
             return self.l7_segment(frame, pkt, id, dir, offload, sent, now);
         }
-        match self.service_for(pkt.key.dst, pkt.key.proto) {
+        let svc = self.service_for(pkt.key.dst, pkt.key.proto);
+        if let Some(svc) = svc
+            && self.services[svc].page.is_some()
+            && !self.standby
+            && let Some(answered) = self.page_segment(frame, pkt, svc, now)
+        {
+            return answered;
+        }
+        match svc {
             Some(svc) if self.services[svc].l7.is_some() => {
                 self.l7_new(frame, pkt, offload.checksum, svc, now)
             }
@@ -614,6 +632,9 @@ impl Engine {
             (None, FallbackRuntime::Local) if pkt.key.proto == Protocol::Tcp => {
                 service.stats.fallback_refused += 1;
                 return self.refuse(nic, frame, pkt, svc);
+            }
+            (None, FallbackRuntime::Page) if pkt.key.proto == Protocol::Tcp => {
+                return self.page_syn(frame, pkt, svc, now);
             }
             (None, _) => return Err(self.count_drop(svc, None, DropReason::NoRealServer)),
         };
@@ -1040,6 +1061,7 @@ impl ServiceRuntime {
             None => FallbackRuntime::None,
             Some(Fallback::Server { .. }) => FallbackRuntime::Server(vs.real_servers.len()),
             Some(Fallback::Local) => FallbackRuntime::Local,
+            Some(Fallback::Page(_)) => FallbackRuntime::Page,
         };
         ServiceRuntime {
             vip: Endpoint::new(vs.vip, vs.ports.first().copied().unwrap_or(0)),
@@ -1054,10 +1076,16 @@ impl ServiceRuntime {
                 service: Counters::default(),
                 servers: alloc::vec![Counters::default(); servers.len()],
                 fallback_refused: 0,
+                fallback_syns: 0,
+                fallback_pages: 0,
             },
             server_config: servers,
             snat_allocator,
             fallback,
+            page: match &vs.fallback {
+                Some(Fallback::Page(body)) => Some(page::response(body)),
+                _ => None,
+            },
         }
     }
 }

@@ -38,4 +38,8 @@ pub struct ServiceStats {
     pub servers: Vec<Counters>,
     /// New connections refused with a reset by `fallback = "local"`.
     pub fallback_refused: u64,
+    /// Handshakes answered by `fallback = { page = ... }`.
+    pub fallback_syns: u64,
+    /// Requests answered with the fallback page.
+    pub fallback_pages: u64,
 }

@@ -200,6 +200,10 @@ fn fallback(vs: &crate::config::VirtualService, engine: &Engine, si: usize) -> O
             ))
         }
         Fallback::Local => Some(format!("local refused={}", stats.fallback_refused)),
+        Fallback::Page(_) => Some(format!(
+            "page handshakes={} answered={}",
+            stats.fallback_syns, stats.fallback_pages
+        )),
     }
 }
 
