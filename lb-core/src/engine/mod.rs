@@ -47,12 +47,12 @@ mod l7;
 mod l7_sim;
 #[cfg(test)]
 mod l7_tests;
-pub mod replica;
-#[cfg(test)]
-mod replica_tests;
 mod page;
 #[cfg(test)]
 mod page_tests;
+pub mod replica;
+#[cfg(test)]
+mod replica_tests;
 mod route;
 mod stats;
 #[cfg(test)]
