@@ -29,3 +29,4 @@ pub mod startup;
 pub mod store;
 pub mod time;
 pub mod vrrp;
+pub mod wire;

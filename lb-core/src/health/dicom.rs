@@ -12,9 +12,14 @@ use core::fmt;
 
 use super::dialog::{ParamsError, Step};
 use super::verdict::{FailReason, Phase, Verdict};
-
-/// DICOM application context name.
-const APPLICATION_CONTEXT: &[u8] = b"1.2.840.10008.3.1.1.1";
+use crate::wire::dicom::pdu_type::{
+    ABORT as PDU_ABORT, ASSOCIATE_AC as PDU_ASSOCIATE_AC, ASSOCIATE_RJ as PDU_ASSOCIATE_RJ,
+    ASSOCIATE_RQ as PDU_ASSOCIATE_RQ, P_DATA as PDU_P_DATA, RELEASE_RQ as PDU_RELEASE_RQ,
+};
+use crate::wire::dicom::{
+    APPLICATION_CONTEXT, AbortRepr, AeTitle, HEADER_LEN, Items, Pdu, RejectRepr, item_type,
+    pdu_name,
+};
 /// Verification SOP class.
 const VERIFICATION: &[u8] = b"1.2.840.10008.1.1";
 /// Implicit VR Little Endian transfer syntax.
@@ -32,14 +37,6 @@ const MAX_COMMAND: usize = 4 * 1024;
 /// The one presentation context we propose.
 const PC_ID: u8 = 1;
 
-const PDU_ASSOCIATE_RQ: u8 = 0x01;
-const PDU_ASSOCIATE_AC: u8 = 0x02;
-const PDU_ASSOCIATE_RJ: u8 = 0x03;
-const PDU_P_DATA: u8 = 0x04;
-const PDU_RELEASE_RQ: u8 = 0x05;
-const PDU_RELEASE_RP: u8 = 0x06;
-const PDU_ABORT: u8 = 0x07;
-
 const C_ECHO_RQ: u16 = 0x0030;
 const C_ECHO_RSP: u16 = 0x8030;
 const NO_DATA_SET: u16 = 0x0101;
@@ -54,14 +51,7 @@ pub struct DicomParams {
 
 impl DicomParams {
     pub(super) fn validate(&self) -> Result<(), ParamsError> {
-        // PS3.5 AE: 1..16 characters of the default repertoire, no
-        // backslash, not only spaces.
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 16
-                && s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
-                && s.bytes().any(|b| b != b' ')
-        };
+        let ok = AeTitle::is_valid_text;
         if !ok(&self.calling_ae) {
             return Err(ParamsError::BadField("dicom.calling_ae"));
         }
@@ -114,33 +104,6 @@ pub enum DicomFailure {
     EchoStatus(u16),
 }
 
-fn reject_reason(source: u8, reason: u8) -> &'static str {
-    match (source, reason) {
-        (1, 1) => "no reason given",
-        (1, 2) => "application context name not supported",
-        (1, 3) => "calling AE title not recognized",
-        (1, 7) => "called AE title not recognized",
-        (2, 1) => "no reason given (ACSE)",
-        (2, 2) => "protocol version not supported",
-        (3, 1) => "temporary congestion",
-        (3, 2) => "local limit exceeded",
-        _ => "reserved reason",
-    }
-}
-
-fn abort_reason(source: u8, reason: u8) -> &'static str {
-    match (source, reason) {
-        (0, _) => "aborted by the service user",
-        (2, 0) => "reason not specified",
-        (2, 1) => "unrecognized PDU",
-        (2, 2) => "unexpected PDU",
-        (2, 4) => "unrecognized PDU parameter",
-        (2, 5) => "unexpected PDU parameter",
-        (2, 6) => "invalid PDU parameter value",
-        _ => "reserved reason",
-    }
-}
-
 fn context_result(result: u8) -> &'static str {
     match result {
         0 => "acceptance",
@@ -166,19 +129,6 @@ fn echo_status(status: u16) -> &'static str {
     }
 }
 
-fn pdu_name(t: u8) -> &'static str {
-    match t {
-        PDU_ASSOCIATE_RQ => "A-ASSOCIATE-RQ",
-        PDU_ASSOCIATE_AC => "A-ASSOCIATE-AC",
-        PDU_ASSOCIATE_RJ => "A-ASSOCIATE-RJ",
-        PDU_P_DATA => "P-DATA-TF",
-        PDU_RELEASE_RQ => "A-RELEASE-RQ",
-        PDU_RELEASE_RP => "A-RELEASE-RP",
-        PDU_ABORT => "A-ABORT",
-        _ => "unknown",
-    }
-}
-
 impl fmt::Display for DicomFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -195,13 +145,18 @@ impl fmt::Display for DicomFailure {
                 write!(
                     f,
                     "A-ASSOCIATE-RJ result={result} source={source} reason={reason} ({}, {kind})",
-                    reject_reason(source, reason)
+                    RejectRepr {
+                        result,
+                        source,
+                        reason
+                    }
+                    .reason_text()
                 )
             }
             DicomFailure::Aborted { source, reason } => write!(
                 f,
                 "A-ABORT source={source} reason={reason} ({})",
-                abort_reason(source, reason)
+                AbortRepr { source, reason }.reason_text()
             ),
             DicomFailure::ContextRejected { result } => write!(
                 f,
@@ -265,14 +220,6 @@ pub(super) struct DicomCheck {
     command: Vec<u8>,
 }
 
-fn ae(title: &str) -> [u8; 16] {
-    let mut out = [b' '; 16];
-    let t = title.as_bytes();
-    let n = t.len().min(16);
-    out[..n].copy_from_slice(&t[..n]);
-    out
-}
-
 fn item(out: &mut Vec<u8>, item_type: u8, value: &[u8]) {
     out.push(item_type);
     out.push(0);
@@ -298,35 +245,15 @@ fn element(out: &mut Vec<u8>, elem: u16, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
-fn be16(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// Splits PS3.8 items (type, reserved, u16 length, value); `None` if a
-/// length overruns the bytes.
-fn items(mut b: &[u8]) -> Option<Vec<(u8, &[u8])>> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = usize::from(be16(&b[2..4]));
-        let value = b.get(4..4 + len)?;
-        out.push((b[0], value));
-        b = &b[4 + len..];
-    }
-    Some(out)
 }
 
 impl DicomCheck {
     pub(super) fn new(p: &DicomParams, seq: u32) -> Self {
         DicomCheck {
-            called: ae(&p.called_ae),
-            calling: ae(&p.calling_ae),
+            called: AeTitle::new(&p.called_ae).0,
+            calling: AeTitle::new(&p.calling_ae).0,
             // 1..=65535, different for consecutive checks.
             message_id: (seq % 0xFFFF) as u16 + 1,
             stage: Awaiting::Accept,
@@ -343,16 +270,32 @@ impl DicomCheck {
         body.extend_from_slice(&self.called);
         body.extend_from_slice(&self.calling);
         body.extend_from_slice(&[0; 32]);
-        item(&mut body, 0x10, APPLICATION_CONTEXT);
+        item(
+            &mut body,
+            item_type::APPLICATION_CONTEXT,
+            APPLICATION_CONTEXT,
+        );
         let mut pc = alloc::vec![PC_ID, 0, 0, 0];
-        item(&mut pc, 0x30, VERIFICATION);
-        item(&mut pc, 0x40, IMPLICIT_LE);
-        item(&mut body, 0x20, &pc);
+        item(&mut pc, item_type::ABSTRACT_SYNTAX, VERIFICATION);
+        item(&mut pc, item_type::TRANSFER_SYNTAX, IMPLICIT_LE);
+        item(&mut body, item_type::PRESENTATION_CONTEXT_RQ, &pc);
         let mut user = Vec::new();
-        item(&mut user, 0x51, &MAX_RECEIVE_PDU.to_be_bytes());
-        item(&mut user, 0x52, IMPLEMENTATION_CLASS_UID);
-        item(&mut user, 0x55, IMPLEMENTATION_VERSION);
-        item(&mut body, 0x50, &user);
+        item(
+            &mut user,
+            item_type::MAX_LENGTH,
+            &MAX_RECEIVE_PDU.to_be_bytes(),
+        );
+        item(
+            &mut user,
+            item_type::IMPLEMENTATION_CLASS_UID,
+            IMPLEMENTATION_CLASS_UID,
+        );
+        item(
+            &mut user,
+            item_type::IMPLEMENTATION_VERSION,
+            IMPLEMENTATION_VERSION,
+        );
+        item(&mut body, item_type::USER_INFORMATION, &user);
         pdu(PDU_ASSOCIATE_RQ, &body)
     }
 
@@ -408,19 +351,19 @@ impl DicomCheck {
         loop {
             // Top the buffer up to one whole PDU, never more, so memory
             // stays bounded however much the peer sends at once.
-            if self.buf.len() < 6 {
-                let take = (6 - self.buf.len()).min(data.len());
+            if self.buf.len() < HEADER_LEN {
+                let take = (HEADER_LEN - self.buf.len()).min(data.len());
                 self.buf.extend_from_slice(&data[..take]);
                 data = &data[take..];
-                if self.buf.len() < 6 {
+                if self.buf.len() < HEADER_LEN {
                     break;
                 }
             }
-            let len = be32(&self.buf[2..6]);
+            let len = Pdu::new_unchecked(&self.buf[..]).length();
             if len as usize > MAX_PDU {
                 return fail(DicomFailure::PduTooLong(len));
             }
-            let need = 6 + len as usize;
+            let need = HEADER_LEN + len as usize;
             let take = (need - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
@@ -428,7 +371,7 @@ impl DicomCheck {
                 break;
             }
             let pdu = core::mem::take(&mut self.buf);
-            match self.on_pdu(pdu[0], &pdu[6..]) {
+            match self.on_pdu(Pdu::new_unchecked(&pdu[..])) {
                 Step::Send(b) => out.extend_from_slice(&b),
                 Step::Wait => {}
                 done @ Step::Done(_) => return done,
@@ -441,7 +384,8 @@ impl DicomCheck {
         }
     }
 
-    fn on_pdu(&mut self, pdu_type: u8, body: &[u8]) -> Step {
+    fn on_pdu(&mut self, pdu: Pdu<&[u8]>) -> Step {
+        let (pdu_type, body) = (pdu.pdu_type(), pdu.body());
         let waiting_for = self.waiting_for();
         if let Awaiting::Release(v) = &self.stage {
             // Release reply, abort, release collision, stray data: the
@@ -452,25 +396,22 @@ impl DicomCheck {
             return Step::Done(v.clone());
         }
         match pdu_type {
-            PDU_ASSOCIATE_RJ => {
-                if body.len() < 4 {
-                    return fail(DicomFailure::Malformed("A-ASSOCIATE-RJ"));
-                }
-                fail(DicomFailure::AssociateRejected {
-                    result: body[1],
-                    source: body[2],
-                    reason: body[3],
-                })
-            }
-            PDU_ABORT => {
-                if body.len() < 4 {
-                    return fail(DicomFailure::Malformed("A-ABORT"));
-                }
-                fail(DicomFailure::Aborted {
-                    source: body[2],
-                    reason: body[3],
-                })
-            }
+            PDU_ASSOCIATE_RJ => match RejectRepr::parse(&pdu) {
+                Ok(RejectRepr {
+                    result,
+                    source,
+                    reason,
+                }) => fail(DicomFailure::AssociateRejected {
+                    result,
+                    source,
+                    reason,
+                }),
+                Err(_) => fail(DicomFailure::Malformed("A-ASSOCIATE-RJ")),
+            },
+            PDU_ABORT => match AbortRepr::parse(&pdu) {
+                Ok(AbortRepr { source, reason }) => fail(DicomFailure::Aborted { source, reason }),
+                Err(_) => fail(DicomFailure::Malformed("A-ABORT")),
+            },
             PDU_ASSOCIATE_AC if self.stage == Awaiting::Accept => match self.on_accept(body) {
                 Ok(()) => {
                     self.stage = Awaiting::Echo;
@@ -518,8 +459,11 @@ impl DicomCheck {
         // version, reserved, 16 + 16 AE (echoed, not checked per PS3.8), 32 reserved
         let variable = body.get(68..).ok_or(malformed.clone())?;
         let mut answer = None;
-        for (t, value) in items(variable).ok_or(malformed.clone())? {
-            if t != 0x21 {
+        for item in Items::new(variable) {
+            let (t, value) = item
+                .map(|i| (i.item_type, i.value))
+                .map_err(|_| malformed.clone())?;
+            if t != item_type::PRESENTATION_CONTEXT_AC {
                 continue; // application context and user information: nothing to check
             }
             if value.len() < 4 {
@@ -528,8 +472,14 @@ impl DicomCheck {
             if value[0] != PC_ID {
                 continue;
             }
-            let sub = items(&value[4..]).ok_or(malformed.clone())?;
-            answer = Some((value[2], sub.iter().find(|(t, _)| *t == 0x40).map(|s| s.1)));
+            let mut transfer = None;
+            for s in Items::new(&value[4..]) {
+                let s = s.map_err(|_| malformed.clone())?;
+                if s.item_type == item_type::TRANSFER_SYNTAX && transfer.is_none() {
+                    transfer = Some(s.value);
+                }
+            }
+            answer = Some((value[2], transfer));
         }
         match answer {
             None => Err(DicomFailure::ContextMissing),
@@ -649,6 +599,17 @@ mod tests {
     const REFUSED_S2C: &[u8] = include_bytes!("../../testdata/health/dicom/echo_refused.s2c.bin");
     const ABORT_S2C: &[u8] = include_bytes!("../../testdata/health/dicom/echo_abort.s2c.bin");
     const NOVERIFY_S2C: &[u8] = include_bytes!("../../testdata/health/dicom/echo_noverify.s2c.bin");
+
+    fn be16(b: &[u8]) -> u16 {
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    /// The items of `b` as (type, value) pairs; `None` if one overruns.
+    fn items(b: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+        Items::new(b)
+            .map(|i| i.ok().map(|i| (i.item_type, i.value)))
+            .collect()
+    }
 
     /// Splits a byte stream into its PDUs.
     fn pdus(mut b: &[u8]) -> Vec<&[u8]> {
@@ -855,7 +816,7 @@ mod tests {
         for (t, v) in items(&body[68..]).unwrap() {
             if t == 0x21 {
                 let mut pc = v[..4].to_vec();
-                item(&mut pc, 0x40, ts);
+                item(&mut pc, item_type::TRANSFER_SYNTAX, ts);
                 item(&mut out, 0x21, &pc);
             } else {
                 item(&mut out, t, v);

@@ -8,10 +8,7 @@ use core::fmt;
 
 use super::dialog::{ParamsError, Step};
 use super::verdict::{FailReason, Phase, Verdict};
-
-const START_BLOCK: u8 = 0x0B;
-const END_BLOCK: u8 = 0x1C;
-const CR: u8 = 0x0D;
+use crate::wire::hl7::{CR, END_BLOCK, FrameError, Msh, START_BLOCK, frame_from, segments, trim};
 /// Largest configured message and largest reply frame accepted.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Longest text kept from the reply for a failure reason.
@@ -151,12 +148,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| *c != b' ').unwrap_or(b.len());
-    let end = b.iter().rposition(|c| *c != b' ').map_or(start, |e| e + 1);
-    &b[start..end]
-}
-
 impl Hl7Check {
     pub(super) fn new(p: &Hl7Params, seq: u32) -> Self {
         let control_id = alloc::format!("{}{seq:010}", p.control_id_prefix);
@@ -205,47 +196,24 @@ impl Hl7Check {
         let old = self.buf.len();
         let room = (MAX_MESSAGE + 4).saturating_sub(old);
         self.buf.extend_from_slice(&data[..data.len().min(room)]);
-        // Blank lines some senders put between frames are not content.
-        let start = self.buf.iter().position(|&b| b != CR && b != b'\n');
-        let Some(start) = start else {
-            return Step::Wait;
-        };
-        if self.buf[start] != START_BLOCK {
-            return Step::Done(Hl7Failure::NoStartBlock.into());
-        }
-        // Back one byte: an end block may have arrived without its CR.
-        let from = old.saturating_sub(1).max(start + 1);
-        let Some(end) = self.buf[from..].iter().position(|&b| b == END_BLOCK) else {
-            if self.buf.len() > MAX_MESSAGE {
-                return Step::Done(Hl7Failure::FrameTooLarge.into());
+        match frame_from(&self.buf, old) {
+            Ok(Some((start, end))) => Step::Done(self.judge(&self.buf[start..end])),
+            Ok(None) if self.buf.len() > MAX_MESSAGE => {
+                Step::Done(Hl7Failure::FrameTooLarge.into())
             }
-            return Step::Wait;
-        };
-        let end = from + end;
-        match self.buf.get(end + 1) {
-            None => return Step::Wait,
-            Some(&CR) => {}
-            Some(_) => return Step::Done(Hl7Failure::BadFrameEnd.into()),
+            Ok(None) => Step::Wait,
+            Err(FrameError::NoStartBlock) => Step::Done(Hl7Failure::NoStartBlock.into()),
+            Err(FrameError::BadFrameEnd) => Step::Done(Hl7Failure::BadFrameEnd.into()),
         }
-        Step::Done(self.judge(&self.buf[start + 1..end]))
     }
 
     fn judge(&self, message: &[u8]) -> Verdict {
-        let segments = || {
-            message
-                .split(|&b| b == CR || b == b'\n')
-                .filter(|s| !s.is_empty())
-        };
-        let Some(msh) = segments()
-            .next()
-            .filter(|s| s.starts_with(b"MSH") && s.len() > 3)
-        else {
+        let segments = || segments(message);
+        let Some(msh) = segments().next().and_then(|s| Msh::parse(s).ok()) else {
             return Hl7Failure::NoMsh.into();
         };
-        let sep = msh[3];
-        // MSH-2: component, repetition, escape, subcomponent characters.
-        let component = msh.get(4).copied().unwrap_or(b'^');
-        let subcomponent = msh.get(7).copied().unwrap_or(b'&');
+        let (sep, component, subcomponent) =
+            (msh.field_sep, msh.component_sep, msh.subcomponent_sep);
         let Some(msa) = segments().find(|s| s.starts_with(b"MSA") && s.get(3) == Some(&sep)) else {
             return Hl7Failure::NoMsa.into();
         };
