@@ -10,6 +10,7 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod aware;
 pub mod cmdline;
 pub mod config;
 pub mod conntrack;

@@ -438,9 +438,76 @@ pub struct VirtualService {
     /// (the servers must route their replies through the appliance).
     #[serde(default)]
     pub l7_transparent: bool,
+    /// Layer 7: read the client's first protocol unit (DICOM
+    /// A-ASSOCIATE-RQ, HL7 MSH) before choosing the real server.
+    #[serde(default)]
+    pub protocol_aware: ProtocolAware,
+    /// With persistence on: what identifies a client (default its address).
+    #[serde(default)]
+    pub persistence: PersistenceKey,
+    /// DICOM-aware: `[[virtual_service.ae_route]]` tables, in order.
+    #[serde(rename = "ae_route", default)]
+    pub ae_routes: Vec<AeRoute>,
+    /// HL7-aware: `[[virtual_service.hl7_route]]` tables, in order.
+    #[serde(rename = "hl7_route", default)]
+    pub hl7_routes: Vec<Hl7Route>,
     /// TOML: `[[virtual_service.real_server]]` tables.
     #[serde(rename = "real_server", default)]
     pub real_servers: Vec<RealServer>,
+}
+
+/// What a protocol-aware layer 7 service reads before choosing a server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolAware {
+    /// Nothing: the server is chosen when the client's handshake completes.
+    #[default]
+    None,
+    /// The A-ASSOCIATE-RQ: route by called AE title, persist by calling AE.
+    Dicom,
+    /// The first message's MSH: route by MSH-5/MSH-6, persist by MSH-3/MSH-4.
+    Hl7,
+}
+
+/// The client identity persistence keeps on one real server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersistenceKey {
+    /// The client's address (under `persistence_netmask`).
+    #[default]
+    SourceIp,
+    /// DICOM-aware: the calling AE title of the A-ASSOCIATE-RQ.
+    CallingAe,
+    /// HL7-aware: MSH-3 and MSH-4 (sending application and facility).
+    Sender,
+}
+
+/// Most routes of one service.
+pub const MAX_ROUTES: usize = 64;
+
+/// Where associations to a called AE title go: `called_ae` is a title,
+/// a prefix ending in `*`, or `*` (any).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AeRoute {
+    pub called_ae: String,
+    /// Labels of the service's real servers.
+    pub servers: Vec<String>,
+}
+
+/// Where connections whose first message is for an MSH-5 receiving
+/// application and MSH-6 facility go (each a value, a prefix ending in `*`,
+/// or `*`, the default).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hl7Route {
+    #[serde(default = "any")]
+    pub receiving_application: String,
+    #[serde(default = "any")]
+    pub receiving_facility: String,
+    pub servers: Vec<String>,
+}
+
+fn any() -> String {
+    String::from("*")
 }
 
 /// Calling AE title of the DICOM check when none is configured.

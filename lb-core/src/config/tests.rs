@@ -720,3 +720,86 @@ fn demo_config_is_valid_and_balances_two_pacs() {
     assert_eq!(vs.check_type, CheckType::DicomEcho);
     assert!(cfg.management.admin_keys.is_empty());
 }
+
+#[test]
+fn protocol_awareness_is_validated() {
+    let cfg = parse_toml(
+        r#"
+        [[network.interface]]
+        name = "eth0"
+        address = "10.0.0.2"
+        prefix = 24
+
+        [[virtual_service]]
+        label = "PACS"
+        vip = "10.0.0.10"
+        ports = 104
+        forwarding = "layer7"
+        protocol_aware = "dicom"
+        persistence = "calling_ae"
+        persistence_timeout = 3600
+        [[virtual_service.ae_route]]
+        called_ae = "PACS_A"
+        servers = ["A1"]
+        [[virtual_service.ae_route]]
+        called_ae = "*"
+        servers = ["B1"]
+        [[virtual_service.real_server]]
+        label = "A1"
+        ip = "10.0.0.20"
+        [[virtual_service.real_server]]
+        label = "B1"
+        ip = "10.0.0.21"
+
+        [[virtual_service]]
+        label = "HL7"
+        vip = "10.0.0.11"
+        ports = 2575
+        forwarding = "layer7"
+        protocol_aware = "hl7"
+        [[virtual_service.hl7_route]]
+        receiving_application = "LAB"
+        servers = ["E1"]
+        [[virtual_service.real_server]]
+        label = "E1"
+        ip = "10.0.0.30"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(validate(&cfg), Ok(()));
+    assert_eq!(
+        cfg.virtual_services[1].hl7_routes[0].receiving_facility,
+        "*"
+    );
+
+    let mut bad = cfg.clone();
+    let vs = &mut bad.virtual_services[0];
+    vs.forwarding = Forwarding::Nat;
+    vs.ae_routes[0].servers.push("NOPE".into());
+    vs.ae_routes[1].called_ae = "A*B".into();
+    bad.virtual_services[1].persistence = PersistenceKey::CallingAe;
+    bad.virtual_services[1].ae_routes = cfg.virtual_services[0].ae_routes.clone();
+    let errs = validate(&bad).unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        paths.contains(&"virtual_service[PACS].protocol_aware"),
+        "{errs:?}"
+    );
+    assert!(
+        paths.contains(&"virtual_service[PACS].ae_route[0].servers"),
+        "{errs:?}"
+    );
+    assert!(
+        paths.contains(&"virtual_service[PACS].ae_route[1]"),
+        "{errs:?}"
+    );
+    assert!(
+        paths.contains(&"virtual_service[HL7].persistence"),
+        "{errs:?}"
+    );
+    assert!(paths.contains(&"virtual_service[HL7].ae_route"), "{errs:?}");
+    assert!(
+        paths.contains(&"virtual_service[HL7].ae_route[0].servers"),
+        "{errs:?}"
+    );
+}

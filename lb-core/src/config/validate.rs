@@ -70,6 +70,9 @@ pub enum ErrorKind {
     BadLayer7Option,
     /// An `[ha]` setting (see [`super::ha`]).
     BadHa,
+    /// A protocol-aware route (AE title or HL7) that cannot match or names
+    /// no real server of its service.
+    BadRoute,
 }
 
 /// One problem found in a configuration.
@@ -537,6 +540,8 @@ fn check_service(
             }
         }
     }
+
+    check_awareness(vs, path, errs);
 
     // Real servers.
     if vs.real_servers.is_empty() {
@@ -1028,6 +1033,126 @@ fn check_management(config: &Config, errs: &mut Errors) {
         }
         if let Some(why) = unusable_address(*dest.ip()) {
             errs.push("management.syslog", ErrorKind::BadAddress, why);
+        }
+    }
+}
+
+/// `protocol_aware`, its routes and the persistence key.
+fn check_awareness(vs: &VirtualService, path: &str, errs: &mut Errors) {
+    let aware = vs.protocol_aware;
+    if aware != ProtocolAware::None && vs.forwarding != Forwarding::Layer7 {
+        errs.push(
+            format!("{path}.protocol_aware"),
+            ErrorKind::BadLayer7Option,
+            "reading the first protocol unit needs forwarding = \"layer7\"",
+        );
+    }
+    match vs.persistence {
+        PersistenceKey::SourceIp => {}
+        key => {
+            let (needs, name) = match key {
+                PersistenceKey::CallingAe => (ProtocolAware::Dicom, "calling_ae"),
+                _ => (ProtocolAware::Hl7, "sender"),
+            };
+            if aware != needs {
+                errs.push(
+                    format!("{path}.persistence"),
+                    ErrorKind::BadLayer7Option,
+                    format!(
+                        "persistence = \"{name}\" needs protocol_aware = \"{}\"",
+                        if needs == ProtocolAware::Dicom {
+                            "dicom"
+                        } else {
+                            "hl7"
+                        }
+                    ),
+                );
+            }
+            if vs.persistence_timeout.is_none() {
+                errs.push(
+                    format!("{path}.persistence"),
+                    ErrorKind::BadLayer7Option,
+                    "has no effect without persistence_timeout",
+                );
+            }
+        }
+    }
+    let routes: Vec<(String, Vec<&str>, &Vec<String>)> = vs
+        .ae_routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                format!("{path}.ae_route[{i}]"),
+                alloc::vec![r.called_ae.as_str()],
+                &r.servers,
+            )
+        })
+        .chain(vs.hl7_routes.iter().enumerate().map(|(i, r)| {
+            (
+                format!("{path}.hl7_route[{i}]"),
+                alloc::vec![
+                    r.receiving_application.as_str(),
+                    r.receiving_facility.as_str()
+                ],
+                &r.servers,
+            )
+        }))
+        .collect();
+    if !vs.ae_routes.is_empty() && aware != ProtocolAware::Dicom {
+        errs.push(
+            format!("{path}.ae_route"),
+            ErrorKind::BadRoute,
+            "AE title routes need protocol_aware = \"dicom\"",
+        );
+    }
+    if !vs.hl7_routes.is_empty() && aware != ProtocolAware::Hl7 {
+        errs.push(
+            format!("{path}.hl7_route"),
+            ErrorKind::BadRoute,
+            "HL7 routes need protocol_aware = \"hl7\"",
+        );
+    }
+    if vs.ae_routes.len() > MAX_ROUTES || vs.hl7_routes.len() > MAX_ROUTES {
+        errs.push(
+            format!("{path}.route"),
+            ErrorKind::TooMany,
+            format!("at most {MAX_ROUTES} routes of each kind"),
+        );
+    }
+    for (rpath, patterns, servers) in routes {
+        for p in patterns {
+            let body = p.strip_suffix('*').unwrap_or(p);
+            let ok = p == "*"
+                || (!body.contains('*')
+                    && !body.is_empty()
+                    && body.len() <= 16
+                    && body
+                        .bytes()
+                        .all(|b| (0x20..0x7f).contains(&b) && b != b'\\'));
+            if !ok {
+                errs.push(
+                    rpath.clone(),
+                    ErrorKind::BadRoute,
+                    format!("{p:?} is not a value, a prefix ending in *, or *"),
+                );
+            }
+        }
+        if servers.is_empty() {
+            errs.push(
+                format!("{rpath}.servers"),
+                ErrorKind::BadRoute,
+                "a route needs at least one real server",
+            );
+        }
+        for label in servers {
+            if !vs.real_servers.iter().any(|rs| &rs.label == label) {
+                errs.push(
+                    format!("{rpath}.servers"),
+                    ErrorKind::BadRoute,
+                    format!("no real server labelled {label:?} in this service"),
+                );
+            }
         }
     }
 }
