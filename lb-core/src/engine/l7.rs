@@ -25,13 +25,14 @@ use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
 use super::{Decision, Engine, Sent, ServiceRuntime, refresh_period_shift};
+use crate::aware::Outcome;
 use crate::config::{AdminState, Forwarding, VirtualService};
 use crate::conntrack::{ConnTable, Direction, Flow, FlowId, InsertError, TcpState, Timeouts};
 use crate::flow::{Endpoint, FlowKey, Protocol};
 use crate::frame::offload::{L4Checksum, Offload, complete_checksum};
 use crate::frame::{self, Class, DropReason, L4Packet, PortAllocator};
 use crate::splice::options::parse_syn;
-use crate::splice::segment;
+use crate::splice::segment::{self, seq_ge};
 use crate::splice::{
     Conn, Cookies, HOLD_PER_CONN, HOLD_SEGMENTS, Originate, Phase, ProxyRepr, Seg, SynOptions,
 };
@@ -92,6 +93,27 @@ pub struct L7Stats {
     /// Completed handshakes refused because the table was full.
     pub table_full: u64,
     pub outbox_full: u64,
+    /// Protocol-aware services: connections routed by their first bytes,
+    /// refused by the appliance (no route: A-ASSOCIATE-RJ, HL7 AR), and
+    /// whose first bytes were not the protocol (A-ABORT or reset).
+    pub aware_routed: u64,
+    pub aware_refused: u64,
+    pub aware_not_protocol: u64,
+    /// The appliance's own answers resent for lack of acknowledgement.
+    pub answer_retransmits: u64,
+}
+
+/// Most AE title (or HL7 application) pairs counted; later pairs are
+/// counted in [`L7Stats`] only (`pairs_full`).
+pub const MAX_PAIRS: usize = 256;
+
+/// Counters of one (called, calling) pair of a protocol-aware service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairStats {
+    pub service: u16,
+    pub pair: Option<crate::aware::Pair>,
+    pub routed: u64,
+    pub refused: u64,
 }
 
 /// Per-service layer 7 settings.
@@ -117,7 +139,8 @@ impl L7Service {
             client_timeout: vs.client_timeout.duration(),
             server_timeout: vs.server_timeout.duration(),
             transparent: vs.l7_transparent,
-            bind_after: 0,
+            // Protocol-aware: the first byte starts the reading.
+            bind_after: u16::from(vs.protocol_aware != crate::config::ProtocolAware::None),
         })
     }
 }
@@ -156,6 +179,12 @@ pub(super) struct L7 {
     /// Set while a halt removes connections (they count as halted, not
     /// idle).
     halting: bool,
+    /// Answers the appliance sent clients itself, kept for resending.
+    answers: Vec<Held>,
+    pub(super) pairs: Vec<PairStats>,
+    pub(super) pairs_full: u64,
+    /// Numbers the control IDs of HL7 rejects.
+    rejects: u32,
 }
 
 impl L7 {
@@ -174,6 +203,38 @@ impl L7 {
             linger: timeouts.reset,
             handshake: timeouts.handshake,
             halting: false,
+            answers: Vec::new(),
+            pairs: Vec::new(),
+            pairs_full: 0,
+            rejects: 0,
+        }
+    }
+
+    /// Counts a routed or refused connection of `pair`.
+    fn count_pair(&mut self, service: u16, pair: crate::aware::Pair, refused: bool) {
+        let i = match self
+            .pairs
+            .iter()
+            .position(|p| p.service == service && p.pair == Some(pair))
+        {
+            Some(i) => i,
+            None if self.pairs.len() < MAX_PAIRS => {
+                self.pairs.push(PairStats {
+                    service,
+                    pair: Some(pair),
+                    ..PairStats::default()
+                });
+                self.pairs.len() - 1
+            }
+            None => {
+                self.pairs_full += 1;
+                return;
+            }
+        };
+        if refused {
+            self.pairs[i].refused += 1;
+        } else {
+            self.pairs[i].routed += 1;
         }
     }
 
@@ -214,6 +275,21 @@ impl L7 {
     fn drop_held(&mut self, id: FlowId, generation: u32) {
         self.take_held(|h| h.id == id && h.generation == generation);
     }
+
+    fn drop_answer(&mut self, id: FlowId, generation: u32) {
+        let before = self.answers.len();
+        let mut freed = 0;
+        self.answers.retain(|a| {
+            let keep = !(a.id == id && a.generation == generation);
+            if !keep {
+                freed += a.frame.len();
+            }
+            keep
+        });
+        if self.answers.len() != before {
+            self.held_bytes -= freed;
+        }
+    }
 }
 
 /// What the connection table's removal of a layer 7 connection costs:
@@ -230,7 +306,7 @@ fn on_l7_removed(
     match c.phase {
         Phase::SynReceived => l7.half_open = l7.half_open.saturating_sub(1),
         Phase::Closed => {}
-        Phase::AwaitingData | Phase::Connecting | Phase::Spliced => {
+        Phase::AwaitingData | Phase::Connecting | Phase::Spliced | Phase::Answered => {
             if l7.halting {
                 l7.stats.halted += 1;
             } else {
@@ -238,12 +314,22 @@ fn on_l7_removed(
             }
             let (client, vip) = (flow.original.src, flow.original.dst);
             l7.send(routes, &c.reset_client(client, vip));
-            if c.phase != Phase::AwaitingData {
+            if !matches!(c.phase, Phase::AwaitingData | Phase::Answered) {
                 l7.send(routes, &c.reset_server());
             }
         }
     }
     unbind(services, snat_ports, flow);
+}
+
+/// The key persistence uses for a connection: its protocol identity when
+/// the service persists by one, else the client's address.
+fn persistence_key(c: &Conn, client: Ipv4Addr) -> Ipv4Addr {
+    if c.identity != 0 {
+        Ipv4Addr::from(c.identity)
+    } else {
+        client
+    }
 }
 
 /// Gives back what a connection's binding to a server took.
@@ -295,6 +381,16 @@ impl Engine {
 
     pub fn l7_stats(&self) -> &L7Stats {
         &self.l7.stats
+    }
+
+    /// Per (called, calling) pair counters of protocol-aware services, and
+    /// how many connections found the pair table full.
+    pub fn l7_pairs(&self) -> &[PairStats] {
+        &self.l7.pairs
+    }
+
+    pub fn l7_pairs_full(&self) -> u64 {
+        self.l7.pairs_full
     }
 
     /// The layer 7 connection table.
@@ -463,12 +559,7 @@ impl Engine {
         if seg.space() > 0 {
             self.l7_hold(frame, seg, id, checksum);
         }
-        let bind_after = self
-            .l7_service(usize::from(flow.service))
-            .map_or(0, |s| s.bind_after);
-        if bind_after == 0 || self.l7_held_len(id, c.generation) >= usize::from(bind_after) {
-            self.l7_bind(id, now);
-        }
+        self.l7_data_arrived(id, now);
         Ok(Decision::Consumed)
     }
 
@@ -576,8 +667,10 @@ impl Engine {
         let mut c = flow.ext;
         let settings = self.l7_service(svc).ok_or(None)?;
         let first = c.attempts == 0;
+        let key = persistence_key(&c, client.addr);
+        let exclude = if first { 0 } else { c.tried };
         let (srv, persistent) = self
-            .choose_server(svc, client.addr, now, if first { 0 } else { c.tried })
+            .choose_server(svc, key, now, exclude, c.route_exclude)
             .ok_or(None)?;
         c.attempts = c.attempts.saturating_add(1);
         c.tried |= 1u64 << (srv % 64);
@@ -623,7 +716,7 @@ impl Engine {
                 InsertError::Full | InsertError::SourceLimit => DropReason::ConnTableFull,
             }));
         }
-        self.flow_started(svc, srv, client.addr, persistent, true, now);
+        self.flow_started(svc, srv, key, persistent, true, now);
         let proxy = self.services[svc].server_config[srv].send_proxy;
         let proxy_len = ProxyRepr {
             version: proxy,
@@ -786,12 +879,32 @@ impl Engine {
                 if seg.space() > 0 {
                     self.l7_hold(frame, seg, id, wire.checksum);
                 }
-                if c.phase == Phase::AwaitingData
-                    && let Some(s) = self.l7_service(svc)
-                    && s.bind_after > 0
-                    && self.l7_held_len(id, c.generation) >= usize::from(s.bind_after)
-                {
-                    self.l7_bind(id, now);
+                if c.phase == Phase::AwaitingData {
+                    self.l7_data_arrived(id, now);
+                }
+                Ok(Decision::Consumed)
+            }
+            Phase::Answered => {
+                if f.rst() {
+                    self.l7_close(id, now);
+                    return Ok(Decision::Consumed);
+                }
+                let before = c.client_next;
+                c.saw_client(seg.end(), f.ack().then_some(seg.ack), f, seg.window, now);
+                self.l7_store(id, c);
+                if seq_ge(c.client_acked, c.answer_end()) {
+                    // Our answer and FIN arrived: the client's FIN (now or
+                    // later) gets its ACK, then the entry lingers.
+                    self.l7.drop_answer(id, c.generation);
+                    if f.fin() || c.client_next != before {
+                        self.l7.send(&self.routes, &c.answer_ack(client, vip));
+                    }
+                    if f.fin() {
+                        c.phase = Phase::Closed;
+                        self.l7_store(id, c);
+                        self.l7_table
+                            .set_state(id, TcpState::Reset, now.add(self.l7.linger));
+                    }
                 }
                 Ok(Decision::Consumed)
             }
@@ -807,7 +920,8 @@ impl Engine {
                     return Err(self.count_drop(svc, None, DropReason::NoFlow));
                 }
                 if let Some(s) = self.l7_service(svc) {
-                    self.l7_refresh_persistence(svc, client.addr, c.last_client, now);
+                    let key = persistence_key(&c, client.addr);
+                    self.l7_refresh_persistence(svc, key, c.last_client, now);
                     c.saw_client(seg.end(), f.ack().then_some(seg.ack), f, seg.window, now);
                     self.l7_after_segment(id, &mut c, f.rst(), &s, now);
                 }
@@ -1031,7 +1145,9 @@ impl Engine {
             };
             let c = flow.ext;
             let proxy_pending = c.phase == Phase::Spliced && c.proxy_len > 0 && !c.proxy_acked();
-            if c.phase != Phase::Connecting && !proxy_pending {
+            let answer_pending =
+                c.phase == Phase::Answered && !seq_ge(c.client_acked, c.answer_end());
+            if c.phase != Phase::Connecting && !proxy_pending && !answer_pending {
                 self.l7.timers.swap_remove(i);
                 continue;
             }
@@ -1056,6 +1172,23 @@ impl Engine {
             if c.phase == Phase::Connecting {
                 self.l7.stats.syn_retransmits += 1;
                 self.l7.send(&self.routes, &c.syn());
+            } else if answer_pending {
+                let (client, vip) = (flow.original.src, flow.original.dst);
+                let seg = self
+                    .l7
+                    .answers
+                    .iter()
+                    .find(|a| a.id == id && a.generation == generation)
+                    .map(|a| c.answer(client, vip, &a.frame).frame());
+                if let (Some(frame), Some((nic, next_hop))) = (seg, self.routes.route(client.addr))
+                {
+                    self.l7.stats.answer_retransmits += 1;
+                    self.l7.push(Outgoing {
+                        nic,
+                        next_hop,
+                        frame,
+                    });
+                }
             } else {
                 self.l7.stats.proxy_retransmits += 1;
                 self.l7_send_handshake_ack(&c, &flow);
@@ -1069,6 +1202,22 @@ impl Engine {
                     && matches!(f.ext.phase, Phase::AwaitingData | Phase::Connecting)
             })
         });
+        let gone: Vec<(FlowId, u32)> = self
+            .l7
+            .answers
+            .iter()
+            .filter(|a| {
+                !table.flow(a.id).is_some_and(|f| {
+                    f.ext.generation == a.generation
+                        && f.ext.phase == Phase::Answered
+                        && !seq_ge(f.ext.client_acked, f.ext.answer_end())
+                })
+            })
+            .map(|a| (a.id, a.generation))
+            .collect();
+        for (id, generation) in gone {
+            self.l7.drop_answer(id, generation);
+        }
     }
 
     /// Expires idle layer 7 connections (resetting both sides).
@@ -1076,6 +1225,144 @@ impl Engine {
         self.l7_tick(now);
         let (table, mut cb) = self.l7_remove_cb();
         table.expire(now, budget, &mut cb)
+    }
+
+    /// Client bytes arrived for a connection without a server: plain
+    /// layer 7 binds (once `bind_after` bytes are held); a protocol-aware
+    /// service reads them and binds within the route, answers the client
+    /// itself, or waits for more.
+    fn l7_data_arrived(&mut self, id: FlowId, now: Instant) {
+        let Some(flow) = self.l7_table.flow(id).copied() else {
+            return;
+        };
+        let svc = usize::from(flow.service);
+        let mut c = flow.ext;
+        let Some(aware) = self.services.get(svc).and_then(|s| s.aware.as_ref()) else {
+            let bind_after = self.l7_service(svc).map_or(0, |s| s.bind_after);
+            if bind_after == 0 || self.l7_held_len(id, c.generation) >= usize::from(bind_after) {
+                self.l7_bind(id, now);
+            }
+            return;
+        };
+        let (first, end) = self.l7_first_bytes(id, &c);
+        if first.is_empty() {
+            return;
+        }
+        self.l7.rejects = self.l7.rejects.wrapping_add(1);
+        let control_id = alloc::format!("LB{:010}", self.l7.rejects);
+        let outcome = aware.read(&first, control_id.as_bytes());
+        let (client, vip) = (flow.original.src, flow.original.dst);
+        match outcome {
+            Outcome::NeedMore => {
+                // The hold is full and the unit still incomplete: it is
+                // not one a client of this protocol sends.
+                if c.held_segments >= HOLD_SEGMENTS
+                    || usize::from(c.held_bytes) >= usize::from(HOLD_PER_CONN)
+                {
+                    self.l7.stats.aware_not_protocol += 1;
+                    self.l7_fail(id, now);
+                }
+            }
+            Outcome::Bind {
+                servers,
+                identity,
+                pair,
+            } => {
+                self.l7.stats.aware_routed += 1;
+                self.l7.count_pair(flow.service, pair, false);
+                c.route_exclude = !servers;
+                c.identity = identity.unwrap_or(0);
+                self.l7_store(id, c);
+                self.l7_bind(id, now);
+            }
+            Outcome::Refuse { reply, pair } => {
+                self.l7.stats.aware_refused += 1;
+                self.l7.count_pair(flow.service, pair, true);
+                self.l7_answer(id, c, end, reply, client, vip, now);
+            }
+            Outcome::NotProtocol { reply: Some(reply) } => {
+                self.l7.stats.aware_not_protocol += 1;
+                self.l7_answer(id, c, end, reply, client, vip, now);
+            }
+            Outcome::NotProtocol { reply: None } => {
+                self.l7.stats.aware_not_protocol += 1;
+                self.l7_fail(id, now);
+            }
+        }
+    }
+
+    /// The client's held bytes from its first one, as far as they are
+    /// contiguous, and the sequence number after them.
+    fn l7_first_bytes(&self, id: FlowId, c: &Conn) -> (Vec<u8>, u32) {
+        let mut out = Vec::new();
+        let mut next = c.client_isn.wrapping_add(1);
+        loop {
+            let mut grew = false;
+            for h in self
+                .l7
+                .held
+                .iter()
+                .filter(|h| h.id == id && h.generation == c.generation)
+            {
+                let Ok(Class::L4(pkt)) = frame::classify(&h.frame) else {
+                    continue;
+                };
+                let Ok(seg) = Seg::read(&h.frame, &pkt) else {
+                    continue;
+                };
+                let payload = seg.payload(&h.frame);
+                let skip = next.wrapping_sub(seg.seq) as usize;
+                if seq_ge(next, seg.seq) && skip < payload.len() {
+                    out.extend_from_slice(&payload[skip..]);
+                    next = seg.seq.wrapping_add(payload.len() as u32);
+                    grew = true;
+                }
+            }
+            if !grew {
+                return (out, next);
+            }
+        }
+    }
+
+    /// The appliance answers the client itself (`reply`, then FIN) and
+    /// acknowledges its bytes up to `end`; resent until acknowledged.
+    #[allow(clippy::too_many_arguments)]
+    fn l7_answer(
+        &mut self,
+        id: FlowId,
+        mut c: Conn,
+        end: u32,
+        reply: Vec<u8>,
+        client: Endpoint,
+        vip: Endpoint,
+        now: Instant,
+    ) {
+        self.l7.drop_held(id, c.generation);
+        c.held_segments = 0;
+        c.held_bytes = 0;
+        c.phase = Phase::Answered;
+        c.client_next = end;
+        c.answer_len = reply.len().min(usize::from(HOLD_PER_CONN)) as u16;
+        let reply = &reply[..usize::from(c.answer_len)];
+        c.rto_ms = FIRST_RTO_MS;
+        c.timer = now.add(Duration::from_millis(u64::from(FIRST_RTO_MS)));
+        self.l7_store(id, c);
+        self.l7.send(&self.routes, &c.answer(client, vip, reply));
+        // Kept for resending within the early-data budget; past it the
+        // client's retransmission is what brings it again.
+        if self.l7.held_bytes + reply.len() <= self.l7.hold_limit {
+            self.l7.held_bytes += reply.len();
+            self.l7.answers.push(Held {
+                id,
+                generation: c.generation,
+                seq: c.our_isn.wrapping_add(1),
+                frame: reply.to_vec(),
+            });
+            self.l7.timers.push((id, c.generation));
+        }
+        // Bounded: a client that never acknowledges is reset.
+        self.l7_table
+            .set_state(id, TcpState::Established, now.add(self.l7.handshake));
     }
 
     /// Halting a server resets its layer 7 connections on both sides.

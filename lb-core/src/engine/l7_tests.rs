@@ -11,15 +11,15 @@ use crate::frame::{Class, ETHERNET_HEADER_LEN, TcpFlags, classify};
 use crate::splice::options::parse_syn;
 use crate::splice::{Originate, Seg, SynOptions};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 14);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
-const LB_INT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const RS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 41), Ipv4Addr::new(10, 1, 0, 42)];
-const SYN: u8 = TcpFlags::SYN;
-const RST: u8 = TcpFlags::RST;
-const FIN: u8 = TcpFlags::FIN;
+pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 14);
+pub(super) const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+pub(super) const LB_INT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub(super) const RS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 41), Ipv4Addr::new(10, 1, 0, 42)];
+pub(super) const SYN: u8 = TcpFlags::SYN;
+pub(super) const RST: u8 = TcpFlags::RST;
+pub(super) const FIN: u8 = TcpFlags::FIN;
 
-fn config(extra: &str, server_extra: &str) -> Config {
+pub(super) fn config(extra: &str, server_extra: &str) -> Config {
     let toml = alloc::format!(
         r#"
 [l7]
@@ -59,7 +59,7 @@ server_timeout = 60
     c
 }
 
-fn engine(extra: &str, server_extra: &str) -> Engine {
+pub(super) fn engine(extra: &str, server_extra: &str) -> Engine {
     let c = config(extra, server_extra);
     let mut caps = Capacities::from_config(&c);
     caps.conntrack = 64;
@@ -68,11 +68,11 @@ fn engine(extra: &str, server_extra: &str) -> Engine {
     Engine::new(&c, caps).unwrap()
 }
 
-fn t(ms: u64) -> Instant {
+pub(super) fn t(ms: u64) -> Instant {
     Instant(ms)
 }
 
-fn ep(a: Ipv4Addr, p: u16) -> Endpoint {
+pub(super) fn ep(a: Ipv4Addr, p: u16) -> Endpoint {
     Endpoint::new(a, p)
 }
 
@@ -130,7 +130,7 @@ pub(super) fn outbox(e: &mut Engine) -> Vec<Out> {
     e.drain_outgoing().map(|o| read(&o.frame, o.nic)).collect()
 }
 
-fn linux_syn() -> SynOptions {
+pub(super) fn linux_syn() -> SynOptions {
     SynOptions {
         mss: Some(1460),
         wscale: Some(7),
@@ -139,10 +139,10 @@ fn linux_syn() -> SynOptions {
     }
 }
 
-const CISN: u32 = 0xfffff000; // wraps during the test
+pub(super) const CISN: u32 = 0xfffff000; // wraps during the test
 
 /// Client handshake on `port`: returns our ISN.
-fn handshake(e: &mut Engine, cport: u16, now: u64) -> u32 {
+pub(super) fn handshake(e: &mut Engine, cport: u16, now: u64) -> u32 {
     let c = ep(CLIENT, cport);
     let v = ep(VIP, 2575);
     let mut f = seg(c, v, CISN, None, SYN, 64240, linux_syn(), &[]);

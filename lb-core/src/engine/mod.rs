@@ -42,6 +42,8 @@
 //! and "port unreachable" work through NAT and SNAT; for DR, errors from the
 //! client side about the server's packets are passed on to the server.
 
+#[cfg(test)]
+mod aware_tests;
 mod l7;
 #[cfg(test)]
 mod l7_sim;
@@ -76,7 +78,7 @@ use crate::schedule::{Health, RealServerState, Scheduler};
 use crate::time::{Duration, Instant};
 use alloc::string::String;
 
-pub use l7::{L7Stats, OUTBOX_LIMIT, Outgoing};
+pub use l7::{L7Stats, MAX_PAIRS, OUTBOX_LIMIT, Outgoing, PairStats};
 pub use replica::{FlowRecord, ImportError, PersistRecord, Record, ReplicaStats};
 pub use route::Routes;
 pub use stats::{Counters, ServiceStats};
@@ -157,6 +159,8 @@ struct ServiceRuntime {
     snat_allocator: Vec<Option<usize>>,
     /// Layer 7 settings (layer 7 services only).
     l7: Option<l7::L7Service>,
+    /// Protocol-aware layer 7: what the client's first bytes decide.
+    aware: Option<crate::aware::Awareness>,
     stats: ServiceStats,
     /// What new flows get while no real server may take them.
     fallback: FallbackRuntime,
@@ -624,7 +628,7 @@ impl Engine {
             return Err(self.count_drop(svc, None, DropReason::Standby));
         }
         let client = pkt.key.src.addr;
-        let picked = self.choose_server(svc, client, now, 0);
+        let picked = self.choose_server(svc, client, now, 0, 0);
         let service = &mut self.services[svc];
         let (srv, persistent, to_fallback) = match (picked, service.fallback) {
             (Some((srv, persistent)), _) => (srv, persistent, false),
@@ -779,11 +783,14 @@ impl Engine {
         client: Ipv4Addr,
         now: Instant,
         exclude: u64,
+        route_exclude: u64,
     ) -> Option<(usize, bool)> {
         let service = &mut self.services[svc];
+        let routed = |srv: usize| srv >= 64 || route_exclude & (1 << srv) == 0;
         if exclude == 0
             && let Some((mask, _)) = service.persistence
             && let Some(srv) = self.persist.lookup(svc as u16, client, mask, now)
+            && routed(usize::from(srv))
             && service
                 .servers
                 .get(usize::from(srv))
@@ -791,15 +798,21 @@ impl Engine {
         {
             return Some((usize::from(srv), true));
         }
-        if exclude != 0 {
+        // Servers already tried are avoided while others remain; servers
+        // outside the route never take the connection.
+        for mask in [exclude | route_exclude, route_exclude] {
+            if mask == 0 {
+                continue;
+            }
             let mut view = service.servers.clone();
             for (i, s) in view.iter_mut().enumerate() {
-                if i < 64 && exclude & (1 << i) != 0 {
+                if i < 64 && mask & (1 << i) != 0 {
                     s.health = Health::Down;
                 }
             }
-            if let Some(srv) = service.scheduler.pick(&view, client) {
-                return Some((srv, false));
+            let srv = service.scheduler.pick(&view, client);
+            if srv.is_some() || mask == route_exclude {
+                return srv.map(|srv| (srv, false));
             }
         }
         service
@@ -1067,11 +1080,20 @@ impl ServiceRuntime {
             vip: Endpoint::new(vs.vip, vs.ports.first().copied().unwrap_or(0)),
             protocol: vs.protocol,
             forwarding: vs.forwarding,
-            persistence: vs.persistence_mask().zip(vs.persistence_duration()),
+            // An identity (calling AE, HL7 sender) is a key, not an address
+            // to mask.
+            persistence: vs
+                .persistence_mask()
+                .map(|m| match vs.persistence {
+                    crate::config::PersistenceKey::SourceIp => m,
+                    _ => Ipv4Addr::BROADCAST,
+                })
+                .zip(vs.persistence_duration()),
             established_timeout: vs.established_timeout(&config.l4),
             scheduler: Scheduler::for_service(vs),
             servers: servers.iter().map(RealServerState::from_config).collect(),
             l7: l7::L7Service::from_config(vs),
+            aware: crate::aware::Awareness::from_config(vs),
             stats: ServiceStats {
                 service: Counters::default(),
                 servers: alloc::vec![Counters::default(); servers.len()],

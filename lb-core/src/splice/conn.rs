@@ -25,6 +25,10 @@ pub enum Phase {
     Connecting,
     /// Both connections up: segments are relayed.
     Spliced,
+    /// No server: the appliance answered the client itself (a
+    /// protocol-aware service's reject) and closes; the answer is resent
+    /// until acknowledged.
+    Answered,
     /// Both FINs acknowledged, a RST passed, or the connection was
     /// aborted: the entry lingers for late segments.
     Closed,
@@ -90,6 +94,12 @@ pub struct Conn {
     /// Early segments held for this connection, and their bytes.
     pub held_segments: u8,
     pub held_bytes: u16,
+    /// Protocol-aware services: real servers the route leaves out (bit per
+    /// index), and the persistence identity (0: the client's address).
+    pub route_exclude: u64,
+    pub identity: u32,
+    /// Bytes of the appliance's own answer (phase `Answered`).
+    pub answer_len: u16,
 }
 
 impl Conn {
@@ -276,6 +286,7 @@ impl Conn {
     pub fn reset_client(&self, client: Endpoint, vip: Endpoint) -> Originate<'static> {
         let seq = match self.phase {
             Phase::Spliced | Phase::Closed => self.server_next.wrapping_add(self.offset()),
+            Phase::Answered => self.answer_end(),
             _ => self.our_isn.wrapping_add(1),
         };
         Originate {
@@ -285,6 +296,42 @@ impl Conn {
             ack: Some(self.client_next),
             control: TcpFlags::RST,
             window: 0,
+            syn: SynOptions::default(),
+            payload: &[],
+        }
+    }
+
+    /// One past our FIN after the appliance's own answer.
+    pub fn answer_end(&self) -> u32 {
+        self.our_isn
+            .wrapping_add(2)
+            .wrapping_add(u32::from(self.answer_len))
+    }
+
+    /// The appliance's own answer to the client, with FIN: it acknowledges
+    /// the client's bytes up to `client_next`.
+    pub fn answer<'p>(&self, client: Endpoint, vip: Endpoint, payload: &'p [u8]) -> Originate<'p> {
+        Originate {
+            src: vip,
+            dst: client,
+            seq: self.our_isn.wrapping_add(1),
+            ack: Some(self.client_next),
+            control: TcpFlags::FIN,
+            window: super::HOLD_PER_CONN,
+            syn: SynOptions::default(),
+            payload,
+        }
+    }
+
+    /// The ACK of the client's FIN after our answer.
+    pub fn answer_ack(&self, client: Endpoint, vip: Endpoint) -> Originate<'static> {
+        Originate {
+            src: vip,
+            dst: client,
+            seq: self.answer_end(),
+            ack: Some(self.client_next),
+            control: 0,
+            window: super::HOLD_PER_CONN,
             syn: SynOptions::default(),
             payload: &[],
         }

@@ -1,0 +1,210 @@
+//! Protocol-aware layer 7 services in the engine: the first bytes choose
+//! the route, the appliance answers unrouted clients itself (resent until
+//! acknowledged, then FIN), persistence by calling AE.
+
+use alloc::vec::Vec;
+
+use super::l7_tests::*;
+use super::*;
+use crate::splice::SynOptions;
+use crate::wire::dicom::{AeTitle, Associate};
+use crate::wire::hl7;
+
+const STORESCU: &[u8] = include_bytes!("../../testdata/aware/rq_storescu.bin");
+
+const DICOM: &str = r#"
+protocol_aware = "dicom"
+[[virtual_service.ae_route]]
+called_ae = "PACS_B"
+servers = ["B"]
+[[virtual_service.ae_route]]
+called_ae = "PACS_A*"
+servers = ["A"]
+"#;
+
+/// storescu's A-ASSOCIATE-RQ with other AE titles.
+fn rq(called: &str, calling: &str) -> Vec<u8> {
+    let mut b = STORESCU.to_vec();
+    Associate::new_checked(&mut b[..])
+        .unwrap()
+        .set_called_ae(&AeTitle::new(called));
+    b[26..42].copy_from_slice(&AeTitle::new(calling).0);
+    b
+}
+
+/// The client's bytes `data` at offset `at` of its stream.
+fn send(e: &mut Engine, cport: u16, a: u32, at: u32, data: &[u8], control: u8, now: u64) {
+    let mut f = seg(
+        ep(CLIENT, cport),
+        ep(VIP, 2575),
+        CISN.wrapping_add(1).wrapping_add(at),
+        Some(a.wrapping_add(1)),
+        control,
+        502,
+        SynOptions::default(),
+        data,
+    );
+    assert_eq!(e.process(0, &mut f, t(now)), Decision::Consumed);
+}
+
+/// The server a connection's SYN went to (asserts exactly one SYN left).
+fn syn_to(out: &[Out]) -> core::net::Ipv4Addr {
+    let syns: Vec<&Out> = out.iter().filter(|o| o.seg.flags.syn()).collect();
+    assert_eq!(syns.len(), 1, "{out:?}");
+    syns[0].dst.addr
+}
+
+#[test]
+fn called_ae_chooses_the_route_across_segments() {
+    let mut e = engine(DICOM, "");
+    for (port, called, want) in [(40000, "PACS_B", RS[1]), (40001, "PACS_A2", RS[0])] {
+        let a = handshake(&mut e, port, 0);
+        let b = rq(called, "MOD1");
+        // 20 bytes: too few to route; nothing happens.
+        send(&mut e, port, a, 0, &b[..20], 0, 1);
+        assert!(outbox(&mut e).is_empty());
+        // A later segment out of order is held but still not enough.
+        send(&mut e, port, a, 40, &b[40..100], 0, 1);
+        assert!(outbox(&mut e).is_empty());
+        send(&mut e, port, a, 20, &b[20..40], 0x08, 2);
+        assert_eq!(syn_to(&outbox(&mut e)), want, "{called}");
+    }
+    let s = e.l7_stats();
+    assert_eq!((s.aware_routed, s.aware_refused), (2, 0));
+    assert_eq!(e.l7_pairs().len(), 2);
+}
+
+#[test]
+fn unknown_called_ae_gets_the_reject_then_fin() {
+    let mut e = engine(DICOM, "");
+    let a = handshake(&mut e, 40000, 0);
+    let b = rq("NOBODY", "MOD1");
+    send(&mut e, 40000, a, 0, &b[..1000], 0x08, 1);
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let rj = &out[0];
+    assert_eq!((rj.src, rj.dst), (ep(VIP, 2575), ep(CLIENT, 40000)));
+    assert_eq!(rj.payload, [3, 0, 0, 0, 0, 4, 0, 1, 1, 7]);
+    assert!(rj.seg.flags.fin());
+    assert_eq!(rj.seg.seq, a.wrapping_add(1));
+    assert_eq!(
+        rj.seg.ack,
+        CISN.wrapping_add(1001),
+        "the client's bytes are consumed"
+    );
+    // Unacknowledged: resent on the timer, never to a server.
+    e.expire(t(1200), 64);
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].payload, rj.payload);
+    assert_eq!(out[0].seg.seq, rj.seg.seq);
+    assert_eq!(e.l7_stats().answer_retransmits, 1);
+    // dcmtk reads it, acknowledges it and the FIN, and closes.
+    let end = a.wrapping_add(12);
+    let mut f = seg(
+        ep(CLIENT, 40000),
+        ep(VIP, 2575),
+        CISN.wrapping_add(1001),
+        Some(end),
+        FIN,
+        502,
+        SynOptions::default(),
+        &[],
+    );
+    e.process(0, &mut f, t(1300));
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].seg.seq, end);
+    assert_eq!(
+        out[0].seg.ack,
+        CISN.wrapping_add(1002),
+        "its FIN acknowledged"
+    );
+    e.expire(t(10_000), 64);
+    assert!(outbox(&mut e).is_empty(), "nothing more once acknowledged");
+    let s = e.l7_stats();
+    assert_eq!((s.aware_routed, s.aware_refused, s.connects), (0, 1, 0));
+    let p = e.l7_pairs()[0];
+    assert_eq!((p.routed, p.refused), (0, 1));
+    assert_eq!(p.pair.unwrap().called.text(), b"NOBODY");
+}
+
+#[test]
+fn not_dicom_gets_an_abort() {
+    let mut e = engine(DICOM, "");
+    let a = handshake(&mut e, 40000, 0);
+    send(&mut e, 40000, a, 0, b"GET / HTTP/1.1\r\n\r\n", 0x08, 1);
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].payload, [7, 0, 0, 0, 0, 4, 0, 0, 2, 2]);
+    assert_eq!(e.l7_stats().aware_not_protocol, 1);
+}
+
+#[test]
+fn an_unanswered_reject_ends_in_a_reset() {
+    let mut e = engine(DICOM, "");
+    let a = handshake(&mut e, 40000, 0);
+    send(&mut e, 40000, a, 0, &rq("NOBODY", "M")[..100], 0x08, 1);
+    outbox(&mut e);
+    let mut resets = 0;
+    for s in 1..200 {
+        e.expire(t(s * 1000), 64);
+        resets += outbox(&mut e).iter().filter(|o| o.seg.flags.rst()).count();
+    }
+    assert_eq!(resets, 1);
+    assert_eq!(e.l7_connections().len(), 0);
+}
+
+#[test]
+fn persistence_by_calling_ae_not_address() {
+    // (Keys before the route tables, or TOML gives them to the last route.)
+    let extra = alloc::format!("persistence = \"calling_ae\"\npersistence_timeout = 3600\n{DICOM}");
+    // All titles on one route of both servers.
+    let extra = extra.replace(
+        "called_ae = \"PACS_A*\"\nservers = [\"A\"]",
+        "called_ae = \"*\"\nservers = [\"A\", \"B\"]",
+    );
+    let mut e = engine(&extra, "");
+    let mut got = Vec::new();
+    for (i, calling) in ["MOD1", "MOD2", "MOD2", "MOD1", "MOD2"].iter().enumerate() {
+        let port = 40000 + i as u16;
+        let a = handshake(&mut e, port, 0);
+        send(&mut e, port, a, 0, &rq("PACS", calling)[..200], 0x08, 1);
+        got.push(syn_to(&outbox(&mut e)));
+    }
+    // rr alone would alternate; the calling AE keeps its node.
+    assert_eq!(got, [got[0], got[1], got[1], got[0], got[1]]);
+    assert_ne!(got[0], got[1]);
+}
+
+#[test]
+fn hl7_unrouted_gets_ar() {
+    let extra = r#"
+protocol_aware = "hl7"
+[[virtual_service.hl7_route]]
+receiving_application = "LAB"
+servers = ["A"]
+"#;
+    let mut e = engine(extra, "");
+    let a = handshake(&mut e, 40000, 0);
+    send(
+        &mut e,
+        40000,
+        a,
+        0,
+        b"\x0bMSH|^~\\&|ADT|H|LAB|X|||ADT^A01|1|P|2.3\r",
+        0x08,
+        1,
+    );
+    assert_eq!(syn_to(&outbox(&mut e)), RS[0]);
+    let a = handshake(&mut e, 40001, 0);
+    let msg = b"\x0bMSH|^~\\&|ADT|H|PHARM|X|||ADT^A01|C7|P|2.3\rPID|1\r\x1c\r";
+    send(&mut e, 40001, a, 0, msg, 0x08, 1);
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].seg.flags.fin());
+    let (s, end) = hl7::frame(&out[0].payload).unwrap().unwrap();
+    let segs: Vec<&[u8]> = hl7::segments(&out[0].payload[s..end]).collect();
+    assert!(segs[1].starts_with(b"MSA|AR|C7|"), "{segs:?}");
+    assert!(segs[2].starts_with(b"ERR|MSH^1^5^103&"), "{segs:?}");
+}
