@@ -9,11 +9,73 @@
 //! - the AR written for any MSH is one MLLP frame whose MSH, MSA and ERR
 //!   segments parse, with MSA-2 holding the message's control ID.
 //!
+//! - the decision of a DICOM- and an HL7-aware service (with routes and
+//!   persistence by identity) on every prefix never panics, and once it is
+//!   not "need more" a longer prefix decides the same.
+//!
 //! Input: byte 0 is the split size (1..=256), the rest the client's bytes.
 #![no_main]
+use std::sync::OnceLock;
+
+use lb_core::aware::{Awareness, Outcome};
+use lb_core::config::from_toml;
 use lb_core::wire::dicom::{Associate, AssociateRqRepr, PduCursor};
 use lb_core::wire::hl7::{AckRepr, first_msh, frame, segments};
 use libfuzzer_sys::fuzz_target;
+
+const SERVICES: &str = r#"
+[[network.interface]]
+name = "eth0"
+address = "10.0.0.2"
+prefix = 24
+
+[[virtual_service]]
+label = "PACS"
+vip = "10.0.0.10"
+ports = 104
+forwarding = "layer7"
+protocol_aware = "dicom"
+persistence = "calling_ae"
+persistence_timeout = 60
+[[virtual_service.ae_route]]
+called_ae = "PACS_A"
+servers = ["A"]
+[[virtual_service.ae_route]]
+called_ae = "AR*"
+servers = ["B"]
+[[virtual_service.real_server]]
+label = "A"
+ip = "10.0.0.20"
+[[virtual_service.real_server]]
+label = "B"
+ip = "10.0.0.21"
+
+[[virtual_service]]
+label = "HL7"
+vip = "10.0.0.11"
+ports = 2575
+forwarding = "layer7"
+protocol_aware = "hl7"
+persistence = "sender"
+persistence_timeout = 60
+[[virtual_service.hl7_route]]
+receiving_application = "LAB"
+servers = ["E"]
+[[virtual_service.real_server]]
+label = "E"
+ip = "10.0.0.30"
+"#;
+
+fn services() -> &'static [Awareness] {
+    static S: OnceLock<Vec<Awareness>> = OnceLock::new();
+    S.get_or_init(|| {
+        let cfg = from_toml(SERVICES).expect("the fuzz services validate");
+        cfg.virtual_services
+            .iter()
+            .map(|vs| Awareness::from_config(vs).expect("aware"))
+            .collect()
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, bytes)) = data.split_first() else {
@@ -50,6 +112,18 @@ fuzz_target!(|data: &[u8]| {
         c.feed(7 + at as u32, piece, |t, n| cut.push((t, n)));
     }
     assert_eq!(whole, cut);
+
+    for aware in services() {
+        let mut decided: Option<Outcome> = None;
+        for n in (0..=bytes.len()).step_by(split) {
+            let o = aware.read(&bytes[..n], b"LB1");
+            if let Some(d) = &decided {
+                assert_eq!(&o, d, "a longer prefix decides otherwise");
+            } else if o != Outcome::NeedMore {
+                decided = Some(o);
+            }
+        }
+    }
 
     let limit = 4096;
     let full = first_msh(bytes, limit);

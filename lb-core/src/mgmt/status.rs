@@ -552,6 +552,7 @@ impl Status {
             st.metrics
                 .push(Sample::new("lbmed_l7_total", &[("event", name)], v));
         }
+        aware_status(dp, &mut st);
         st.metrics.push(Sample::new(
             "lbmed_table_entries",
             &[("table", "arp")],
@@ -897,6 +898,51 @@ pub(crate) fn sample_status() -> Status {
         )],
         details: alloc::vec!["conntrack: 8 flows".into()],
         pair: None,
+    }
+}
+
+/// Protocol-aware services: the totals, then one line and two samples per
+/// (called, calling) pair — DICOM AE titles, HL7 MSH-5 and MSH-3.
+fn aware_status(dp: &Datapath, st: &mut Status) {
+    let e = &dp.engine;
+    let l7 = e.l7_stats();
+    if l7.aware_routed + l7.aware_refused + l7.aware_not_protocol == 0 {
+        return;
+    }
+    st.details.push(format!(
+        "aware: routed={} refused={} not-protocol={} answer-rtx={} pairs={} (max {}) pairs-full={}",
+        l7.aware_routed,
+        l7.aware_refused,
+        l7.aware_not_protocol,
+        l7.answer_retransmits,
+        e.l7_pairs().len(),
+        crate::engine::MAX_PAIRS,
+        e.l7_pairs_full()
+    ));
+    for p in e.l7_pairs() {
+        let Some(pair) = p.pair else { continue };
+        let service = dp
+            .config
+            .virtual_services
+            .get(usize::from(p.service))
+            .map_or("?", |vs| vs.label.as_str());
+        let (called, calling) = (pair.called.display(), pair.calling.display());
+        st.details.push(format!(
+            "aware pair: {service} called={called} calling={calling} routed={} refused={}",
+            p.routed, p.refused
+        ));
+        for (outcome, v) in [("routed", p.routed), ("refused", p.refused)] {
+            st.metrics.push(Sample::new(
+                "lbmed_aware_connections_total",
+                &[
+                    ("service", service),
+                    ("called", &called),
+                    ("calling", &calling),
+                    ("outcome", outcome),
+                ],
+                v,
+            ));
+        }
     }
 }
 

@@ -162,7 +162,10 @@ pub fn first_msh(bytes: &[u8], limit: usize) -> Result<Option<Msh<'_>>, Error> {
     {
         return Err(Error::NoMsh);
     }
-    match body
+    // Only the first `limit` bytes are looked at, so the answer for a
+    // prefix never changes as more bytes arrive.
+    let seen = &body[..body.len().min(limit.saturating_sub(start + 1))];
+    match seen
         .iter()
         .position(|&b| b == CR || b == b'\n' || b == END_BLOCK)
     {
