@@ -103,6 +103,43 @@ pub async fn housekeeping_task(dp: &'static RefCell<Datapath>, nics: &'static Ni
     }
 }
 
+/// Longest sleep of the pair task: the sync link wants a poll at least
+/// this often while it has work, and a priority-0 advertisement (the
+/// master resigning) shortens the election's deadline after it was read.
+const PAIR_POLL_MS: u64 = 10;
+
+/// The clustered pair (`[ha]`): the election's timers, gratuitous ARP
+/// repeats after a takeover and the sync link, at their deadline and at
+/// least every [`PAIR_POLL_MS`]. Offers the running config to the peer;
+/// a config the master sent is handed to [`crate::mgmt::command::synced`].
+#[embassy_executor::task]
+pub async fn pair_task(dp: &'static RefCell<Datapath>, nics: &'static Nics) {
+    offer_running_config(dp);
+    loop {
+        let (next, synced) = {
+            let mut dp = dp.borrow_mut();
+            let next = dp.poll_pair(now(), &mut NicTx(nics));
+            print_log(&mut dp);
+            (next, dp.take_synced_config())
+        };
+        if let Some((serial, envelope)) = synced {
+            crate::mgmt::command::synced(crate::mgmt::Ctx { dp, nics }, serial, &envelope).await;
+        }
+        let at = now().0 + PAIR_POLL_MS;
+        let at = next.map_or(at, |n| n.0.clamp(now().0, at));
+        Timer::at(embassy_time::Instant::from_millis(at)).await;
+    }
+}
+
+/// Tells the sync link which config to offer the peer: the running one,
+/// as its envelope (call again after every change).
+pub fn offer_running_config(dp: &RefCell<Datapath>) {
+    match lb_core::envelope::encode(&crate::running::get()) {
+        Ok(blob) => dp.borrow_mut().offer_config(blob),
+        Err(e) => println!("warning: pair: the running config cannot be offered to the peer: {e}"),
+    }
+}
+
 /// How often a DHCP-addressed NIC's stack is asked for its lease.
 const LEASE_POLL_MS: u64 = 250;
 

@@ -134,6 +134,9 @@ pub fn start(
     let spawned = (|| {
         spawner.spawn(datapath::housekeeping_task(dp, nics).ok()?);
         spawner.spawn(shell::console_task(dp, nics).ok()?);
+        if dp.borrow().pair.is_some() {
+            spawner.spawn(datapath::pair_task(dp, nics).ok()?);
+        }
         for _ in 0..health::WORKERS {
             spawner.spawn(health::worker(dp, stacks).ok()?);
         }

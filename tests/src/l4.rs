@@ -219,6 +219,33 @@ pub fn storescp_recording(
     Ok(p)
 }
 
+/// The `hl7` library's MLLP server on port 2575, writing each message it
+/// receives (and each ACK) into `dir`; its own output goes to `log`.
+pub fn hl7_mllp_server(host: &Host, dir: &Path, log: &Path) -> Result<Process> {
+    let dir = dir.display().to_string();
+    let p = Process::spawn(
+        host,
+        &[
+            "python3",
+            &peers_dir().join("hl7_mllp_server.py").display().to_string(),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "2575",
+            "--lifetime",
+            "900",
+            "--max-connections",
+            "100000",
+            "--log",
+            &dir,
+            "--in-namespace",
+        ],
+        log,
+    )?;
+    crate::peers::wait_listening(host, 2575, Duration::from_secs(10))?;
+    Ok(p)
+}
+
 impl Scenario {
     /// Starts PACS `i`'s storescp again (after a test stopped it); its logs
     /// go to `pacs{i}-{port}.restarted.log`.
@@ -315,28 +342,8 @@ impl Scenario {
             )?;
             let hl7_log = tmp.sub(&format!("hl7-{i}"))?;
             let hl7 = if plan.hl7 {
-                let log = hl7_log.display().to_string();
-                let p = Process::spawn(
-                    &host,
-                    &[
-                        "python3",
-                        &peers_dir().join("hl7_mllp_server.py").display().to_string(),
-                        "--host",
-                        "0.0.0.0",
-                        "--port",
-                        "2575",
-                        "--lifetime",
-                        "900",
-                        "--max-connections",
-                        "100000",
-                        "--log",
-                        &log,
-                        "--in-namespace",
-                    ],
-                    &tmp.path().join(format!("hl7-{i}.log")),
-                )?;
-                crate::peers::wait_listening(&host, 2575, Duration::from_secs(10))?;
-                Some(p)
+                let log = tmp.path().join(format!("hl7-{i}.log"));
+                Some(hl7_mllp_server(&host, &hl7_log, &log)?)
             } else {
                 None
             };

@@ -141,6 +141,8 @@ async fn handle(ctx: Ctx, payload: &[u8]) -> Reply {
         Ok(a) => match apply(ctx, a).await {
             Ok(message) => {
                 count(|c| c.applied += 1);
+                // The backup of a pair follows the master's config.
+                datapath::offer_running_config(ctx.dp);
                 Reply {
                     applied: true,
                     rejection: None,
@@ -228,6 +230,54 @@ async fn apply(ctx: Ctx, a: Admitted) -> Result<String, Rejection> {
             };
             config.management.serial = a.serial;
             apply_config(ctx, config, "rollback", &who).await
+        }
+    }
+}
+
+/// A config the master of the pair sent over the sync link (with a
+/// serial above ours): merged with this appliance's own `[network]` and
+/// `[ha]`, then stored and applied like an upload. A config that does not
+/// decode, or whose serial is not the one announced, is refused and
+/// counted on the sync link.
+pub async fn synced(ctx: Ctx, serial: u64, envelope: &[u8]) {
+    let running = crate::running::get();
+    let received = match lb_core::envelope::decode(envelope) {
+        Ok(c) if c.management.serial == serial && serial > running.management.serial => c,
+        Ok(c) => {
+            ctx.dp.borrow_mut().synced_config_refused();
+            events::log(
+                Severity::Error,
+                Category::Pair,
+                format!(
+                    "config from the master refused: serial {} (announced {serial}, ours {})",
+                    c.management.serial, running.management.serial
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            ctx.dp.borrow_mut().synced_config_refused();
+            events::log(
+                Severity::Error,
+                Category::Pair,
+                format!("config from the master refused: {e}"),
+            );
+            return;
+        }
+    };
+    let next = lb_core::ha::merge_synced(&running, received);
+    match apply_config(ctx, next, "sync", "the master").await {
+        Ok(text) => events::log(Severity::Notice, Category::Pair, text),
+        Err(r) => {
+            ctx.dp.borrow_mut().synced_config_refused();
+            events::log(
+                Severity::Error,
+                Category::Pair,
+                format!(
+                    "config serial {serial} from the master not applied: {}",
+                    r.reason
+                ),
+            );
         }
     }
 }

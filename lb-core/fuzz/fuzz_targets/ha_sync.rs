@@ -42,6 +42,11 @@ fn engine() -> Engine {
     let mut caps = Capacities::from_config(c);
     caps.conntrack = 64;
     caps.persistence = 64;
+    // No layer 7 service here: its preallocated tables would make every
+    // run allocate megabytes.
+    caps.l7_connections = 1;
+    caps.l7_half_open = 1;
+    caps.l7_hold_bytes = 0;
     Engine::new(c, caps).expect("engine")
 }
 

@@ -1,0 +1,771 @@
+//! The clustered pair end to end: two booted appliances (A priority 150,
+//! B priority 100, VRRPv3 every 100 ms on eth0, a dedicated sync link on
+//! eth2) on the same external and internal bridges, DICOM PACS behind a DR
+//! VIP and a NAT VIP, an HL7 receiver behind a SNAT VIP (the SNAT source
+//! and the NAT servers' gateway are one floating address), clients in
+//! front. One lab, shared by the scenarios in order:
+//! 1. A is elected master, B backup with the copy complete.
+//! 2. While a DICOM store of 30 studies runs over one association through
+//!    the DR VIP and another through the NAT VIP (each client's uplink
+//!    slowed so the store lasts several seconds), an HL7 stream of 10
+//!    messages a second runs through the SNAT VIP and a client pings the
+//!    DR VIP every 10 ms, A's QEMU is killed (SIGKILL). B takes over: the
+//!    ping gap is measured (printed, with a loose bound), both stores end
+//!    normally with every study byte-identical exactly once on one PACS
+//!    (no abort), every HL7 message is acknowledged and stored exactly
+//!    once, the client's neighbour entry for the VIP now holds B's MAC
+//!    (gratuitous ARP), and a new store from each client lands on the PACS
+//!    its first one did (persistence copied over the sync link).
+//! 3. A boots again: it becomes backup, receives the copy, then preempts
+//!    (preempt on, 2 s delay) while an HL7 stream runs: no message lost.
+//! 4. A's sync link is cut: both stay as they were (A master, B backup: no
+//!    split brain over the VIPs) and both report the silent sync peer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tests::dicom::{Study, received, studies, write_studies};
+use tests::l4::{check_sent, hl7_mllp_server, peers_dir, single_holder, storescp_recording};
+use tests::peers::{Process, TempDir, echoscu, storescu};
+use tools::console::Appliance;
+use tools::lab::{Host, Lab};
+use tools::qemu::{Backend, Boot, Machine, Nic};
+
+const EXT: &str = "10.240.0";
+const INT: &str = "10.240.1";
+const SYNC: &str = "10.240.9";
+const VIP_DR: &str = "10.240.0.100";
+const VIP_NAT: &str = "10.240.0.101";
+const VIP_SNAT: &str = "10.240.0.102";
+const GATEWAY: &str = "10.240.1.1";
+const KEY: &str = "5f3c2a1b00112233445566778899aabbccddeeff0123456789abcdef01234567";
+
+/// One appliance of the pair: its name, priority, host octet, MAC prefix.
+struct Unit {
+    name: &'static str,
+    priority: u8,
+    octet: u8,
+    mac: &'static str,
+}
+
+const A: Unit = Unit {
+    name: "a",
+    priority: 150,
+    octet: 2,
+    mac: "52:54:00:aa:00",
+};
+const B: Unit = Unit {
+    name: "b",
+    priority: 100,
+    octet: 3,
+    mac: "52:54:00:bb:00",
+};
+
+impl Unit {
+    fn mac(&self, nic: usize) -> String {
+        format!("{}:{nic:02x}", self.mac)
+    }
+
+    fn config(&self, peer: &Unit) -> String {
+        let mut t = format!("[network]\nhostname = \"ha-{}\"\n", self.name);
+        for (i, (net, role)) in [(EXT, "external"), (INT, "internal"), (SYNC, "internal")]
+            .iter()
+            .enumerate()
+        {
+            t += &format!(
+                "\n[[network.interface]]\nname = \"eth{i}\"\naddress = \"{net}.{}\"\nprefix = 24\nrole = \"{role}\"\n",
+                self.octet
+            );
+        }
+        let checks = "check_type = \"connect\"\ncheck_interval = 1\ncheck_timeout = 1\ncheck_rise = 1\ncheck_fall = 2\n";
+        for (label, vip, port, method, servers) in [
+            ("DICOM-DR", VIP_DR, 104, "dr", [dr_server(0), dr_server(1)]),
+            (
+                "DICOM-NAT",
+                VIP_NAT,
+                104,
+                "nat",
+                [int_server(0), int_server(1)],
+            ),
+            (
+                "HL7-SNAT",
+                VIP_SNAT,
+                2575,
+                "snat",
+                [int_server(0), int_server(1)],
+            ),
+        ] {
+            t += &format!(
+                "\n[[virtual_service]]\nlabel = \"{label}\"\nvip = \"{vip}\"\nports = \"{port}\"\nprotocol = \"tcp\"\nforwarding = \"{method}\"\npersistence_timeout = 3600\n{checks}"
+            );
+            for (i, s) in servers.iter().enumerate() {
+                t += &format!(
+                    "\n[[virtual_service.real_server]]\nlabel = \"S{}\"\nip = \"{s}\"\n",
+                    i + 1
+                );
+            }
+        }
+        t += &format!(
+            "\n[ha]\nvrid = 51\npriority = {}\ninterface = \"eth0\"\nadvert_interval = 10\npreempt = true\npreempt_delay = \"2s\"\n\
+             sync_interface = \"eth2\"\nsync_peer = \"{SYNC}.{}\"\nsync_key = \"{KEY}\"\n\
+             [[ha.floating]]\ninterface = \"eth1\"\naddress = \"{GATEWAY}\"\n",
+            self.priority, peer.octet
+        );
+        t
+    }
+}
+
+fn dr_server(i: usize) -> String {
+    format!("{EXT}.{}", 21 + i)
+}
+fn int_server(i: usize) -> String {
+    format!("{INT}.{}", 21 + i)
+}
+
+/// A PACS: storescp on 104 recording its peers, maybe an HL7 receiver.
+struct Pacs {
+    host: Host,
+    dir: PathBuf,
+    /// storescp's log.
+    log: PathBuf,
+    _procs: Vec<Process>,
+    hl7_log: Option<PathBuf>,
+}
+
+/// The lab. Field order is drop order: peers and QEMU before namespaces.
+struct Pair {
+    dr: Vec<Pacs>,
+    int: Vec<Pacs>,
+    /// c0: DR store, c1: NAT store, p: pinger, h: HL7 feed.
+    c0: Host,
+    c1: Host,
+    p: Host,
+    h: Host,
+    a: Option<Appliance>,
+    b: Appliance,
+    taps_a: Vec<String>,
+    blob_a: PathBuf,
+    tmp: TempDir,
+    lab: Lab,
+}
+
+fn boot(lab: &Lab, blob: &Path, taps: &[String], unit: &Unit) -> Appliance {
+    let mut m = Machine::new(Boot::Kernel {
+        elf: tests::images().kernel.clone(),
+        cmdline: String::new(),
+        module: Some(blob.to_path_buf()),
+    });
+    for (i, t) in taps.iter().enumerate() {
+        let mut nic = Nic::virtio(Backend::Tap { ifname: t.clone() });
+        nic.mac = Some(unit.mac(i));
+        m.nics.push(nic);
+    }
+    Appliance::boot(&m, Some(lab)).unwrap()
+}
+
+fn pacs(
+    lab: &mut Lab,
+    tmp: &TempDir,
+    name: &str,
+    bridge: &str,
+    addr: &str,
+    gw: Option<&str>,
+    hl7: bool,
+) -> Pacs {
+    let host = lab.host(name, bridge, &format!("{addr}/24"), gw).unwrap();
+    let dir = tmp.sub(name).unwrap();
+    let peers = tmp.path().join(format!("{name}-peers.txt"));
+    let log = tmp.path().join(format!("{name}-104.log"));
+    let mut procs = vec![storescp_recording(&host, 104, &dir, &peers, &log).unwrap()];
+    let mut hl7_log = None;
+    if hl7 {
+        let d = tmp.sub(&format!("{name}-hl7")).unwrap();
+        let log = tmp.path().join(format!("{name}-hl7.log"));
+        procs.push(hl7_mllp_server(&host, &d, &log).unwrap());
+        hl7_log = Some(d);
+    }
+    Pacs {
+        host,
+        dir,
+        log,
+        _procs: procs,
+        hl7_log,
+    }
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let tmp = TempDir::new("ha").unwrap();
+        let mut lab = Lab::new().unwrap();
+        let mut taps = Vec::new();
+        for _ in [&A, &B] {
+            let mut t = Vec::new();
+            for bridge in ["ext", "int", "sync"] {
+                t.push(lab.tap(bridge).unwrap());
+            }
+            taps.push(t);
+        }
+        let mut dr = Vec::new();
+        for i in 0..2 {
+            let p = pacs(
+                &mut lab,
+                &tmp,
+                &format!("dr{i}"),
+                "ext",
+                &dr_server(i),
+                None,
+                false,
+            );
+            // DR: the VIP on loopback, never answered for on eth0.
+            p.host
+                .exec(&["ip", "addr", "add", &format!("{VIP_DR}/32"), "dev", "lo"])
+                .unwrap();
+            for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                for dev in ["all", "eth0"] {
+                    p.host
+                        .exec(&[
+                            "sysctl",
+                            "-q",
+                            "-w",
+                            &format!("net.ipv4.conf.{dev}.{k}={v}"),
+                        ])
+                        .unwrap();
+                }
+            }
+            dr.push(p);
+        }
+        let int = (0..2)
+            .map(|i| {
+                pacs(
+                    &mut lab,
+                    &tmp,
+                    &format!("in{i}"),
+                    "int",
+                    &int_server(i),
+                    Some(GATEWAY),
+                    true,
+                )
+            })
+            .collect();
+        let mut client = |name: &str, octet: u8| {
+            lab.host(name, "ext", &format!("{EXT}.{octet}/24"), None)
+                .unwrap()
+        };
+        let (c0, c1, p, h) = (
+            client("c0", 11),
+            client("c1", 12),
+            client("p", 13),
+            client("h", 14),
+        );
+        let mut blobs = Vec::new();
+        for (unit, peer) in [(&A, &B), (&B, &A)] {
+            let toml = tmp.path().join(format!("{}.toml", unit.name));
+            std::fs::write(&toml, unit.config(peer)).unwrap();
+            let blob = tmp.path().join(format!("{}.bin", unit.name));
+            tools::config_cmd::compile(&toml, &blob).unwrap();
+            blobs.push(blob);
+        }
+        let a = boot(&lab, &blobs[0], &taps[0], &A);
+        let b = boot(&lab, &blobs[1], &taps[1], &B);
+        a.wait_ready(Duration::from_secs(90)).unwrap();
+        b.wait_ready(Duration::from_secs(90)).unwrap();
+        Pair {
+            dr,
+            int,
+            c0,
+            c1,
+            p,
+            h,
+            a: Some(a),
+            b,
+            taps_a: taps.swap_remove(0),
+            blob_a: blobs.swap_remove(0),
+            tmp,
+            lab,
+        }
+    }
+
+    fn a(&self) -> &Appliance {
+        self.a.as_ref().expect("A is running")
+    }
+
+    fn context(&self) -> String {
+        let a = self.a.as_ref().map(Appliance::console).unwrap_or_default();
+        format!("A console:\n{a}\n\nB console:\n{}", self.b.console())
+    }
+
+    /// Waits (bounded) until an association through `vip` succeeds.
+    fn wait_service(&self, from: &Host, vip: &str) {
+        for _ in 0..60 {
+            if echoscu(from, vip, 104).unwrap() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("no association through {vip}; {}", self.context());
+    }
+
+    fn studies(&self, tag: &str, count: u32, seed: u64) -> (Vec<Study>, Vec<PathBuf>) {
+        let s = studies(count, 0, seed);
+        let files = write_studies(&self.tmp.path().join(tag), &s).unwrap();
+        (s, files)
+    }
+}
+
+/// The lines the console printed for one `status` (from the `pair:` line
+/// on, for a moment).
+fn status(vm: &mut Appliance) -> String {
+    let mark = vm.console().lines().count();
+    vm.send_line("status").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = vm.console();
+        let fresh: Vec<&str> = text.lines().skip(mark).collect();
+        // The status line, not an event line (`pair: backup -> master ...`).
+        if let Some(i) = fresh
+            .iter()
+            .position(|l| l.starts_with("pair: ") && l.contains(" s (VRID "))
+        {
+            std::thread::sleep(Duration::from_millis(300));
+            let text = vm.console();
+            return text
+                .lines()
+                .skip(mark + i)
+                .take_while(|l| l.starts_with("pair"))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pair: line in status:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `status` says `role` (e.g. `pair: master`) and `also`.
+fn wait_status(vm: &mut Appliance, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(vm);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {what}; last status:\n{s}\nconsole:\n{}",
+            vm.console()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Slows `host`'s uplink so a store lasts seconds (a token bucket with a
+/// deep queue: TCP is paced, nothing is dropped here).
+fn slow_uplink(host: &Host, rate: &str) {
+    host.exec(&[
+        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "4kb",
+        "latency", "5s",
+    ])
+    .unwrap();
+}
+
+/// Starts `ping -D` every 10 ms for `secs` s at `target`.
+fn pinger(host: &Host, target: &str, secs: u32, log: &Path) -> Process {
+    Process::spawn(
+        host,
+        &[
+            "ping",
+            "-n",
+            "-D",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "-w",
+            &secs.to_string(),
+            target,
+        ],
+        log,
+    )
+    .unwrap()
+}
+
+/// The longest time without an echo reply, in ms (10 ms resolution):
+/// the largest gap between consecutive answered sequence numbers.
+fn ping_gap_ms(log: &Path) -> (u64, usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut seqs: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|s| s.split_whitespace().next()?.parse().ok())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let gap = seqs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    (gap * 10, seqs.len())
+}
+
+/// HL7 stream: `count` messages 10 a second; returns `acked N/M` output.
+fn hl7_stream(host: &Host, count: u32) -> std::process::Output {
+    host.command(&[
+        "python3",
+        &peers_dir().join("hl7_stream.py").display().to_string(),
+        "--host",
+        VIP_SNAT,
+        "--count",
+        &count.to_string(),
+        "--interval",
+        "0.1",
+        "--timeout",
+        "30",
+    ])
+    .output()
+    .unwrap()
+}
+
+/// The control IDs the HL7 receivers stored, with how often.
+fn hl7_stored(pair: &Pair) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for p in &pair.int {
+        let Some(dir) = &p.hl7_log else { continue };
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if !path.to_string_lossy().ends_with(".rx.bin") {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string();
+            if let Some(id) = text.split('|').find(|f| f.starts_with("LBSTREAM")) {
+                *seen.entry(id.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+fn arrivals(p: &[Pacs]) -> Vec<HashMap<Vec<u8>, usize>> {
+    p.iter().map(|p| received(&[&p.dir]).unwrap()).collect()
+}
+
+fn aborts(pair: &Pair) -> usize {
+    pair.dr
+        .iter()
+        .chain(&pair.int)
+        .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
+        .map(|t| t.matches("Association Aborted").count())
+        .sum()
+}
+
+#[test]
+fn pair_fails_over_with_flows_intact_and_preempts_back() {
+    let mut pair = Pair::start();
+    let t0 = Instant::now();
+
+    // 1. Election: A master, B backup with the copy.
+    wait_status(pair.a.as_mut().unwrap(), "A master", |s| {
+        s.starts_with("pair: master")
+    });
+    wait_status(&mut pair.b, "B backup with the copy", |s| {
+        s.starts_with("pair: backup") && s.contains("copy complete")
+    });
+    pair.wait_service(&pair.c0, VIP_DR);
+    pair.wait_service(&pair.c1, VIP_NAT);
+    eprintln!("ha: pair up in {:?}", t0.elapsed());
+
+    // 2. SIGKILL the master under load.
+    slow_uplink(&pair.c0, "400kbit");
+    slow_uplink(&pair.c1, "400kbit");
+    let (dr_studies, dr_files) = pair.studies("dr", 30, 11);
+    let (nat_studies, nat_files) = pair.studies("nat", 30, 12);
+    let ping_log = pair.tmp.path().join("ping-failover.log");
+    let mut ping = pinger(&pair.p, VIP_DR, 20, &ping_log);
+    let (dr_out, nat_out, hl7_out, killed_at) = std::thread::scope(|scope| {
+        let dr = scope.spawn(|| storescu(&pair.c0, VIP_DR, 104, &dr_files).unwrap());
+        let nat = scope.spawn(|| storescu(&pair.c1, VIP_NAT, 104, &nat_files).unwrap());
+        let hl7 = scope.spawn(|| hl7_stream(&pair.h, 120));
+        std::thread::sleep(Duration::from_secs(4));
+        // Drop kills QEMU with SIGKILL and reaps it.
+        let killed_at = Instant::now();
+        drop(pair.a.take());
+        (
+            dr.join().unwrap(),
+            nat.join().unwrap(),
+            hl7.join().unwrap(),
+            killed_at,
+        )
+    });
+    let store_secs = killed_at.elapsed();
+    let _ = ping.wait_timeout(Duration::from_secs(30));
+    let (gap, answered) = ping_gap_ms(&ping_log);
+    eprintln!(
+        "ha: takeover: longest ping gap {gap} ms ({answered} replies); stores ended {store_secs:?} after the kill"
+    );
+    check_sent(dr_out, "storescu through the DR VIP across the takeover").unwrap();
+    check_sent(nat_out, "storescu through the NAT VIP across the takeover").unwrap();
+    let hl7_text = String::from_utf8_lossy(&hl7_out.stdout).to_string();
+    assert!(
+        hl7_out.status.success(),
+        "HL7 stream through the SNAT VIP: {hl7_text}{}; {}",
+        String::from_utf8_lossy(&hl7_out.stderr),
+        pair.context()
+    );
+    let stored = hl7_stored(&pair);
+    assert_eq!(stored.len(), 120, "every HL7 message stored: {stored:?}");
+    assert!(stored.values().all(|&n| n == 1), "each once: {stored:?}");
+    let dr_home = single_holder(&arrivals(&pair.dr), &dr_studies)
+        .unwrap_or_else(|e| panic!("DR studies once each on one PACS: {e}"));
+    let nat_home = single_holder(&arrivals(&pair.int), &nat_studies)
+        .unwrap_or_else(|e| panic!("NAT studies once each on one PACS: {e}"));
+    assert_eq!(aborts(&pair), 0, "no association aborted");
+    assert!(gap < 3000, "takeover gap {gap} ms; {}", pair.context());
+    assert!(
+        pair.b.console().contains("backup -> master"),
+        "B took over; {}",
+        pair.context()
+    );
+    // Gratuitous ARP: the client's entry for the VIP is B's MAC now.
+    let neigh = pair.p.exec(&["ip", "neigh", "show", VIP_DR]).unwrap();
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(
+        neigh.contains(&B.mac(0)),
+        "neighbour entry for the VIP: {neigh}"
+    );
+    // Persistence: a new store from each client lands where its first did.
+    let (more_dr, more_dr_files) = pair.studies("dr-after", 2, 13);
+    let (more_nat, more_nat_files) = pair.studies("nat-after", 2, 14);
+    check_sent(
+        storescu(&pair.c0, VIP_DR, 104, &more_dr_files).unwrap(),
+        "DR after",
+    )
+    .unwrap();
+    check_sent(
+        storescu(&pair.c1, VIP_NAT, 104, &more_nat_files).unwrap(),
+        "NAT after",
+    )
+    .unwrap();
+    assert_eq!(
+        single_holder(&arrivals(&pair.dr), &more_dr).unwrap(),
+        dr_home,
+        "DR persistence kept"
+    );
+    assert_eq!(
+        single_holder(&arrivals(&pair.int), &more_nat).unwrap(),
+        nat_home,
+        "NAT persistence kept"
+    );
+
+    // 3. A comes back: backup, copy, then preemption (2 s delay), with an
+    // HL7 stream running through it.
+    let preempt_log = pair.tmp.path().join("ping-preempt.log");
+    let a = boot(&pair.lab, &pair.blob_a, &pair.taps_a, &A);
+    a.wait_ready(Duration::from_secs(90)).unwrap();
+    pair.a = Some(a);
+    let mut ping = pinger(&pair.p, VIP_DR, 12, &preempt_log);
+    let hl7_out = hl7_stream(&pair.h, 100);
+    let _ = ping.wait_timeout(Duration::from_secs(20));
+    let (gap, answered) = ping_gap_ms(&preempt_log);
+    eprintln!("ha: preemption: longest ping gap {gap} ms ({answered} replies)");
+    assert!(
+        hl7_out.status.success(),
+        "HL7 stream across the preemption: {}; {}",
+        String::from_utf8_lossy(&hl7_out.stdout),
+        pair.context()
+    );
+    wait_status(pair.a.as_mut().unwrap(), "A master again", |s| {
+        s.starts_with("pair: master")
+    });
+    wait_status(&mut pair.b, "B backup again", |s| {
+        s.starts_with("pair: backup")
+    });
+    assert!(
+        pair.a()
+            .console()
+            .contains("backup -> master (VRID 51, priority 150): preempting"),
+        "A preempted B; {}",
+        pair.context()
+    );
+
+    // 4. Only the sync link cut: no split brain, both report it.
+    pair.lab
+        .exec(&["ip", "link", "set", &pair.taps_a[2], "down"])
+        .unwrap();
+    let a_status = wait_status(pair.a.as_mut().unwrap(), "A reports the sync fault", |s| {
+        s.contains("pair fault: sync link")
+    });
+    let b_status = wait_status(&mut pair.b, "B reports the sync fault", |s| {
+        s.contains("pair fault: sync link")
+    });
+    assert!(a_status.starts_with("pair: master"), "{a_status}");
+    assert!(b_status.starts_with("pair: backup"), "{b_status}");
+    assert_eq!(
+        pair.p.ping_loss(VIP_DR, 20, "0.05").unwrap(),
+        0.0,
+        "the VIP answers with the sync link cut"
+    );
+    eprintln!("ha: whole scenario {:?}", t0.elapsed());
+}
+
+/// keepalived (Debian's package) as the other router of VRID 52.
+struct Keepalived {
+    /// The parent; it would restart a killed VRRP child, so it dies first.
+    parent: Process,
+    vrrp_pid_file: PathBuf,
+    log: PathBuf,
+}
+
+impl Keepalived {
+    fn start(host: &Host, tmp: &TempDir, run: usize, vip: &str) -> Keepalived {
+        let conf = tmp.path().join(format!("keepalived{run}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n vrrp_version 3\n}}\nvrrp_instance VI_1 {{\n state BACKUP\n interface eth0\n \
+                 virtual_router_id 52\n priority 100\n advert_int 0.1\n virtual_ipaddress {{\n  {vip}/24\n }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let log = tmp.path().join(format!("keepalived{run}.log"));
+        let pid = tmp.path().join(format!("keepalived{run}.pid"));
+        let vrrp_pid_file = tmp.path().join(format!("keepalived{run}.vrrp.pid"));
+        let parent = Process::spawn(
+            host,
+            &[
+                "keepalived",
+                "-n",
+                "-l",
+                "-D",
+                "-P",
+                "-f",
+                &conf.display().to_string(),
+                "-p",
+                &pid.display().to_string(),
+                "-r",
+                &vrrp_pid_file.display().to_string(),
+            ],
+            &log,
+        )
+        .unwrap();
+        Keepalived {
+            parent,
+            vrrp_pid_file,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log has said `what` `times` times.
+    fn wait_log(&self, what: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches(what).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "keepalived never said {what:?} ({times}x):\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Dies without a word (no priority-0 advertisement), as a crashed
+    /// router: SIGKILL to the parent, then to the VRRP child.
+    fn kill(mut self) {
+        let child = std::fs::read_to_string(&self.vrrp_pid_file).unwrap_or_default();
+        self.parent.stop();
+        if let Ok(pid) = child.trim().parse::<u32>() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// The appliance and keepalived as the two routers of one VRID: each takes
+/// over when the other dies without a word, both ways, and the VIP answers
+/// from whichever is master.
+#[test]
+fn keepalived_peer_both_ways() {
+    const VIP: &str = "10.241.0.100";
+    let tmp = TempDir::new("ha-keepalived").unwrap();
+    let mut lab = Lab::new().unwrap();
+    let tap = lab.tap("ext").unwrap();
+    let kh = lab.host("ka", "ext", "10.241.0.3/24", None).unwrap();
+    let client = lab.host("c", "ext", "10.241.0.11/24", None).unwrap();
+    // The appliance: priority 150, but a long preemption delay, so that it
+    // starts as keepalived's backup.
+    let toml = tmp.path().join("a.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[network]\nhostname = \"ha-ka\"\n\n[[network.interface]]\nname = \"eth0\"\naddress = \"10.241.0.2\"\nprefix = 24\n\n\
+             [[virtual_service]]\nlabel = \"DICOM\"\nvip = \"{VIP}\"\nports = \"104\"\nforwarding = \"dr\"\ncheck_type = \"none\"\n\n\
+             [[virtual_service.real_server]]\nlabel = \"PACS1\"\nip = \"10.241.0.21\"\n\n\
+             [ha]\nvrid = 52\npriority = 150\nadvert_interval = 10\npreempt_delay = \"300s\"\n"
+        ),
+    )
+    .unwrap();
+    let blob = tmp.path().join("a.bin");
+    tools::config_cmd::compile(&toml, &blob).unwrap();
+    let boot_a = || {
+        let mut m = Machine::new(Boot::Kernel {
+            elf: tests::images().kernel.clone(),
+            cmdline: String::new(),
+            module: Some(blob.clone()),
+        });
+        let mut nic = Nic::virtio(Backend::Tap {
+            ifname: tap.clone(),
+        });
+        nic.mac = Some(A.mac(0));
+        m.nics.push(nic);
+        let vm = Appliance::boot(&m, Some(&lab)).unwrap();
+        vm.wait_ready(Duration::from_secs(90)).unwrap();
+        vm
+    };
+    let answers = |who: &str| {
+        let loss = client.ping_loss(VIP, 10, "0.05").unwrap();
+        assert_eq!(loss, 0.0, "the VIP answers from {who}");
+    };
+    let neigh_mac = || {
+        let out = client.exec(&["ip", "neigh", "show", VIP]).unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+
+    // keepalived first: master. The appliance joins as its backup.
+    let ka = Keepalived::start(&kh, &tmp, 0, VIP);
+    ka.wait_log("Entering MASTER STATE", 1);
+    let mut vm = boot_a();
+    let st = wait_status(&mut vm, "the appliance as keepalived's backup", |s| {
+        s.starts_with("pair: backup") && s.contains("master 10.241.0.3")
+    });
+    eprintln!("ha: with keepalived master: {st}");
+    answers("keepalived");
+
+    // keepalived dies: the appliance takes over.
+    ka.kill();
+    wait_status(&mut vm, "the appliance master", |s| {
+        s.starts_with("pair: master")
+    });
+    answers("the appliance");
+    assert!(
+        neigh_mac().contains(&A.mac(0)),
+        "client's entry: {}",
+        neigh_mac()
+    );
+
+    // keepalived comes back as backup (the appliance's priority is
+    // higher); then the appliance dies: keepalived takes over.
+    let ka = Keepalived::start(&kh, &tmp, 1, VIP);
+    ka.wait_log("Entering BACKUP STATE", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !ka.log().contains("Entering MASTER STATE"),
+        "keepalived stays backup of the appliance:\n{}",
+        ka.log()
+    );
+    drop(vm);
+    ka.wait_log("Entering MASTER STATE", 1);
+    answers("keepalived after the appliance died");
+    ka.kill();
+}
