@@ -66,7 +66,7 @@ impl Unit {
         format!("{}:{nic:02x}", self.mac)
     }
 
-    fn config(&self, peer: &Unit) -> String {
+    fn config(&self, peer: &Unit, preempt: bool) -> String {
         let mut t = format!("[network]\nhostname = \"ha-{}\"\n", self.name);
         for (i, (net, role)) in [(EXT, "external"), (INT, "internal"), (SYNC, "internal")]
             .iter()
@@ -106,7 +106,7 @@ impl Unit {
             }
         }
         t += &format!(
-            "\n[ha]\nvrid = 51\npriority = {}\ninterface = \"eth0\"\nadvert_interval = 10\npreempt = true\npreempt_delay = \"2s\"\n\
+            "\n[ha]\nvrid = 51\npriority = {}\ninterface = \"eth0\"\nadvert_interval = 10\npreempt = {preempt}\npreempt_delay = \"2s\"\n\
              sync_interface = \"eth2\"\nsync_peer = \"{SYNC}.{}\"\nsync_key = \"{KEY}\"\n\
              [[ha.floating]]\ninterface = \"eth1\"\naddress = \"{GATEWAY}\"\n",
             self.priority, peer.octet
@@ -142,9 +142,10 @@ struct Pair {
     p: Host,
     h: Host,
     a: Option<Appliance>,
-    b: Appliance,
-    taps_a: Vec<String>,
-    blob_a: PathBuf,
+    b: Option<Appliance>,
+    /// Each appliance's taps (ext, int, sync) and config blob.
+    taps: Vec<Vec<String>>,
+    blobs: Vec<PathBuf>,
     tmp: TempDir,
     lab: Lab,
 }
@@ -194,7 +195,7 @@ fn pacs(
 }
 
 impl Pair {
-    fn start() -> Pair {
+    fn start(preempt: bool) -> Pair {
         let tmp = TempDir::new("ha").unwrap();
         let mut lab = Lab::new().unwrap();
         let mut taps = Vec::new();
@@ -260,7 +261,7 @@ impl Pair {
         let mut blobs = Vec::new();
         for (unit, peer) in [(&A, &B), (&B, &A)] {
             let toml = tmp.path().join(format!("{}.toml", unit.name));
-            std::fs::write(&toml, unit.config(peer)).unwrap();
+            std::fs::write(&toml, unit.config(peer, preempt)).unwrap();
             let blob = tmp.path().join(format!("{}.bin", unit.name));
             tools::config_cmd::compile(&toml, &blob).unwrap();
             blobs.push(blob);
@@ -277,9 +278,9 @@ impl Pair {
             p,
             h,
             a: Some(a),
-            b,
-            taps_a: taps.swap_remove(0),
-            blob_a: blobs.swap_remove(0),
+            b: Some(b),
+            taps,
+            blobs,
             tmp,
             lab,
         }
@@ -289,9 +290,22 @@ impl Pair {
         self.a.as_ref().expect("A is running")
     }
 
+    fn b(&mut self) -> &mut Appliance {
+        self.b.as_mut().expect("B is running")
+    }
+
+    /// Boots appliance `i` (0: A, 1: B) again after it was killed.
+    fn reboot(&mut self, i: usize) {
+        let unit = [&A, &B][i];
+        let vm = boot(&self.lab, &self.blobs[i], &self.taps[i], unit);
+        vm.wait_ready(Duration::from_secs(90)).unwrap();
+        *[&mut self.a, &mut self.b][i] = Some(vm);
+    }
+
     fn context(&self) -> String {
         let a = self.a.as_ref().map(Appliance::console).unwrap_or_default();
-        format!("A console:\n{a}\n\nB console:\n{}", self.b.console())
+        let b = self.b.as_ref().map(Appliance::console).unwrap_or_default();
+        format!("A console:\n{a}\n\nB console:\n{b}")
     }
 
     /// Waits (bounded) until an association through `vip` succeeds.
@@ -458,14 +472,14 @@ fn aborts(pair: &Pair) -> usize {
 
 #[test]
 fn pair_fails_over_with_flows_intact_and_preempts_back() {
-    let mut pair = Pair::start();
+    let mut pair = Pair::start(true);
     let t0 = Instant::now();
 
     // 1. Election: A master, B backup with the copy.
     wait_status(pair.a.as_mut().unwrap(), "A master", |s| {
         s.starts_with("pair: master")
     });
-    wait_status(&mut pair.b, "B backup with the copy", |s| {
+    wait_status(pair.b(), "B backup with the copy", |s| {
         s.starts_with("pair: backup") && s.contains("copy complete")
     });
     pair.wait_service(&pair.c0, VIP_DR);
@@ -519,7 +533,7 @@ fn pair_fails_over_with_flows_intact_and_preempts_back() {
     assert_eq!(aborts(&pair), 0, "no association aborted");
     assert!(gap < 3000, "takeover gap {gap} ms; {}", pair.context());
     assert!(
-        pair.b.console().contains("backup -> master"),
+        pair.b().console().contains("backup -> master"),
         "B took over; {}",
         pair.context()
     );
@@ -557,12 +571,17 @@ fn pair_fails_over_with_flows_intact_and_preempts_back() {
     // 3. A comes back: backup, copy, then preemption (2 s delay), with an
     // HL7 stream running through it.
     let preempt_log = pair.tmp.path().join("ping-preempt.log");
-    let a = boot(&pair.lab, &pair.blob_a, &pair.taps_a, &A);
-    a.wait_ready(Duration::from_secs(90)).unwrap();
-    pair.a = Some(a);
+    pair.reboot(0);
     let mut ping = pinger(&pair.p, VIP_DR, 12, &preempt_log);
     let hl7_out = hl7_stream(&pair.h, 100);
     let _ = ping.wait_timeout(Duration::from_secs(20));
+    // The second stream reuses control IDs 0..99: each of those twice now.
+    let stored = hl7_stored(&pair);
+    assert_eq!(
+        stored.values().sum::<usize>(),
+        220,
+        "every HL7 message of both streams stored once: {stored:?}"
+    );
     let (gap, answered) = ping_gap_ms(&preempt_log);
     eprintln!("ha: preemption: longest ping gap {gap} ms ({answered} replies)");
     assert!(
@@ -574,7 +593,7 @@ fn pair_fails_over_with_flows_intact_and_preempts_back() {
     wait_status(pair.a.as_mut().unwrap(), "A master again", |s| {
         s.starts_with("pair: master")
     });
-    wait_status(&mut pair.b, "B backup again", |s| {
+    wait_status(pair.b(), "B backup again", |s| {
         s.starts_with("pair: backup")
     });
     assert!(
@@ -587,12 +606,12 @@ fn pair_fails_over_with_flows_intact_and_preempts_back() {
 
     // 4. Only the sync link cut: no split brain, both report it.
     pair.lab
-        .exec(&["ip", "link", "set", &pair.taps_a[2], "down"])
+        .exec(&["ip", "link", "set", &pair.taps[0][2], "down"])
         .unwrap();
     let a_status = wait_status(pair.a.as_mut().unwrap(), "A reports the sync fault", |s| {
         s.contains("pair fault: sync link")
     });
-    let b_status = wait_status(&mut pair.b, "B reports the sync fault", |s| {
+    let b_status = wait_status(pair.b(), "B reports the sync fault", |s| {
         s.contains("pair fault: sync link")
     });
     assert!(a_status.starts_with("pair: master"), "{a_status}");
@@ -768,4 +787,77 @@ fn keepalived_peer_both_ways() {
     ka.wait_log("Entering MASTER STATE", 1);
     answers("keepalived after the appliance died");
     ka.kill();
+}
+
+/// The takeover benchmark's appliance side (`cargo run -p tools -- test
+/// --long --test ha`): 20 kills, alternating which appliance is master
+/// (preemption off, so the rebooted one stays backup). Each round: 10
+/// DICOM associations through the NAT VIP, each a C-ECHO, 4 s idle, a
+/// second C-ECHO on the same association, and a ping every 10 ms at the DR
+/// VIP; the master is killed 1 s into the idle time. Prints takeover
+/// (longest ping gap) min/median/max and the associations that survived.
+#[test]
+#[ignore = "long: 20 kills of the master, about 10 minutes"]
+fn takeover_twenty_kills() {
+    const KILLS: usize = 20;
+    const FLOWS: usize = 10;
+    let mut pair = Pair::start(false);
+    // Without preemption the one that booted first may be master.
+    let st = wait_status(pair.a.as_mut().unwrap(), "A elected", |s| {
+        s.starts_with("pair: master") || s.starts_with("pair: backup")
+    });
+    let mut m = usize::from(!st.starts_with("pair: master"));
+    pair.wait_service(&pair.c1, VIP_NAT);
+    let mut gaps = Vec::new();
+    let mut survived = 0;
+    for round in 0..KILLS {
+        let s = 1 - m;
+        let backup = [&mut pair.a, &mut pair.b][s].as_mut().unwrap();
+        wait_status(backup, "the backup with the copy", |st| {
+            st.starts_with("pair: backup") && st.contains("copy complete")
+        });
+        let ping_log = pair.tmp.path().join(format!("ping-{round}.log"));
+        let mut ping = pinger(&pair.p, VIP_DR, 6, &ping_log);
+        let mut flows: Vec<Process> = (0..FLOWS)
+            .map(|i| {
+                Process::spawn(
+                    &pair.c1,
+                    &[
+                        "python3",
+                        &peers_dir().join("dicom_idle_echo.py").display().to_string(),
+                        VIP_NAT,
+                        "104",
+                        "--idle",
+                        "4",
+                    ],
+                    &pair.tmp.path().join(format!("flow-{round}-{i}.log")),
+                )
+                .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        drop([&mut pair.a, &mut pair.b][m].take());
+        for f in &mut flows {
+            if f.wait_timeout(Duration::from_secs(60))
+                .is_ok_and(|st| st.success())
+            {
+                survived += 1;
+            }
+        }
+        let _ = ping.wait_timeout(Duration::from_secs(20));
+        let (gap, _) = ping_gap_ms(&ping_log);
+        eprintln!("ha: kill {}: takeover {gap} ms", round + 1);
+        gaps.push(gap);
+        pair.reboot(m);
+        m = s;
+    }
+    gaps.sort_unstable();
+    eprintln!(
+        "ha: {KILLS} kills: takeover min {} ms, median {} ms, max {} ms; {survived}/{} associations survived",
+        gaps[0],
+        gaps[KILLS / 2],
+        gaps[KILLS - 1],
+        KILLS * FLOWS
+    );
+    assert_eq!(survived, KILLS * FLOWS, "every association survived");
 }
