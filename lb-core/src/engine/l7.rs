@@ -24,7 +24,7 @@
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
-use super::{Decision, Engine, Sent, ServiceRuntime, refresh_period_shift};
+use super::{Decision, Engine, FallbackRuntime, Sent, ServiceRuntime, refresh_period_shift};
 use crate::aware::Outcome;
 use crate::config::{AdminState, Forwarding, VirtualService};
 use crate::conntrack::{ConnTable, Direction, Flow, FlowId, InsertError, TcpState, Timeouts};
@@ -669,9 +669,23 @@ impl Engine {
         let first = c.attempts == 0;
         let key = persistence_key(&c, client.addr);
         let exclude = if first { 0 } else { c.tried };
-        let (srv, persistent) = self
-            .choose_server(svc, key, now, exclude, c.route_exclude)
-            .ok_or(None)?;
+        // No real server may take it: the fallback server, if there is one
+        // (as in L4: no persistence entry, so the client returns to a real
+        // server as soon as one is up); not for a connection an aware
+        // route confines to some servers. `fallback = "local"` refuses:
+        // the caller resets the client.
+        let (srv, persistent, to_fallback) = match (
+            self.choose_server(svc, key, now, exclude, c.route_exclude),
+            self.services[svc].fallback,
+        ) {
+            (Some((srv, persistent)), _) => (srv, persistent, false),
+            (None, FallbackRuntime::Server(fb)) if c.route_exclude == 0 => (fb, false, true),
+            (None, FallbackRuntime::Local) => {
+                self.services[svc].stats.fallback_refused += 1;
+                return Err(None);
+            }
+            (None, _) => return Err(None),
+        };
         c.attempts = c.attempts.saturating_add(1);
         c.tried |= 1u64 << (srv % 64);
         self.l7_store(id, c);
@@ -716,7 +730,7 @@ impl Engine {
                 InsertError::Full | InsertError::SourceLimit => DropReason::ConnTableFull,
             }));
         }
-        self.flow_started(svc, srv, key, persistent, true, now);
+        self.flow_started(svc, srv, key, persistent, !to_fallback, now);
         let proxy = self.services[svc].server_config[srv].send_proxy;
         let proxy_len = ProxyRepr {
             version: proxy,

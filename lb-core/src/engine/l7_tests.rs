@@ -615,6 +615,35 @@ fn max_connections_is_a_limit() {
 }
 
 #[test]
+fn fallback_server_while_no_real_server_is_up() {
+    let mut e = engine("fallback = { ip = \"10.1.0.99\" }", "");
+    e.set_server_health(0, 0, false);
+    e.set_server_health(0, 1, false);
+    let (_, syn) = spliced(&mut e, 40000, 0);
+    assert_eq!(syn.dst, ep(Ipv4Addr::new(10, 1, 0, 99), 2575));
+    assert_eq!(syn.src.addr, LB_INT, "SNAT as for a real server");
+    assert_eq!(e.service_stats(0).unwrap().servers[2].connections, 1);
+    assert_eq!(e.persistence().len(), 0, "no persistence to the fallback");
+    // A real server back: new connections go to it, the fallback's stays.
+    e.set_server_health(0, 1, true);
+    let (_, syn) = spliced(&mut e, 40001, 10);
+    assert_eq!(syn.dst.addr, RS[1]);
+    assert_eq!(e.server_state(0, 2).unwrap().active, 1);
+}
+
+#[test]
+fn fallback_local_resets_the_client_and_counts() {
+    let mut e = engine("fallback = \"local\"", "");
+    e.set_server_health(0, 0, false);
+    e.set_server_health(0, 1, false);
+    handshake(&mut e, 40000, 0);
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].seg.flags.rst() && out[0].dst.addr == CLIENT);
+    assert_eq!(e.service_stats(0).unwrap().fallback_refused, 1);
+}
+
+#[test]
 fn transparent_connects_from_the_client() {
     let mut e = engine("l7_transparent = true", "");
     let (_, syn) = spliced(&mut e, 40000, 0);
