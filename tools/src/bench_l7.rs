@@ -89,13 +89,20 @@ fn client_addr() -> String {
 fn server_addr() -> String {
     format!("{EXT}.21")
 }
+/// A second address of the server namespace: the idle connections are
+/// spread over two real servers, since one real server address gives the
+/// appliance 48 128 source ports (1024–49151), fewer than 50 000.
+fn server_addr2() -> String {
+    format!("{EXT}.22")
+}
 
 fn appliance_toml() -> String {
     format!(
-        "[network]\nhostname = \"l7bench\"\n\n[[network.interface]]\nname = \"eth0\"\naddress = \"{}\"\nprefix = 24\n\n[[virtual_service]]\nlabel = \"bench\"\nvip = \"{}\"\nports = \"{ECHO_PORT},{HOLD_PORT},{IPERF_PORT}\"\nforwarding = \"layer7\"\npersistence_timeout = 3600\nclient_timeout = 3600\nserver_timeout = 3600\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{}\"\n",
+        "[network]\nhostname = \"l7bench\"\n\n[[network.interface]]\nname = \"eth0\"\naddress = \"{}\"\nprefix = 24\n\n[[virtual_service]]\nlabel = \"bench\"\nvip = \"{v}\"\nports = \"{ECHO_PORT},{IPERF_PORT}\"\nforwarding = \"layer7\"\npersistence_timeout = 3600\nclient_timeout = 3600\nserver_timeout = 3600\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{s1}\"\n\n[[virtual_service]]\nlabel = \"idle\"\nvip = \"{v}\"\nports = \"{HOLD_PORT}\"\nforwarding = \"layer7\"\nclient_timeout = 3600\nserver_timeout = 3600\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{s1}\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1b\"\nip = \"{s2}\"\n",
         balancer(),
-        vip(),
-        server_addr()
+        v = vip(),
+        s1 = server_addr(),
+        s2 = server_addr2(),
     )
 }
 
@@ -158,6 +165,9 @@ fn first_line(e: &str) -> String {
         .to_string()
 }
 
+/// `prlimit` before a peer: descriptors for every held connection.
+const NOFILE: [&str; 2] = ["prlimit", "--nofile=300000:300000"];
+
 /// A `tools peer ...` process inside a namespace, killed by PID on drop.
 struct Peer {
     child: Child,
@@ -167,7 +177,8 @@ impl Peer {
     fn spawn(host: &Host, args: &[&str], log: &Path) -> Result<Peer> {
         let exe = std::env::current_exe()?;
         let exe = exe.display().to_string();
-        let mut argv = vec![exe.as_str(), "peer"];
+        // Tens of thousands of held connections are as many descriptors.
+        let mut argv = vec![NOFILE[0], NOFILE[1], exe.as_str(), "peer"];
         argv.extend_from_slice(args);
         let child = host
             .command(&argv)
@@ -230,6 +241,14 @@ fn measure(opts: &Options, debian: &DebianGuest, work: &Path, side: Side) -> Res
     let tap = lab.tap("ext")?;
     let client = lab.host("c", "ext", &format!("{}/24", client_addr()), None)?;
     let server = lab.host("s", "ext", &format!("{}/24", server_addr()), None)?;
+    server.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/24", server_addr2()),
+        "dev",
+        "eth0",
+    ])?;
     for h in [&client, &server] {
         h.exec(&[
             "sysctl",
@@ -555,7 +574,7 @@ fn report(
     )?;
     writeln!(
         md,
-        "- Both VMs: 1 vCPU, {} MiB, virtio-net-pci on a tap in a network-namespace lab (QEMU q35, {}); one arm: client, VIP and real server on one /24. The appliance: release kernel {} ({} KiB), one layer 7 service (ports {ECHO_PORT}, {HOLD_PORT}, {IPERF_PORT}), persistence 1 h, timeouts 1 h. HAProxy: Debian 12's package on Debian's kernel {}, `mode tcp`, `balance source`, `timeout client/server 1h`, `timeout connect 3s`, `retries 2`, `option redispatch`, `nbthread 1`.",
+        "- Both VMs: 1 vCPU, {} MiB, virtio-net-pci on a tap in a network-namespace lab (QEMU q35, {}); one arm: client, VIP and real server on one /24. The appliance: release kernel {} ({} KiB), one layer 7 service (ports {ECHO_PORT}, {IPERF_PORT}), persistence 1 h, timeouts 1 h, and one for the idle connections (port {HOLD_PORT}, round robin over the server's two addresses: one real server address gives the appliance 48 128 source ports). HAProxy: Debian 12's package on Debian's kernel {}, `mode tcp`, `balance source`, `timeout client/server 1h`, `timeout connect 3s`, `retries 2`, `option redispatch`, `nbthread 1`.",
         opts.memory_mib,
         opts.accel.name(),
         opts.kernel.display(),
@@ -609,7 +628,8 @@ mod tests {
     #[test]
     fn appliance_config_validates() {
         let c = lb_core::config::from_toml(&appliance_toml()).unwrap();
-        assert_eq!(c.virtual_services[0].ports.len(), 3);
+        assert_eq!(c.virtual_services[0].ports.len(), 2);
+        assert_eq!(c.virtual_services[1].real_servers.len(), 2);
     }
 
     #[test]

@@ -90,10 +90,27 @@ impl Appliance {
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String> {
+        self.wait_for_after(0, what, timeout, pred)
+    }
+
+    /// The number of console lines so far: a mark for [`Self::wait_for_after`].
+    pub fn mark(&self) -> usize {
+        self.console.0.lock().unwrap().lines.len()
+    }
+
+    /// As [`Self::wait_for`], looking only at lines after `mark` (the answer
+    /// to a command typed after the mark was taken).
+    pub fn wait_for_after(
+        &self,
+        mark: usize,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.console;
         let mut seen = lock.lock().unwrap();
-        let mut from = 0;
+        let mut from = mark.min(seen.lines.len());
         loop {
             if let Some(line) = seen.lines[from..].iter().find(|l| pred(l)) {
                 return Ok(line.clone());
