@@ -564,6 +564,15 @@ fn fallback_page_form_and_bounds() {
             ErrorKind::TooMany
         )]
     );
+    // The layer 7 relay takes a fallback server or "local", not a page.
+    let l7 = with(r#"fallback = { page = "x" }"#, "").replace("\"snat\"", "\"layer7\"");
+    assert_eq!(
+        errors_of(&l7),
+        [(
+            "virtual_service[A].fallback.page".into(),
+            ErrorKind::BadLayer7Option
+        )]
+    );
 }
 
 #[test]

@@ -951,6 +951,13 @@ fn check_fallback(vs: &VirtualService, path: &str, own: &[Ipv4Addr], errs: &mut 
                     "a fallback page is served over TCP; this service is UDP",
                 );
             }
+            if vs.forwarding == Forwarding::Layer7 {
+                errs.push(
+                    format!("{path}.fallback.page"),
+                    ErrorKind::BadLayer7Option,
+                    "a fallback page is for layer 4 services; a layer 7 service takes a fallback server or \"local\"",
+                );
+            }
         }
         Some(Fallback::Local) | None => {}
     }

@@ -684,6 +684,8 @@ impl Engine {
                 self.services[svc].stats.fallback_refused += 1;
                 return Err(None);
             }
+            // None; a page (refused for layer 7 services by validation);
+            // a fallback server outside the connection's route.
             (None, _) => return Err(None),
         };
         c.attempts = c.attempts.saturating_add(1);
