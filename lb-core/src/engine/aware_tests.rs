@@ -208,3 +208,117 @@ servers = ["A"]
     assert!(segs[1].starts_with(b"MSA|AR|C7|"), "{segs:?}");
     assert!(segs[2].starts_with(b"ERR|MSH^1^5^103&"), "{segs:?}");
 }
+
+const ECHOSCU: &[u8] = include_bytes!("../../testdata/aware/rq_echoscu.bin");
+
+/// A DICOM-aware connection spliced to PACS_B's server: the client's
+/// A-ASSOCIATE-RQ went through and the server answered `ac`; returns
+/// (our ISN, the server's SYN destination and source, the server's ISN).
+fn associated(e: &mut Engine, ac: &[u8], client_acks: bool) -> (u32, Out, u32) {
+    let mut rq = ECHOSCU.to_vec();
+    Associate::new_checked(&mut rq[..])
+        .unwrap()
+        .set_called_ae(&AeTitle::new("PACS_B"));
+    let a = handshake(e, 40000, 0);
+    send(e, 40000, a, 0, &rq, 0x08, 1);
+    let out = outbox(e);
+    let syn = out.into_iter().find(|o| o.seg.flags.syn()).unwrap();
+    let s_isn = 5000u32;
+    let mut f = seg(
+        syn.dst,
+        syn.src,
+        s_isn,
+        Some(syn.seg.seq.wrapping_add(1)),
+        SYN,
+        65535,
+        SynOptions::default(),
+        &[],
+    );
+    e.process(1, &mut f, t(2));
+    let released = outbox(e);
+    assert!(released.iter().any(|o| o.payload == rq), "{released:?}");
+    // The server acknowledges the request and answers.
+    let end = CISN.wrapping_add(1 + rq.len() as u32);
+    let mut f = seg(
+        syn.dst,
+        syn.src,
+        s_isn + 1,
+        Some(end),
+        0x08,
+        65535,
+        SynOptions::default(),
+        ac,
+    );
+    e.process(1, &mut f, t(3));
+    let fwd = e.drain_outgoing().count();
+    assert_eq!(fwd, 0, "forwarded frames are not originated");
+    if client_acks {
+        let seen = a.wrapping_add(1 + ac.len() as u32);
+        let mut f = seg(
+            ep(CLIENT, 40000),
+            ep(VIP, 2575),
+            end,
+            Some(seen),
+            0,
+            502,
+            SynOptions::default(),
+            &[],
+        );
+        e.process(0, &mut f, t(4));
+    }
+    (a, syn, s_isn)
+}
+
+/// An A-ASSOCIATE-AC-like PDU of `n` body bytes.
+fn pdu(t: u8, n: usize) -> Vec<u8> {
+    let mut b = alloc::vec![t, 0];
+    b.extend_from_slice(&(n as u32).to_be_bytes());
+    b.extend(core::iter::repeat_n(0x20, n));
+    b
+}
+
+#[test]
+fn idle_association_ends_with_a_abort_to_both_sides() {
+    let mut e = engine(DICOM, "");
+    let ac = pdu(2, 90);
+    let (a, syn, s_isn) = associated(&mut e, &ac, true);
+    // client_timeout is 5 s.
+    e.expire(t(6_000), 64);
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let abort = [7, 0, 0, 0, 0, 4, 0, 0, 2, 0];
+    let to_client = out.iter().find(|o| o.dst == ep(CLIENT, 40000)).unwrap();
+    assert_eq!(to_client.payload, abort);
+    assert!(to_client.seg.flags.fin() && !to_client.seg.flags.rst());
+    assert_eq!(to_client.seg.seq, a.wrapping_add(1 + ac.len() as u32));
+    let to_server = out.iter().find(|o| o.dst == syn.dst).unwrap();
+    assert_eq!(to_server.payload, abort);
+    assert!(to_server.seg.flags.fin() && !to_server.seg.flags.rst());
+    assert_eq!(
+        to_server.seg.seq,
+        CISN.wrapping_add(1 + ECHOSCU.len() as u32)
+    );
+    assert_eq!(to_server.seg.ack, s_isn + 1 + ac.len() as u32);
+    assert_eq!(e.l7_stats().aborts_sent, 1);
+}
+
+#[test]
+fn halt_mid_pdu_or_unacknowledged_resets_instead() {
+    // The server's answer is not acknowledged by the client yet: an
+    // A-ABORT after it could not be delivered, so both get a RST.
+    let mut e = engine(DICOM, "");
+    associated(&mut e, &pdu(2, 90), false);
+    e.expire(t(6_000), 64);
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out.iter().all(|o| o.seg.flags.rst()), "{out:?}");
+    // Half a PDU sent (acknowledged): no boundary to put the abort at.
+    let mut e = engine(DICOM, "");
+    let mut half = pdu(4, 100);
+    half.truncate(50);
+    associated(&mut e, &half, true);
+    e.expire(t(6_000), 64);
+    let out = outbox(&mut e);
+    assert!(out.iter().all(|o| o.seg.flags.rst()), "{out:?}");
+    assert_eq!(e.l7_stats().aborts_sent, 0);
+}

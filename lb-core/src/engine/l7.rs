@@ -37,6 +37,7 @@ use crate::splice::{
     Conn, Cookies, HOLD_PER_CONN, HOLD_SEGMENTS, Originate, Phase, ProxyRepr, Seg, SynOptions,
 };
 use crate::time::{Duration, Instant};
+use crate::wire::dicom::AbortRepr;
 
 /// Most frames waiting in the outbox.
 pub const OUTBOX_LIMIT: usize = 4096;
@@ -101,6 +102,9 @@ pub struct L7Stats {
     pub aware_not_protocol: u64,
     /// The appliance's own answers resent for lack of acknowledgement.
     pub answer_retransmits: u64,
+    /// DICOM-aware connections ended (halt, idle timeout) with an A-ABORT
+    /// to both sides instead of resets.
+    pub aborts_sent: u64,
 }
 
 /// Most AE title (or HL7 application) pairs counted; later pairs are
@@ -313,6 +317,15 @@ fn on_l7_removed(
                 l7.stats.idle_closed += 1;
             }
             let (client, vip) = (flow.original.src, flow.original.dst);
+            if c.quiet_between_pdus() {
+                // Both peers log a clean abort instead of a reset.
+                let abort = AbortRepr::BY_PROVIDER.emit();
+                l7.stats.aborts_sent += 1;
+                l7.send(routes, &c.abort_client(client, vip, &abort));
+                l7.send(routes, &c.abort_server(&abort));
+                unbind(services, snat_ports, flow);
+                return;
+            }
             l7.send(routes, &c.reset_client(client, vip));
             if !matches!(c.phase, Phase::AwaitingData | Phase::Answered) {
                 l7.send(routes, &c.reset_server());
@@ -938,6 +951,7 @@ impl Engine {
                 if let Some(s) = self.l7_service(svc) {
                     let key = persistence_key(&c, client.addr);
                     self.l7_refresh_persistence(svc, key, c.last_client, now);
+                    c.follow_pdus(true, seg.seq, seg.payload(frame));
                     c.saw_client(seg.end(), f.ack().then_some(seg.ack), f, seg.window, now);
                     self.l7_after_segment(id, &mut c, f.rst(), &s, now);
                 }
@@ -999,6 +1013,7 @@ impl Engine {
                     return Ok(Decision::Consumed);
                 }
                 if let Some(s) = self.l7_service(svc) {
+                    c.follow_pdus(false, seg.seq, seg.payload(frame));
                     c.saw_server(seg.end(), f.ack().then_some(seg.ack), f, now);
                     self.l7_after_segment(id, &mut c, f.rst(), &s, now);
                 }
@@ -1125,6 +1140,9 @@ impl Engine {
             let Ok(seg) = Seg::read(&f, &pkt) else {
                 continue;
             };
+            if let Some(x) = self.l7_table.ext_mut(id) {
+                x.follow_pdus(true, seg.seq, seg.payload(&f));
+            }
             if segment::edit(&mut f, &seg, &c.client_to_server(), L4Checksum::Complete).is_err() {
                 continue;
             }
@@ -1288,6 +1306,8 @@ impl Engine {
                 self.l7.count_pair(flow.service, pair, false);
                 c.route_exclude = !servers;
                 c.identity = identity.unwrap_or(0);
+                c.dicom = aware.is_dicom();
+                c.pdus[0] = crate::wire::dicom::PduCursor::new(c.client_isn.wrapping_add(1));
                 self.l7_store(id, c);
                 self.l7_bind(id, now);
             }

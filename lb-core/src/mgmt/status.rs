@@ -910,11 +910,12 @@ fn aware_status(dp: &Datapath, st: &mut Status) {
         return;
     }
     st.details.push(format!(
-        "aware: routed={} refused={} not-protocol={} answer-rtx={} pairs={} (max {}) pairs-full={}",
+        "aware: routed={} refused={} not-protocol={} answer-rtx={} aborts-sent={} pairs={} (max {}) pairs-full={}",
         l7.aware_routed,
         l7.aware_refused,
         l7.aware_not_protocol,
         l7.answer_retransmits,
+        l7.aborts_sent,
         e.l7_pairs().len(),
         crate::engine::MAX_PAIRS,
         e.l7_pairs_full()

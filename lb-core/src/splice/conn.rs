@@ -9,6 +9,7 @@ use crate::config::SendProxy;
 use crate::flow::Endpoint;
 use crate::frame::TcpFlags;
 use crate::time::Instant;
+use crate::wire::dicom::PduCursor;
 
 /// Where a connection is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,6 +101,11 @@ pub struct Conn {
     pub identity: u32,
     /// Bytes of the appliance's own answer (phase `Answered`).
     pub answer_len: u16,
+    /// DICOM-aware: where the PDUs of each direction begin (client to
+    /// server, server to client, each in its sender's sequence space), so
+    /// an A-ABORT can be put between two PDUs.
+    pub dicom: bool,
+    pub pdus: [PduCursor; 2],
 }
 
 impl Conn {
@@ -172,6 +178,67 @@ impl Conn {
         self.last_server = now;
         self.phase = Phase::Spliced;
         self.fins &= !PROXY_ACKED;
+        self.pdus[1] = PduCursor::new(isn.wrapping_add(1));
+    }
+
+    /// Follows the PDUs of a DICOM-aware connection's relayed payload
+    /// (`from_client`: client to server), before the segment is rewritten.
+    pub fn follow_pdus(&mut self, from_client: bool, seq: u32, payload: &[u8]) {
+        if self.dicom && !payload.is_empty() {
+            self.pdus[usize::from(!from_client)].feed(seq, payload, |_, _| {});
+        }
+    }
+
+    /// A DICOM-aware connection between PDUs in both directions, with all
+    /// data sent acknowledged: an A-ABORT to each side lands where each
+    /// expects the next PDU.
+    pub fn quiet_between_pdus(&self) -> bool {
+        self.dicom
+            && self.phase == Phase::Spliced
+            && self.pdus[0].at_boundary()
+            && self.pdus[0].next() == self.client_next
+            && seq_ge(self.server_acked, self.client_next)
+            && self.pdus[1].at_boundary()
+            && self.pdus[1].next() == self.server_next
+            && seq_ge(
+                self.client_acked,
+                self.server_next.wrapping_add(self.offset()),
+            )
+    }
+
+    /// `payload` (an A-ABORT) and FIN to the client, after the server's
+    /// last byte.
+    pub fn abort_client<'p>(
+        &self,
+        client: Endpoint,
+        vip: Endpoint,
+        payload: &'p [u8],
+    ) -> Originate<'p> {
+        Originate {
+            src: vip,
+            dst: client,
+            seq: self.server_next.wrapping_add(self.offset()),
+            ack: Some(self.client_next),
+            control: TcpFlags::FIN,
+            window: 0,
+            syn: SynOptions::default(),
+            payload,
+        }
+    }
+
+    /// `payload` (an A-ABORT) and FIN to the server, after the client's
+    /// last byte.
+    pub fn abort_server<'p>(&self, payload: &'p [u8]) -> Originate<'p> {
+        Originate {
+            src: self.local,
+            dst: self.server,
+            seq: self.client_next,
+            ack: Some(self.server_next),
+            control: TcpFlags::FIN,
+            window: 0,
+            syn: SynOptions::default(),
+            payload,
+        }
     }
 
     /// Whether the server has acknowledged the PROXY header (or there is
