@@ -226,6 +226,9 @@ enum ConfigCmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Print every virtual service's effective values: presets and
+    /// defaults filled in, as the appliance will run them.
+    Explain { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -365,6 +368,12 @@ fn main() -> Result<()> {
                 config.virtual_services.len()
             );
             print!("{}", config_cmd::summary(&config));
+        }
+        Cmd::Config {
+            which: ConfigCmd::Explain { file },
+        } => {
+            let config = config_cmd::load(&file)?;
+            print!("{}", config_cmd::explain(&config)?);
         }
         Cmd::Config {
             which: ConfigCmd::Compile { file, output },

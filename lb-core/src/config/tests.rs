@@ -812,3 +812,61 @@ fn protocol_awareness_is_validated() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn presets_fill_the_guide_values_and_explicit_fields_win() {
+    let text = |preset: &str, extra: &str| {
+        alloc::format!(
+            r#"
+        [[network.interface]]
+        name = "eth0"
+        address = "10.0.0.2"
+        prefix = 24
+        [[network.interface]]
+        name = "eth1"
+        address = "10.1.0.1"
+        prefix = 24
+        role = "internal"
+
+        [[virtual_service]]
+        label = "S"
+        vip = "10.0.0.10"
+        preset = "{preset}"
+        {extra}
+        [[virtual_service.real_server]]
+        label = "R1"
+        ip = "10.1.0.20"
+        "#
+        )
+    };
+    let hl7 = from_toml(&text("hl7", "")).unwrap();
+    let vs = &hl7.virtual_services[0];
+    assert_eq!(vs.ports.to_vec(), [2575]);
+    assert_eq!(vs.forwarding, Forwarding::Layer7);
+    assert_eq!(vs.check_type, CheckType::Hl7);
+    assert_eq!(vs.persistence_timeout, Some(Secs(3600)));
+    assert_eq!(
+        (vs.client_timeout, vs.server_timeout),
+        (Secs(3600), Secs(3600))
+    );
+    let dicom = from_toml(&text("dicom", "ports = 4242\nprotocol_aware = \"none\"")).unwrap();
+    let vs = &dicom.virtual_services[0];
+    assert_eq!(vs.ports.to_vec(), [4242], "explicit fields win");
+    assert_eq!(vs.forwarding, Forwarding::Dr);
+    assert_eq!(vs.check_type, CheckType::DicomEcho);
+    let xds = from_toml(&text("xds", "")).unwrap();
+    assert_eq!(xds.virtual_services[0].forwarding, Forwarding::Nat);
+    let https = from_toml(&text("https", "")).unwrap();
+    assert_eq!(https.virtual_services[0].ports.to_vec(), [443]);
+    assert_eq!(https.virtual_services[0].check_type, CheckType::Https);
+    let err = from_toml(&text("pacs", "")).unwrap_err().to_string();
+    assert!(
+        err.contains("virtual_service[S].preset: pacs is not one of dicom, hl7, xds, https"),
+        "{err}"
+    );
+    // Without presets, parse errors keep their line.
+    let err = parse_toml("[[virtual_service]]\nlabel = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+}
