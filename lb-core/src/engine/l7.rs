@@ -456,6 +456,23 @@ impl Engine {
         }
     }
 
+    /// `fallback = "local"` and no real server may take a new connection:
+    /// a client's SYN is refused at once, as on a layer 4 service, rather
+    /// than after its handshake.
+    pub(super) fn l7_refuses_at_once(&self, pkt: &L4Packet, svc: usize) -> bool {
+        let f = pkt.tcp_flags;
+        let service = &self.services[svc];
+        f.syn()
+            && !f.ack()
+            && !f.rst()
+            && !f.fin()
+            && service.fallback == FallbackRuntime::Local
+            && !service
+                .servers
+                .iter()
+                .any(crate::schedule::RealServerState::accepts_new_flows)
+    }
+
     /// A segment to an L7 VIP:port that belongs to no connection: a SYN,
     /// or the ACK that completes a handshake answered with a cookie.
     pub(super) fn l7_new(

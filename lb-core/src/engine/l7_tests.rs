@@ -636,11 +636,27 @@ fn fallback_local_resets_the_client_and_counts() {
     let mut e = engine("fallback = \"local\"", "");
     e.set_server_health(0, 0, false);
     e.set_server_health(0, 1, false);
-    handshake(&mut e, 40000, 0);
-    let out = outbox(&mut e);
-    assert_eq!(out.len(), 1);
-    assert!(out[0].seg.flags.rst() && out[0].dst.addr == CLIENT);
+    // The SYN is answered with a reset from the VIP at once.
+    let (c, v) = (ep(CLIENT, 40000), ep(VIP, 2575));
+    let mut f = seg(c, v, CISN, None, SYN, 64240, linux_syn(), &[]);
+    assert_eq!(
+        e.process(0, &mut f, t(0)),
+        Decision::Forward {
+            nic: 0,
+            next_hop: CLIENT
+        }
+    );
+    let o = read(&f, 0);
+    assert_eq!((o.src, o.dst), (v, c));
+    assert!(o.seg.flags.rst() && o.seg.flags.ack());
+    assert_eq!(o.seg.ack, CISN.wrapping_add(1));
+    assert!(outbox(&mut e).is_empty());
+    assert_eq!(e.l7_connections().len(), 0, "nothing kept");
     assert_eq!(e.service_stats(0).unwrap().fallback_refused, 1);
+    // A server back up: the next client is served.
+    e.set_server_health(0, 1, true);
+    let (_, syn) = spliced(&mut e, 40001, 10);
+    assert_eq!(syn.dst.addr, RS[1]);
 }
 
 #[test]

@@ -474,6 +474,10 @@ impl Engine {
         }
         match svc {
             Some(svc) if self.services[svc].l7.is_some() => {
+                if self.l7_refuses_at_once(pkt, svc) {
+                    self.services[svc].stats.fallback_refused += 1;
+                    return self.refuse(nic, frame, pkt, svc);
+                }
                 self.l7_new(frame, pkt, offload.checksum, svc, now)
             }
             Some(svc) => self.new_flow(nic, frame, pkt, offload.checksum, sent, svc, now),
