@@ -20,6 +20,8 @@ use tools::qemu::{Backend, Boot, Machine, Nic};
 pub struct Plan {
     pub ext: String,
     pub int: String,
+    /// More services (TOML) after the layer 7 test's own.
+    pub extra: String,
 }
 
 impl Plan {
@@ -27,6 +29,7 @@ impl Plan {
         Plan {
             ext: format!("10.232.{third_octet}"),
             int: format!("10.232.{}", third_octet + 1),
+            extra: String::new(),
         }
     }
     pub fn appliance(&self) -> String {
@@ -130,6 +133,7 @@ impl Plan {
             "check_type = \"none\"\n",
         );
         t += &server(1, "");
+        t += &self.extra;
         t
     }
 }

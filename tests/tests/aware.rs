@@ -1,0 +1,315 @@
+//! Protocol-aware layer 7 services (issue 14) end to end: one booted
+//! appliance and the layer 7 lab (three real servers running storescp and
+//! the `hl7` library's MLLP server), with dcmtk and the `hl7` library as
+//! clients.
+//!
+//! 1. DICOM routing by called AE: `storescu -aec PACS_A` lands only on RS0,
+//!    `-aec PACS_B` only on RS1/RS2; studies byte-identical, exactly once.
+//! 2. An unknown called AE gets the A-ASSOCIATE-RJ dcmtk prints as
+//!    "Called AE Title Not Recognized" (no server sees it).
+//! 3. Persistence by calling AE: two modalities behind one address
+//!    (`-aet MOD1`, `-aet MOD2`), three associations each, spread over
+//!    RS1 and RS2 and each staying on its node.
+//! 4. HL7 routing by MSH-5: LAB lands on RS0, RIS on RS1; an unrouted
+//!    PHARM gets an AR with an ERR segment from the appliance and reaches
+//!    no server.
+//! 5. An association idle past a 5 s client/server timeout ends with an
+//!    A-ABORT to both peers: the client reads the A-ABORT PDU, storescp
+//!    logs "Association Aborted" (no reset).
+//! 6. `status` counts the pairs (routed and refused) and the clean abort.
+
+use std::time::Duration;
+use tests::dicom::{received, studies, write_studies};
+use tests::l4::{check_sent, holder};
+use tests::l7::{L7Lab, Plan, script};
+
+/// The aware services, on the layer 7 lab's servers.
+fn services(plan: &Plan) -> String {
+    let checks = "check_type = \"connect\"\ncheck_interval = 1\ncheck_timeout = 1\ncheck_rise = 1\ncheck_fall = 2\n";
+    let servers: String = (0..3)
+        .map(|i| {
+            format!(
+                "[[virtual_service.real_server]]\nlabel = \"RS{i}\"\nip = \"{}\"\n",
+                plan.server(i)
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[[virtual_service]]
+label = "PACS-Aware"
+vip = "{pacs}"
+ports = "104"
+forwarding = "layer7"
+scheduler = "rr"
+protocol_aware = "dicom"
+persistence = "calling_ae"
+persistence_timeout = 3600
+{checks}
+[[virtual_service.ae_route]]
+called_ae = "PACS_A"
+servers = ["RS0"]
+[[virtual_service.ae_route]]
+called_ae = "PACS_B"
+servers = ["RS1", "RS2"]
+{servers}
+[[virtual_service]]
+label = "HL7-Aware"
+vip = "{hl7}"
+ports = "2575"
+forwarding = "layer7"
+protocol_aware = "hl7"
+{checks}
+[[virtual_service.hl7_route]]
+receiving_application = "LAB"
+servers = ["RS0"]
+[[virtual_service.hl7_route]]
+receiving_application = "RIS"
+servers = ["RS1"]
+{servers}
+[[virtual_service]]
+label = "PACS-Short"
+vip = "{short}"
+ports = "104"
+forwarding = "layer7"
+protocol_aware = "dicom"
+client_timeout = 5
+server_timeout = 5
+{checks}
+[[virtual_service.real_server]]
+label = "RS2"
+ip = "{rs2}"
+"#,
+        pacs = pacs_vip(plan),
+        hl7 = hl7_vip(plan),
+        short = short_vip(plan),
+        rs2 = plan.server(2),
+    )
+}
+
+/// DICOM-aware with 5 s timeouts, RS2 only.
+fn short_vip(plan: &Plan) -> String {
+    format!("{}.112", plan.ext)
+}
+
+fn pacs_vip(plan: &Plan) -> String {
+    format!("{}.110", plan.ext)
+}
+
+fn hl7_vip(plan: &Plan) -> String {
+    format!("{}.111", plan.ext)
+}
+
+/// storescu with the given AE titles; its output.
+fn store(
+    lab: &L7Lab,
+    called: &str,
+    calling: &str,
+    files: &[std::path::PathBuf],
+) -> std::process::Output {
+    let mut argv: Vec<String> = [
+        "storescu", "-aet", calling, "-aec", called, "-to", "30", "-ta", "30", "-td", "60",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.push(pacs_vip(&lab.plan));
+    argv.push("104".into());
+    argv.extend(files.iter().map(|f| f.display().to_string()));
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    lab.clients[0].command(&refs).output().unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn hl7_route(lab: &L7Lab, app: &str, cid: &str) -> String {
+    let out = lab.clients[1]
+        .command(&[
+            "python3",
+            &script("hl7_route.py"),
+            &hl7_vip(&lab.plan),
+            "2575",
+            "--app",
+            app,
+            "--cid",
+            cid,
+            "--timeout",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    text(&out)
+}
+
+#[test]
+fn dicom_and_hl7_awareness() {
+    let mut plan = Plan::new(44);
+    plan.extra = services(&plan);
+    let mut lab = L7Lab::start(plan).unwrap();
+    // The HL7 service is up once a RIS message is acknowledged.
+    lab.wait_service(&hl7_vip(&lab.plan)).unwrap();
+    let tmp = lab.tmp.path().to_path_buf();
+
+    // Readiness of the DICOM service: one study to PACS_A, retried while
+    // the checks bring servers up.
+    let warm = studies(1, 0, 90);
+    let warm_files = write_studies(&tmp.join("warm"), &warm).unwrap();
+    let mut up = false;
+    for _ in 0..30 {
+        if store(&lab, "PACS_A", "WARMUP", &warm_files)
+            .status
+            .success()
+        {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        up,
+        "no association through the DICOM-aware VIP\n{}",
+        lab.context()
+    );
+
+    // 1. Routing by called AE.
+    let a = studies(6, 3, 91);
+    let fa = write_studies(&tmp.join("a"), &a).unwrap();
+    check_sent(store(&lab, "PACS_A", "MOD0", &fa), "storescu -aec PACS_A").unwrap();
+
+    // 3. Two modalities behind one address, three associations each.
+    let mut per_ae = Vec::new();
+    for round in 0..3 {
+        for (k, calling) in ["MOD1", "MOD2"].iter().enumerate() {
+            let st = studies(2, 0, 100 + round * 2 + k as u64);
+            let f = write_studies(&tmp.join(format!("b{round}{k}")), &st).unwrap();
+            check_sent(store(&lab, "PACS_B", calling, &f), "storescu -aec PACS_B").unwrap();
+            per_ae.push((k, st));
+        }
+    }
+
+    // 2. Unknown called AE: rejected by the appliance.
+    let none = studies(1, 0, 95);
+    let fnone = write_studies(&tmp.join("none"), &none).unwrap();
+    let out = store(&lab, "NOBODY", "MOD0", &fnone);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("Called AE Title Not Recognized") && said.contains("Rejected Permanent"),
+        "dcmtk should print the reject: {said}"
+    );
+
+    let arrivals: Vec<_> = lab
+        .servers
+        .iter()
+        .map(|s| received(&[&s.dicom]).unwrap())
+        .collect();
+    for st in a.iter().chain(&warm) {
+        assert_eq!(holder(&arrivals, st).unwrap(), 0, "PACS_A lands on RS0");
+    }
+    let mut node = [None, None];
+    for (k, sts) in &per_ae {
+        for st in sts {
+            let h = holder(&arrivals, st).unwrap();
+            assert!(h == 1 || h == 2, "PACS_B lands on RS1/RS2, got RS{h}");
+            assert_eq!(*node[*k].get_or_insert(h), h, "MOD{} keeps its node", k + 1);
+        }
+    }
+    assert_ne!(node[0], node[1], "two modalities spread over the nodes");
+    assert!(
+        arrivals.iter().all(|m| !m.contains_key(&none[0].dataset)),
+        "the rejected study reached a server"
+    );
+
+    // 4. HL7 routing by MSH-5, AR when unrouted.
+    let lab_ack = hl7_route(&lab, "LAB", "AW-LAB-1");
+    assert!(lab_ack.contains("ack=AA cid=AW-LAB-1"), "{lab_ack}");
+    let ris_ack = hl7_route(&lab, "RIS", "AW-RIS-1");
+    assert!(ris_ack.contains("ack=AA cid=AW-RIS-1"), "{ris_ack}");
+    let ar = hl7_route(&lab, "PHARM", "AW-PHARM-1");
+    assert!(ar.contains("ack=AR cid=AW-PHARM-1"), "{ar}");
+    assert!(ar.contains("ERR|") && ar.contains("103"), "{ar}");
+    let ids = |i: usize| -> Vec<String> {
+        lab.hl7_messages(i)
+            .into_iter()
+            .map(|(_, id)| id)
+            .filter(|id| id.starts_with("AW-"))
+            .collect()
+    };
+    assert_eq!(ids(0), ["AW-LAB-1"]);
+    assert_eq!(ids(1), ["AW-RIS-1"]);
+    assert!(ids(2).is_empty());
+
+    // 5. Idle past the timeouts: A-ABORT to both peers.
+    let storescp_log = lab.tmp.path().join("rs2-storescp-104.log");
+    let aborted_before = std::fs::read_to_string(&storescp_log)
+        .unwrap_or_default()
+        .matches("Association Aborted")
+        .count();
+    let out = lab.clients[2]
+        .command(&[
+            "python3",
+            &script("dicom_idle_echo.py"),
+            &short_vip(&lab.plan),
+            "104",
+            "--idle",
+            "12",
+            "--timeout",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(said.contains("echo 1: PDU 0x4 status 0"), "{said}");
+    assert!(
+        said.contains("echo 2: PDU 0x7"),
+        "the client reads an A-ABORT, not a reset: {said}"
+    );
+    let mut aborted = 0;
+    for _ in 0..20 {
+        aborted = std::fs::read_to_string(&storescp_log)
+            .unwrap_or_default()
+            .matches("Association Aborted")
+            .count();
+        if aborted > aborted_before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(aborted, aborted_before + 1, "storescp logs the abort");
+
+    // 6. The counters.
+    lab.vm.send_line("status").unwrap();
+    let t = Duration::from_secs(20);
+    let line = lab
+        .vm
+        .wait_for("aware pair line", t, |l| {
+            l.starts_with("aware pair: PACS-Aware called=NOBODY calling=MOD0")
+        })
+        .unwrap();
+    assert!(line.ends_with("routed=0 refused=1"), "{line}");
+    let line = lab
+        .vm
+        .wait_for("aware pair line", t, |l| {
+            l.starts_with("aware pair: PACS-Aware called=PACS_B calling=MOD1")
+        })
+        .unwrap();
+    assert!(line.ends_with("routed=3 refused=0"), "{line}");
+    let line = lab
+        .vm
+        .wait_for("aware pair line", t, |l| {
+            l.starts_with("aware pair: HL7-Aware called=PHARM")
+        })
+        .unwrap();
+    assert!(line.ends_with("routed=0 refused=1"), "{line}");
+    let line = lab
+        .vm
+        .wait_for("aware line", t, |l| l.starts_with("aware: "))
+        .unwrap();
+    assert!(line.contains(" aborts-sent=1 "), "{line}");
+}
