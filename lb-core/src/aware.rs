@@ -242,17 +242,7 @@ fn reject_hl7(msh: &Msh<'_>, control_id: &[u8]) -> Vec<u8> {
     text.extend_from_slice(app);
     text.extend_from_slice(b" facility ");
     text.extend_from_slice(facility);
-    AckRepr {
-        msh: *msh,
-        code: b"AR",
-        error_code: b"103",
-        error_name: b"Table value not found",
-        error_field: 5,
-        text: &text,
-        control_id,
-        timestamp: b"",
-    }
-    .emit()
+    AckRepr::unrouted(*msh, &text, control_id, b"").emit()
 }
 
 /// The persistence key of an identity (FNV-1a of its parts), never 0 (the

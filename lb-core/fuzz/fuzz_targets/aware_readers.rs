@@ -23,48 +23,7 @@ use lb_core::wire::dicom::{Associate, AssociateRqRepr, PduCursor};
 use lb_core::wire::hl7::{AckRepr, first_msh, frame, segments};
 use libfuzzer_sys::fuzz_target;
 
-const SERVICES: &str = r#"
-[[network.interface]]
-name = "eth0"
-address = "10.0.0.2"
-prefix = 24
-
-[[virtual_service]]
-label = "PACS"
-vip = "10.0.0.10"
-ports = 104
-forwarding = "layer7"
-protocol_aware = "dicom"
-persistence = "calling_ae"
-persistence_timeout = 60
-[[virtual_service.ae_route]]
-called_ae = "PACS_A"
-servers = ["A"]
-[[virtual_service.ae_route]]
-called_ae = "AR*"
-servers = ["B"]
-[[virtual_service.real_server]]
-label = "A"
-ip = "10.0.0.20"
-[[virtual_service.real_server]]
-label = "B"
-ip = "10.0.0.21"
-
-[[virtual_service]]
-label = "HL7"
-vip = "10.0.0.11"
-ports = 2575
-forwarding = "layer7"
-protocol_aware = "hl7"
-persistence = "sender"
-persistence_timeout = 60
-[[virtual_service.hl7_route]]
-receiving_application = "LAB"
-servers = ["E"]
-[[virtual_service.real_server]]
-label = "E"
-ip = "10.0.0.30"
-"#;
+const SERVICES: &str = include_str!("../../testdata/aware/services.toml");
 
 fn services() -> &'static [Awareness] {
     static S: OnceLock<Vec<Awareness>> = OnceLock::new();
@@ -133,17 +92,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(Some(msh)) = full {
-        let ack = AckRepr {
-            msh,
-            code: b"AR",
-            error_code: b"103",
-            error_name: b"Table value not found",
-            error_field: 5,
-            text: msh.segment(),
-            control_id: b"LB1",
-            timestamp: b"",
-        }
-        .emit();
+        let ack = AckRepr::unrouted(msh, msh.segment(), b"LB1", b"").emit();
         let (s, e) = frame(&ack).unwrap().expect("one whole frame");
         assert_eq!(e + 2, ack.len());
         let segs: Vec<&[u8]> = segments(&ack[s..e]).collect();

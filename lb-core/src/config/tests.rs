@@ -732,49 +732,7 @@ fn demo_config_is_valid_and_balances_two_pacs() {
 
 #[test]
 fn protocol_awareness_is_validated() {
-    let cfg = parse_toml(
-        r#"
-        [[network.interface]]
-        name = "eth0"
-        address = "10.0.0.2"
-        prefix = 24
-
-        [[virtual_service]]
-        label = "PACS"
-        vip = "10.0.0.10"
-        ports = 104
-        forwarding = "layer7"
-        protocol_aware = "dicom"
-        persistence = "calling_ae"
-        persistence_timeout = 3600
-        [[virtual_service.ae_route]]
-        called_ae = "PACS_A"
-        servers = ["A1"]
-        [[virtual_service.ae_route]]
-        called_ae = "*"
-        servers = ["B1"]
-        [[virtual_service.real_server]]
-        label = "A1"
-        ip = "10.0.0.20"
-        [[virtual_service.real_server]]
-        label = "B1"
-        ip = "10.0.0.21"
-
-        [[virtual_service]]
-        label = "HL7"
-        vip = "10.0.0.11"
-        ports = 2575
-        forwarding = "layer7"
-        protocol_aware = "hl7"
-        [[virtual_service.hl7_route]]
-        receiving_application = "LAB"
-        servers = ["E1"]
-        [[virtual_service.real_server]]
-        label = "E1"
-        ip = "10.0.0.30"
-        "#,
-    )
-    .unwrap();
+    let cfg = parse_toml(include_str!("../../testdata/aware/services.toml")).unwrap();
     assert_eq!(validate(&cfg), Ok(()));
     assert_eq!(
         cfg.virtual_services[1].hl7_routes[0].receiving_facility,

@@ -235,7 +235,28 @@ pub struct AckRepr<'a> {
     pub timestamp: &'a [u8],
 }
 
-impl AckRepr<'_> {
+impl<'a> AckRepr<'a> {
+    /// An application reject of `msh`'s message because no receiver is
+    /// known for its MSH-5 (HL7 table 0357 code 103, table value not
+    /// found), with `text` for the operator.
+    pub fn unrouted(
+        msh: Msh<'a>,
+        text: &'a [u8],
+        control_id: &'a [u8],
+        timestamp: &'a [u8],
+    ) -> Self {
+        AckRepr {
+            msh,
+            code: b"AR",
+            error_code: b"103",
+            error_name: b"Table value not found",
+            error_field: 5,
+            text,
+            control_id,
+            timestamp,
+        }
+    }
+
     /// The framed ACK. Values are escaped (HL7 escape sequences) so that
     /// nothing in them can start a field or a segment.
     pub fn emit(&self) -> Vec<u8> {
@@ -413,17 +434,7 @@ mod tests {
     #[test]
     fn reject_ack() {
         let m = first_msh(ADT, 4096).unwrap().unwrap();
-        let ack = AckRepr {
-            msh: m,
-            code: b"AR",
-            error_code: b"103",
-            error_name: b"Table value not found",
-            error_field: 5,
-            text: b"no route for LAB|MAIN",
-            control_id: b"LB1",
-            timestamp: b"20261201120000",
-        }
-        .emit();
+        let ack = AckRepr::unrouted(m, b"no route for LAB|MAIN", b"LB1", b"20261201120000").emit();
         let (s, e) = frame(&ack).unwrap().unwrap();
         let segs: Vec<&[u8]> = segments(&ack[s..e]).collect();
         assert_eq!(
@@ -438,17 +449,7 @@ mod tests {
         // v2.3: the error in ERR-1.
         let old = b"\x0bMSH|^~\\&|A|B|C|D|||ORU^R01|X9|P|2.3\r";
         let m = first_msh(old, 99).unwrap().unwrap();
-        let ack = AckRepr {
-            msh: m,
-            code: b"AR",
-            error_code: b"103",
-            error_name: b"Table value not found",
-            error_field: 5,
-            text: b"no route",
-            control_id: b"LB2",
-            timestamp: b"",
-        }
-        .emit();
+        let ack = AckRepr::unrouted(m, b"no route", b"LB2", b"").emit();
         let (s, e) = frame(&ack).unwrap().unwrap();
         let segs: Vec<&[u8]> = segments(&ack[s..e]).collect();
         assert_eq!(segs[0], &b"MSH|^~\\&|C|D|A|B|||ACK^R01^ACK|LB2|P|2.3"[..]);
