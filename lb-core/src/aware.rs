@@ -53,7 +53,8 @@ impl Pattern {
 /// server index (the config allows at most 64 servers).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Routes {
-    Dicom(Vec<(Pattern, u64)>),
+    /// Pattern, servers, the called AE title the server receives instead.
+    Dicom(Vec<(Pattern, u64, Option<AeTitle>)>),
     Hl7(Vec<(Pattern, Pattern, u64)>),
 }
 
@@ -84,6 +85,8 @@ pub enum Outcome {
         servers: u64,
         identity: Option<u32>,
         pair: Pair,
+        /// DICOM: the called AE title to write into the request first.
+        rewrite_called: Option<AeTitle>,
     },
     /// No route: send `reply` to the client, then close (FIN).
     Refuse { reply: Vec<u8>, pair: Pair },
@@ -112,7 +115,13 @@ impl Awareness {
             ProtocolAware::Dicom => Routes::Dicom(
                 vs.ae_routes
                     .iter()
-                    .map(|r| (Pattern::parse(&r.called_ae), mask(&r.servers)))
+                    .map(|r| {
+                        (
+                            Pattern::parse(&r.called_ae),
+                            mask(&r.servers),
+                            r.rewrite_called_ae.as_deref().map(AeTitle::new),
+                        )
+                    })
                     .collect(),
             ),
             ProtocolAware::Hl7 => Routes::Hl7(
@@ -148,7 +157,7 @@ impl Awareness {
         }
     }
 
-    fn read_dicom(&self, routes: &[(Pattern, u64)], first: &[u8]) -> Outcome {
+    fn read_dicom(&self, routes: &[(Pattern, u64, Option<AeTitle>)], first: &[u8]) -> Outcome {
         let unexpected = || Outcome::NotProtocol {
             reply: Some(AbortRepr::UNEXPECTED_PDU.emit().to_vec()),
         };
@@ -171,19 +180,20 @@ impl Awareness {
             };
         }
         let called = pair.called.text();
-        let servers = if routes.is_empty() {
-            Some(u64::MAX)
+        let route = if routes.is_empty() {
+            Some((u64::MAX, None))
         } else {
             routes
                 .iter()
-                .find(|(p, _)| p.matches(called))
-                .map(|&(_, s)| s)
+                .find(|(p, _, _)| p.matches(called))
+                .map(|&(_, s, rewrite)| (s, rewrite))
         };
-        match servers {
-            Some(servers) => Outcome::Bind {
+        match route {
+            Some((servers, rewrite_called)) => Outcome::Bind {
                 servers,
                 identity: self.by_identity.then(|| identity(&[pair.calling.text()])),
                 pair,
+                rewrite_called,
             },
             None => Outcome::Refuse {
                 reply: RejectRepr::CALLED_AE_NOT_RECOGNIZED.emit().to_vec(),
@@ -223,6 +233,7 @@ impl Awareness {
                     servers,
                     identity: self.by_identity.then(|| identity(&[sa, sf])),
                     pair,
+                    rewrite_called: None,
                 }
             }
             None => Outcome::Refuse {
@@ -303,10 +314,12 @@ ip = "10.0.0.23"
             AeRoute {
                 called_ae: "PACS_A".to_string(),
                 servers: alloc::vec!["A1".to_string(), "A2".to_string()],
+                rewrite_called_ae: None,
             },
             AeRoute {
                 called_ae: "ARCH*".to_string(),
                 servers: alloc::vec!["B1".to_string()],
+                rewrite_called_ae: Some("ARCHIVE".to_string()),
             },
         ];
         if persist {
@@ -343,11 +356,19 @@ ip = "10.0.0.23"
             servers: 0b011,
             identity: None,
             pair,
+            rewrite_called: None,
         };
         assert_eq!(a.read(&STORESCU[..dicom::ASSOCIATE_FIXED_LEN], b""), want);
         assert_eq!(a.read(STORESCU, b""), want);
         match a.read(&with_called("ARCHIVE2"), b"") {
-            Outcome::Bind { servers, .. } => assert_eq!(servers, 0b100),
+            Outcome::Bind {
+                servers,
+                rewrite_called,
+                ..
+            } => {
+                assert_eq!(servers, 0b100);
+                assert_eq!(rewrite_called, Some(AeTitle::new("ARCHIVE")));
+            }
             o => panic!("{o:?}"),
         }
     }
@@ -367,6 +388,7 @@ ip = "10.0.0.23"
         vs.ae_routes = alloc::vec![AeRoute {
             called_ae: "*".to_string(),
             servers: alloc::vec!["B1".to_string()],
+            rewrite_called_ae: None,
         }];
         let any = Awareness::from_config(&vs).unwrap();
         assert!(matches!(

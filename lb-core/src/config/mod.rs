@@ -492,6 +492,10 @@ pub struct AeRoute {
     pub called_ae: String,
     /// Labels of the service's real servers.
     pub servers: Vec<String>,
+    /// The called AE title the chosen server receives instead (the rest of
+    /// the A-ASSOCIATE-RQ is passed unchanged); unset: unchanged.
+    #[serde(default)]
+    pub rewrite_called_ae: Option<String>,
 }
 
 /// Where connections whose first message is for an MSH-5 receiving

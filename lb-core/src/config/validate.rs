@@ -1127,6 +1127,17 @@ fn check_awareness(vs: &VirtualService, path: &str, errs: &mut Errors) {
             format!("at most {MAX_ROUTES} routes of each kind"),
         );
     }
+    for (i, r) in vs.ae_routes.iter().enumerate() {
+        if let Some(ae) = &r.rewrite_called_ae
+            && !crate::wire::dicom::AeTitle::is_valid_text(ae)
+        {
+            errs.push(
+                format!("{path}.ae_route[{i}].rewrite_called_ae"),
+                ErrorKind::BadRoute,
+                format!("{ae:?} is not an AE title (1 to 16 characters, no backslash)"),
+            );
+        }
+    }
     for (rpath, patterns, servers) in routes {
         for p in patterns {
             let body = p.strip_suffix('*').unwrap_or(p);

@@ -322,3 +322,56 @@ fn halt_mid_pdu_or_unacknowledged_resets_instead() {
     assert!(out.iter().all(|o| o.seg.flags.rst()), "{out:?}");
     assert_eq!(e.l7_stats().aborts_sent, 0);
 }
+
+#[test]
+fn rewrite_called_ae_changes_those_16_bytes_only() {
+    let extra = DICOM.replace(
+        "called_ae = \"PACS_B\"\nservers = [\"B\"]",
+        "called_ae = \"PACS_B\"\nservers = [\"B\"]\nrewrite_called_ae = \"ARCHIVE_B\"",
+    );
+    assert_ne!(extra, DICOM);
+    let mut e = engine(&extra, "");
+    let a = handshake(&mut e, 40000, 0);
+    let b = rq("PACS_B", "MOD1");
+    // Cut inside the called AE field, and an odd cut too.
+    for (from, to) in [(0, 15), (15, 31), (31, 400)] {
+        send(&mut e, 40000, a, from, &b[from as usize..to], 0x08, 1);
+    }
+    let syn = outbox(&mut e)
+        .into_iter()
+        .find(|o| o.seg.flags.syn())
+        .unwrap();
+    let mut f = seg(
+        syn.dst,
+        syn.src,
+        9000,
+        Some(syn.seg.seq.wrapping_add(1)),
+        SYN,
+        65535,
+        SynOptions::default(),
+        &[],
+    );
+    e.process(1, &mut f, t(2));
+    let mut got = Vec::new();
+    for o in e.drain_outgoing() {
+        let out = read(&o.frame, o.nic);
+        if out.payload.is_empty() {
+            continue;
+        }
+        // Every released segment's checksum still verifies.
+        let eth = smoltcp::wire::EthernetFrame::new_checked(&o.frame[..]).unwrap();
+        let ip = smoltcp::wire::Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(
+            tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()),
+            "checksum of the segment at {}",
+            out.seg.seq
+        );
+        got.push((out.seg.seq, out.payload));
+    }
+    got.sort();
+    let sent: Vec<u8> = got.into_iter().flat_map(|(_, p)| p).collect();
+    let mut want = b[..400].to_vec();
+    want[10..26].copy_from_slice(&AeTitle::new("ARCHIVE_B").0);
+    assert_eq!(sent, want);
+}

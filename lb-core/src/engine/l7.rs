@@ -37,7 +37,7 @@ use crate::splice::{
     Conn, Cookies, HOLD_PER_CONN, HOLD_SEGMENTS, Originate, Phase, ProxyRepr, Seg, SynOptions,
 };
 use crate::time::{Duration, Instant};
-use crate::wire::dicom::AbortRepr;
+use crate::wire::dicom::{self, AbortRepr, AeTitle};
 
 /// Most frames waiting in the outbox.
 pub const OUTBOX_LIMIT: usize = 4096;
@@ -1302,6 +1302,7 @@ impl Engine {
         self.l7.rejects = self.l7.rejects.wrapping_add(1);
         let control_id = alloc::format!("LB{:010}", self.l7.rejects);
         let outcome = aware.read(&first, control_id.as_bytes());
+        let is_dicom = aware.is_dicom();
         let (client, vip) = (flow.original.src, flow.original.dst);
         match outcome {
             Outcome::NeedMore => {
@@ -1318,12 +1319,16 @@ impl Engine {
                 servers,
                 identity,
                 pair,
+                rewrite_called,
             } => {
+                if let Some(ae) = rewrite_called {
+                    self.l7_rewrite_called(id, &c, &ae);
+                }
                 self.l7.stats.aware_routed += 1;
                 self.l7.count_pair(flow.service, pair, false);
                 c.route_exclude = !servers;
                 c.identity = identity.unwrap_or(0);
-                c.dicom = aware.is_dicom();
+                c.dicom = is_dicom;
                 c.pdus[0] = crate::wire::dicom::PduCursor::new(c.client_isn.wrapping_add(1));
                 self.l7_store(id, c);
                 self.l7_bind(id, now);
@@ -1340,6 +1345,34 @@ impl Engine {
             Outcome::NotProtocol { reply: None } => {
                 self.l7.stats.aware_not_protocol += 1;
                 self.l7_fail(id, now);
+            }
+        }
+    }
+
+    /// Writes `ae` over the called AE title of the held A-ASSOCIATE-RQ
+    /// (16 bytes at stream offset 10, in whichever held segments carry
+    /// them), checksums adjusted; nothing else of the request moves.
+    fn l7_rewrite_called(&mut self, id: FlowId, c: &Conn, ae: &AeTitle) {
+        let field = c
+            .client_isn
+            .wrapping_add(1 + dicom::CALLED_AE_OFFSET as u32);
+        for h in self
+            .l7
+            .held
+            .iter_mut()
+            .filter(|h| h.id == id && h.generation == c.generation)
+        {
+            let Ok(Class::L4(pkt)) = frame::classify(&h.frame) else {
+                continue;
+            };
+            let Ok(seg) = Seg::read(&h.frame, &pkt) else {
+                continue;
+            };
+            for (i, &b) in ae.0.iter().enumerate() {
+                let off = field.wrapping_add(i as u32).wrapping_sub(seg.seq) as usize;
+                if off < seg.len as usize {
+                    segment::set_payload_byte(&mut h.frame, &seg, off, b);
+                }
             }
         }
     }

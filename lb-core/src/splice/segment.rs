@@ -186,6 +186,30 @@ pub fn edit(
     Ok(())
 }
 
+/// Sets payload byte `off` of `seg` (read from `frame`, whose TCP checksum
+/// is complete) to `b`, adjusting the checksum for the one word it is in.
+pub fn set_payload_byte(frame: &mut [u8], seg: &Seg, off: usize, b: u8) {
+    let at = seg.at + seg.header_len + off;
+    let end = seg.at + seg.header_len + seg.len as usize;
+    if at >= end || end > frame.len() {
+        return;
+    }
+    // Words are aligned to the TCP header's start; a last odd byte is the
+    // high half of a word padded with zero.
+    let w = at - (at - seg.at) % 2;
+    let word = |f: &[u8]| {
+        let lo = if w + 1 < end { f[w + 1] } else { 0 };
+        u16::from_be_bytes([f[w], lo])
+    };
+    let old = word(frame);
+    frame[at] = b;
+    let mut d = crate::frame::checksum::Delta::NONE;
+    d.word(old, word(frame));
+    let ck = seg.at + 16;
+    let sum = u16::from_be_bytes([frame[ck], frame[ck + 1]]);
+    frame[ck..ck + 2].copy_from_slice(&d.apply(sum).to_be_bytes());
+}
+
 /// A segment the relay sends of its own (handshakes, resets, the PROXY
 /// header, ACKs).
 #[derive(Clone, Copy, Debug)]

@@ -21,7 +21,9 @@ pub const AE_LEN: usize = 16;
 /// A-ASSOCIATE-RJ, A-ABORT, A-RELEASE-RQ/RP: header and 4 bytes.
 pub const SHORT_PDU_LEN: usize = HEADER_LEN + 4;
 
-const CALLED: usize = HEADER_LEN + 4;
+/// Where the called AE title starts in an A-ASSOCIATE-RQ/AC.
+pub const CALLED_AE_OFFSET: usize = HEADER_LEN + 4;
+const CALLED: usize = CALLED_AE_OFFSET;
 const CALLING: usize = CALLED + AE_LEN;
 
 /// PDU types.
