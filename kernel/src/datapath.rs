@@ -11,10 +11,10 @@
 use crate::{Nics, println, time};
 use alloc::boxed::Box;
 use core::cell::RefCell;
-use core::sync::atomic::{AtomicU32, Ordering};
 use embassy_net::Stack;
 use embassy_time::Timer;
 use lb_core::datapath::{Datapath, TICK_MS, Transmit, Verdict};
+use lb_core::frame::Offload;
 use lb_core::mgmt::events::{Category, Severity};
 use lb_core::time::Instant;
 use net::FrameHook;
@@ -24,20 +24,6 @@ const GARP_COUNT: usize = 3;
 const GARP_SPACING_MS: u64 = 100;
 /// Longest frame a NIC transmit buffer takes (Ethernet header + MTU).
 const MAX_FRAME: usize = 1514;
-
-/// NICs that have an IP stack (bit n = NIC n); the others are drained by
-/// the idle loop.
-static STACK_NICS: AtomicU32 = AtomicU32::new(1);
-
-pub fn mark_stack(nic: usize) {
-    if nic < 32 {
-        STACK_NICS.fetch_or(1 << nic, Ordering::Relaxed);
-    }
-}
-
-pub fn has_stack(nic: usize) -> bool {
-    nic < 32 && STACK_NICS.load(Ordering::Relaxed) & (1 << nic) != 0
-}
 
 /// Milliseconds since kernel entry, the clock of lb-core.
 pub fn now() -> Instant {
@@ -71,9 +57,15 @@ struct Hook {
 }
 
 impl FrameHook for Hook {
-    fn on_frame(&mut self, nic: usize, frame: &mut [u8], now: Instant) -> Verdict {
+    fn on_frame(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        offload: &Offload,
+        now: Instant,
+    ) -> Verdict {
         match self.dp.try_borrow_mut() {
-            Ok(mut dp) => dp.on_frame(nic, frame, now, &mut NicTx(self.nics)),
+            Ok(mut dp) => dp.on_frame_offloaded(nic, frame, offload, now, &mut NicTx(self.nics)),
             Err(_) => Verdict::PassToStack,
         }
     }

@@ -15,15 +15,17 @@
 //! main.rs). All waking happens in the idle loop.
 
 use crate::cpu::Port;
-use crate::{apic, cpu, gdt, println};
+use crate::{apic, cpu, gdt, ioapic, println};
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Vector of the LAPIC timer.
 pub const TIMER_VECTOR: u8 = 0x20;
-/// Vector of the NIC interrupt (INTx through the IOAPIC).
+/// Vector of NIC interrupts by message (MSI-X, MSI).
 pub const NIC_VECTOR: u8 = 0x21;
+/// Vector of NIC interrupts by legacy line (INTx through the I/O APIC).
+pub const INTX_VECTOR: u8 = 0x22;
 /// The legacy 8259 PICs are moved here (and masked) so that their spurious
 /// interrupts cannot masquerade as CPU exceptions.
 const PIC_BASE: u8 = 0xE0;
@@ -149,6 +151,9 @@ static IDT: Idt = Idt(UnsafeCell::new(
 /// Set by the timer and NIC interrupts; the idle loop reads and clears it.
 pub static WOKEN: AtomicBool = AtomicBool::new(false);
 
+/// Interrupts taken, for `status`: timer, NIC messages (MSI-X, MSI), NIC lines.
+pub static COUNTS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
 /// The gate for vector `v`: its stub; #UD first passes the service-call
 /// handler (ring 3 asks for privileged operations with a tagged UD2; see
 /// `cpu`), which falls back to the stub.
@@ -262,10 +267,20 @@ extern "C" fn interrupt_dispatch(frame: &mut Frame) {
     match vector {
         0..=31 => exception(frame),
         TIMER_VECTOR => {
+            COUNTS[0].fetch_add(1, Ordering::Relaxed);
             WOKEN.store(true, Ordering::Release);
             apic::eoi();
         }
         NIC_VECTOR => {
+            COUNTS[1].fetch_add(1, Ordering::Relaxed);
+            WOKEN.store(true, Ordering::Release);
+            apic::eoi();
+        }
+        INTX_VECTOR => {
+            COUNTS[2].fetch_add(1, Ordering::Relaxed);
+            // The line stays up until the main loop polls the device: mask
+            // it first, or the EOI would bring the interrupt straight back.
+            ioapic::mask();
             WOKEN.store(true, Ordering::Release);
             apic::eoi();
         }

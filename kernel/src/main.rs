@@ -20,8 +20,10 @@ mod gdt;
 mod hal;
 mod health;
 mod interrupts;
+mod ioapic;
 mod memory;
 mod mgmt;
+mod nics;
 mod rng;
 mod rtc;
 mod running;
@@ -34,19 +36,15 @@ mod time;
 mod trace;
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 use boot::multiboot::BootInfo;
 use core::sync::atomic::{AtomicBool, Ordering};
 use embassy_executor::raw::Executor;
 use embassy_net::{Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
-use hal::KernelHal;
 use lb_core::cmdline::Ipv4Setting;
+use net::NicSet;
 use net::driver::NicDriver;
 use net::pci::{self, PortIoCam};
-use net::{Nic, NicSet, PassThrough};
-use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::bus::PciRoot;
-use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 
 const PRODUCT: &str = "Medical Load Balancer appliance";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -56,7 +54,7 @@ const IDLE_MAX_US: u64 = 1_000_000;
 /// Longest HLT when a NIC has no interrupt: it is polled at this period.
 const IDLE_POLL_US: u64 = 1_000;
 
-type Nics = NicSet<KernelHal>;
+type Nics = NicSet;
 
 /// Prints `fatal: <why>` and halts.
 pub fn fatal(why: &str) -> ! {
@@ -187,7 +185,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     let functions = pci::enumerate(&cam);
     let mut root = PciRoot::new(cam);
     trace::mark("pci enumerated");
-    let (nics, irqs) = probe_nics(&mut root, &functions);
+    let (nics, irqs) = nics::probe(&mut root, &functions, memory::heap_free());
     trace::mark("nics probed");
     let stored = storage::open(disk::probe(&mut root, &functions));
     trace::mark("store opened");
@@ -200,12 +198,13 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
             .unwrap_or_else(lb_core::config::Config::empty),
     );
     let nics: &'static Nics = Box::leak(Box::new(nics));
-    for i in 0..nics.len() {
+    for (i, irq) in irqs.iter().enumerate() {
         nics.with(i, |n| {
             let m = n.mac;
-            println!(
-                "{} virtio-net {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} (pci {}, {})",
+            print!(
+                "{} {} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} (pci {}, {irq}",
                 n.name(),
+                n.model(),
                 m[0],
                 m[1],
                 m[2],
@@ -213,12 +212,22 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
                 m[4],
                 m[5],
                 n.pci,
-                if irqs { "msi-x" } else { "polled" }
-            )
+            );
+            let f = n.features();
+            let mut any = false;
+            for name in f.names() {
+                print!("{}{name}", if any { " " } else { ", offloads: " });
+                any = true;
+            }
+            println!(
+                "{}, link {})",
+                if any { "" } else { ", no offloads" },
+                if n.link_up() { "up" } else { "down" }
+            );
         });
     }
     if nics.is_empty() {
-        println!("error: no virtio-net NIC found; nothing to serve");
+        println!("error: no supported NIC found; nothing to serve");
         idle_loop(None, nics, false);
     }
     match setting {
@@ -250,15 +259,21 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         .cmdline()
         .split_ascii_whitespace()
         .any(|w| w == "boottrace");
-    match (net_task(runner), announce_task(stack, trace)) {
-        (Ok(a), Ok(b)) => {
+    match (
+        net_task(runner),
+        announce_task(stack, trace),
+        nics::link_task(nics),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => {
             spawner.spawn(a);
             spawner.spawn(b);
+            spawner.spawn(c);
         }
         _ => fatal("cannot spawn the network tasks"),
     }
     services::start(spawner, nics, stack, setting, loaded.config, rng::u64());
-    idle_loop(Some(executor), nics, irqs)
+    let all_irqs = irqs.iter().all(|i| *i != nics::Irq::Polled);
+    idle_loop(Some(executor), nics, all_irqs)
 }
 
 /// `crash=pagefault|stack|panic` on the command line provokes that failure,
@@ -288,55 +303,8 @@ fn overflow_stack(depth: u64) -> u64 {
     overflow_stack(depth + 1).wrapping_add(frame[1])
 }
 
-/// Finds virtio-net functions, names them eth0.. in PCI order, and sets up
-/// MSI-X so received frames wake the CPU. Returns the set and whether every
-/// NIC has its interrupt.
-fn probe_nics(
-    root: &mut PciRoot<PortIoCam>,
-    functions: &[(
-        virtio_drivers::transport::pci::bus::DeviceFunction,
-        virtio_drivers::transport::pci::bus::DeviceFunctionInfo,
-    )],
-) -> (Nics, bool) {
-    let msg_addr = 0xFEE0_0000u64 | (u64::from(apic::id()) << 12);
-    let mut list = Vec::new();
-    let mut all_irqs = true;
-    for &(df, ref info) in functions {
-        if virtio_device_type(info) != Some(DeviceType::Network) {
-            continue;
-        }
-        pci::enable_device(root, df);
-        let transport = match PciTransport::new::<KernelHal, _>(root, df) {
-            Ok(t) => t,
-            Err(e) => {
-                println!(
-                    "warning: virtio-net at {df}: {e} (legacy-only devices are not supported)"
-                );
-                continue;
-            }
-        };
-        trace::mark("virtio transport");
-        match Nic::<KernelHal>::new(list.len(), df, transport) {
-            Ok(nic) => {
-                trace::mark("virtio-net init");
-                all_irqs &= pci::enable_virtio_msix::<KernelHal>(
-                    root,
-                    df,
-                    msg_addr,
-                    u32::from(interrupts::NIC_VECTOR),
-                    &[0, 1],
-                );
-                list.push(nic);
-            }
-            Err(e) => println!("warning: virtio-net at {df}: {e:?}"),
-        }
-    }
-    let now = || lb_core::time::Instant(time::now_us() / 1000);
-    (NicSet::new(list, Box::new(PassThrough), now), all_irqs)
-}
-
 #[embassy_executor::task]
-async fn net_task(mut runner: Runner<'static, NicDriver<KernelHal>>) -> ! {
+async fn net_task(mut runner: Runner<'static, NicDriver>) -> ! {
     runner.run().await
 }
 
@@ -363,6 +331,11 @@ async fn announce_task(stack: Stack<'static>, trace: bool) {
 /// next alarm (capped) and halts until an interrupt (timer or NIC MSI-X).
 /// Interrupt handlers only set a flag: all waking happens here, so tasks and
 /// driver state are never touched from interrupt context.
+///
+/// Each pass takes at most [`net::nic::RX_BUDGET`] frames from each NIC,
+/// then runs the tasks that are ready and the expired timers: under any
+/// receive load, health checks, ARP, the console and housekeeping keep
+/// their schedule (NAPI-style).
 fn idle_loop(executor: Option<&'static Executor>, nics: &'static Nics, irqs: bool) -> ! {
     let cap = if irqs { IDLE_MAX_US } else { IDLE_POLL_US };
     loop {
@@ -376,10 +349,8 @@ fn idle_loop(executor: Option<&'static Executor>, nics: &'static Nics, irqs: boo
             unsafe { ex.poll() };
         }
         let next = time::wake_expired();
-        nics.poll_events();
-        for i in (1..nics.len()).filter(|&i| !datapath::has_stack(i)) {
-            nics.drain_without_stack(i);
-        }
+        // Frames the tasks queued go out with this pass's burst.
+        let busy = nics.poll(net::nic::RX_BUDGET);
         // Console output waits in RAM until here (sets WOKEN while more is queued).
         serial::drain();
         if READY.load(Ordering::Relaxed) {
@@ -387,11 +358,17 @@ fn idle_loop(executor: Option<&'static Executor>, nics: &'static Nics, irqs: boo
             nics.top_up();
             serial::flush_vga();
         }
+        if busy {
+            continue;
+        }
         cpu::disable_interrupts();
-        if PENDING.load(Ordering::Acquire) || interrupts::WOKEN.load(Ordering::SeqCst) {
+        if PENDING.load(Ordering::Acquire) || interrupts::WOKEN.load(Ordering::SeqCst) || nics.arm()
+        {
             cpu::enable_interrupts();
             continue;
         }
+        // Every NIC will interrupt again: legacy lines may be unmasked.
+        ioapic::unmask();
         time::arm_timer(next, cap);
         cpu::enable_interrupts_and_halt();
     }

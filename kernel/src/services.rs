@@ -4,7 +4,6 @@
 //! the health checkers and the console.
 
 use crate::datapath::{self, print_log};
-use crate::hal::KernelHal;
 use crate::health::{self, Stacks};
 use crate::{Nics, fatal, println, shell};
 use alloc::boxed::Box;
@@ -32,7 +31,7 @@ fn cidr(s: &Ipv4Setting) -> Option<(Ipv4Addr, u8)> {
 }
 
 #[embassy_executor::task(pool_size = 8)]
-async fn stack_task(mut runner: Runner<'static, NicDriver<KernelHal>>) -> ! {
+async fn stack_task(mut runner: Runner<'static, NicDriver>) -> ! {
     runner.run().await
 }
 
@@ -90,7 +89,6 @@ pub fn start(
                 continue;
             }
         }
-        datapath::mark_stack(i);
         if net.is_none() {
             leased.push((i, stack));
         }

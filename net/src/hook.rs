@@ -7,13 +7,23 @@
 //! gives every frame to the stack.
 
 pub use lb_core::datapath::Verdict;
+use lb_core::frame::Offload;
 use lb_core::time::Instant;
 
-/// Sees each received Ethernet frame (no virtio header) before the stack.
+/// Sees each received Ethernet frame (no device header) before the stack.
 pub trait FrameHook {
-    /// `nic` is the index of the receiving NIC (0 = eth0); `now` is
-    /// milliseconds since kernel entry.
-    fn on_frame(&mut self, nic: usize, frame: &mut [u8], now: Instant) -> Verdict;
+    /// `nic` is the index of the receiving NIC (0 = eth0); `offload` says
+    /// whether the frame's checksum is partial and whether it is a TCP
+    /// super-frame (see `lb_core::frame::offload`): a hook that rewrites
+    /// the frame must keep that metadata true (the engine's
+    /// `process_offloaded` does); `now` is milliseconds since kernel entry.
+    fn on_frame(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        offload: &Offload,
+        now: Instant,
+    ) -> Verdict;
 }
 
 /// Default hook: every frame goes to the stack.
@@ -21,7 +31,13 @@ pub trait FrameHook {
 pub struct PassThrough;
 
 impl FrameHook for PassThrough {
-    fn on_frame(&mut self, _nic: usize, _frame: &mut [u8], _now: Instant) -> Verdict {
+    fn on_frame(
+        &mut self,
+        _nic: usize,
+        _frame: &mut [u8],
+        _offload: &Offload,
+        _now: Instant,
+    ) -> Verdict {
         Verdict::PassToStack
     }
 }
@@ -34,7 +50,7 @@ mod tests {
     fn pass_through_passes_everything() {
         let mut f = [0u8; 60];
         assert_eq!(
-            PassThrough.on_frame(1, &mut f, Instant(5)),
+            PassThrough.on_frame(1, &mut f, &Offload::NONE, Instant(5)),
             Verdict::PassToStack
         );
     }

@@ -1,80 +1,115 @@
-//! The set of NICs (eth0, eth1, ...) and the receive path with its hook.
+//! The set of NICs (eth0, eth1, ...) and the frame path between them.
 //!
-//! Each NIC is a virtio-net device driven through `VirtIONetRaw` with our own
-//! buffers: [`QUEUE_SIZE`] receive buffers are always posted to the device;
-//! transmit buffers come from a free list and return to it when the device
-//! has used them. Nothing blocks: a full transmit queue makes
-//! [`NicSet::can_transmit`] false until completions are reaped.
+//! [`NicSet::poll`] is the receive path, run by the kernel's main loop
+//! NAPI-style: per pass it takes at most a budget of frames from each NIC,
+//! runs the [`FrameHook`] on each, and then
+//! * forwards the frames the hook redirects **in the buffer they arrived
+//!   in** (the receive buffer moves to the egress NIC's transmit ring; the
+//!   receive ring is refilled from the shared [`BufPool`]), with their
+//!   checksum/segmentation offload metadata when the egress NIC can finish
+//!   the job, else segmented and checksummed in software
+//!   ([`lb_core::frame::offload`]);
+//! * queues the frames for the IP stack (bounded; whole frames with whole
+//!   checksums, as a stack expects);
+//! * returns finished transmit buffers to the pool, refills receive rings,
+//!   and makes each NIC's whole burst visible with one doorbell.
 //!
-//! Receive: [`NicSet::receive_for_stack`] takes used buffers in order, runs
-//! the [`FrameHook`] on each frame and returns the first one the hook passes
-//! to the stack; frames it consumes or redirects are handled here.
+//! Then the main loop runs the other tasks (health checks, ARP, console,
+//! housekeeping) before the next pass, so a receive flood delays them by at
+//! most one budget of frames. Interrupts are asked for only before the CPU
+//! halts ([`NicSet::arm`]).
 
+use crate::device::{Features, NicDevice};
+use crate::dma::{BufPool, BufSize, HEADROOM, Packet};
 use crate::hook::{FrameHook, Verdict};
 use alloc::boxed::Box;
-use alloc::vec;
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::task::Waker;
+use lb_core::frame::offload::{SegmentChecksum, Segmenter, complete_checksum};
+use lb_core::frame::{L4Checksum, Offload};
 use lb_core::time::Instant;
-use virtio_drivers::Hal;
-use virtio_drivers::device::net::VirtIONetRaw;
-use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 
-/// Descriptors per virtqueue (and most buffers per direction).
-pub const QUEUE_SIZE: usize = 64;
+/// Frames taken from one NIC per [`NicSet::poll`] pass.
+pub const RX_BUDGET: usize = 64;
+/// Frames waiting for a NIC's IP stack at most; more are dropped.
+const STACK_QUEUE: usize = 32;
 /// Receive buffers posted at boot; [`NicSet::top_up`] adds the rest once the
 /// appliance is ready. Every fresh page costs a fault on the host (expensive
 /// under nested virtualisation), so boot touches as little memory as it can.
 const BOOT_RX_BUFFERS: usize = 8;
-/// One buffer holds the 12-byte virtio-net header and a 1514-byte frame.
-const BUF_LEN: usize = 2048;
+/// The same for 64 KiB buffers (each one is 16 pages to touch).
+const BOOT_RX_LARGE: usize = 2;
+/// Receive buffers added per NIC per top-up.
+const TOP_UP_STEP: usize = 8;
 
 /// Counters per NIC.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NicStats {
     pub rx_frames: u64,
     pub tx_frames: u64,
+    /// Received TCP super-frames (guest TSO).
+    pub rx_super_frames: u64,
+    /// Super-frames sent whole (the device segments them).
+    pub tx_super_frames: u64,
+    /// Super-frames this NIC had to send, cut into segments in software.
+    pub tx_segmented: u64,
+    /// Partial checksums completed in software (for this NIC or its stack).
+    pub sw_checksums: u64,
     /// Frames the hook consumed.
     pub rx_consumed: u64,
     /// Frames the hook redirected out of a NIC.
     pub rx_redirected: u64,
-    /// Frames dropped: passed to a stack on a NIC that has none, or a
-    /// redirect to a NIC whose transmit queue was full.
-    pub dropped: u64,
-    /// Device errors while completing a buffer.
+    /// Frames for the stack dropped: its queue was full.
+    pub stack_full: u64,
+    /// Frames for a stack on a NIC that has none.
+    pub no_stack: u64,
+    /// Frames not sent: transmit ring full (or no buffer to copy into).
+    pub tx_full: u64,
+    /// Frames not sent: the hook named a NIC that does not exist, or the
+    /// frame could not be made fit for the egress NIC.
+    pub tx_invalid: u64,
+    /// Device errors (bad completions, unusable headers).
     pub errors: u64,
 }
 
-pub struct Nic<H: Hal> {
+impl NicStats {
+    /// Every frame this NIC lost, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.stack_full + self.no_stack + self.tx_full + self.tx_invalid
+    }
+}
+
+/// One NIC with its driver.
+pub struct Nic {
     name: [u8; 8],
     name_len: usize,
     pub pci: DeviceFunction,
     pub mac: [u8; 6],
-    dev: VirtIONetRaw<H, PciTransport, QUEUE_SIZE>,
-    /// Posted receive buffers, indexed by the descriptor token.
-    rx_posted: Vec<Option<Box<[u8]>>>,
-    /// Transmit buffers the device holds, indexed by token.
-    tx_posted: Vec<Option<Box<[u8]>>>,
-    tx_free: Vec<Box<[u8]>>,
-    /// Receive buffers currently owned by the device.
-    rx_count: usize,
-    /// Transmit buffers allocated so far (at most QUEUE_SIZE, made on demand).
-    tx_allocated: usize,
+    dev: Box<dyn NicDevice>,
+    /// Received frames for this NIC's IP stack, oldest first.
+    to_stack: VecDeque<Packet>,
+    /// Receive buffers the device holds, and how many it should.
+    rx_posted: usize,
+    rx_goal: usize,
+    rx_target: usize,
+    link_up: bool,
     rx_waker: Option<Waker>,
     tx_waker: Option<Waker>,
     pub stats: NicStats,
 }
 
-impl<H: Hal> Nic<H> {
-    /// Initialises the device and posts the first receive buffers.
+impl Nic {
+    /// NIC `index` (named eth`index`) driven by `dev`, which should be given
+    /// up to `rx_target` receive buffers once the appliance serves.
     pub fn new(
         index: usize,
         pci: DeviceFunction,
-        transport: PciTransport,
-    ) -> Result<Self, virtio_drivers::Error> {
-        let dev = VirtIONetRaw::<H, PciTransport, QUEUE_SIZE>::new(transport)?;
+        mut dev: Box<dyn NicDevice>,
+        rx_target: usize,
+    ) -> Nic {
         let mut name = *b"eth\0\0\0\0\0";
         let mut name_len = 3;
         let mut digits = [0u8; 5];
@@ -93,25 +128,26 @@ impl<H: Hal> Nic<H> {
             name[name_len] = digits[k];
             name_len += 1;
         }
-        let mut nic = Nic {
+        let rx_target = rx_target.min(dev.rx_room()).max(1);
+        let boot = match dev.rx_buf_size() {
+            BufSize::Small => BOOT_RX_BUFFERS,
+            BufSize::Large => BOOT_RX_LARGE,
+        };
+        Nic {
             name,
             name_len,
             pci,
-            mac: dev.mac_address(),
+            mac: dev.mac(),
+            link_up: dev.link_up(),
             dev,
-            rx_posted: (0..QUEUE_SIZE).map(|_| None).collect(),
-            tx_posted: (0..QUEUE_SIZE).map(|_| None).collect(),
-            tx_free: Vec::with_capacity(QUEUE_SIZE),
-            rx_count: 0,
-            tx_allocated: 0,
+            to_stack: VecDeque::with_capacity(STACK_QUEUE),
+            rx_posted: 0,
+            rx_goal: boot.min(rx_target),
+            rx_target,
             rx_waker: None,
             tx_waker: None,
             stats: NicStats::default(),
-        };
-        for _ in 0..BOOT_RX_BUFFERS {
-            nic.post_rx(vec![0u8; BUF_LEN].into_boxed_slice())?;
         }
-        Ok(nic)
     }
 
     /// "eth0", "eth1", ...
@@ -119,148 +155,101 @@ impl<H: Hal> Nic<H> {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("eth?")
     }
 
-    fn post_rx(&mut self, mut buf: Box<[u8]>) -> Result<(), virtio_drivers::Error> {
-        // SAFETY: the buffer is parked in `rx_posted` and not touched until the
-        // device returns its token.
-        let token = unsafe { self.dev.receive_begin(&mut buf)? };
-        self.rx_posted[usize::from(token)] = Some(buf);
-        self.rx_count += 1;
-        Ok(())
+    pub fn model(&self) -> &'static str {
+        self.dev.model()
     }
 
-    /// Posts up to `max` new receive buffers until the ring is full.
-    fn top_up(&mut self, max: usize) {
-        for _ in 0..max.min(QUEUE_SIZE - self.rx_count) {
-            if self.post_rx(vec![0u8; BUF_LEN].into_boxed_slice()).is_err() {
-                self.stats.errors += 1;
+    pub fn features(&self) -> Features {
+        self.dev.features()
+    }
+
+    pub fn device_stats(&self) -> crate::device::DeviceStats {
+        self.dev.stats()
+    }
+
+    /// Whether the link was up at the last [`NicSet::check_links`].
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    /// Receive buffers posted now, and the most this NIC gets.
+    pub fn rx_buffers(&self) -> (usize, usize) {
+        (self.rx_posted, self.rx_target)
+    }
+
+    /// Posts receive buffers from `pool` up to the current goal.
+    fn refill(&mut self, pool: &mut BufPool) {
+        let size = self.dev.rx_buf_size();
+        while self.rx_posted < self.rx_goal && self.dev.rx_room() > 0 {
+            let Some(buf) = pool.get(size) else {
                 return;
-            }
-        }
-    }
-
-    /// A free transmit buffer, allocating one if fewer than QUEUE_SIZE exist.
-    fn tx_buffer(&mut self) -> Option<Box<[u8]>> {
-        self.reap_tx();
-        if let Some(b) = self.tx_free.pop() {
-            return Some(b);
-        }
-        if self.tx_allocated < QUEUE_SIZE {
-            self.tx_allocated += 1;
-            return Some(vec![0u8; BUF_LEN].into_boxed_slice());
-        }
-        None
-    }
-
-    /// Returns completed transmit buffers to the free list.
-    fn reap_tx(&mut self) {
-        while let Some(token) = self.dev.poll_transmit() {
-            let Some(buf) = self.take_tx_posted(token) else {
-                self.stats.errors += 1;
-                break;
             };
-            // SAFETY: `buf` is the buffer posted with this token.
-            if unsafe { self.dev.transmit_complete(token, &buf) }.is_err() {
-                self.stats.errors += 1;
-            }
-            self.tx_free.push(buf);
-        }
-    }
-
-    fn take_tx_posted(&mut self, token: u16) -> Option<Box<[u8]>> {
-        self.tx_posted.get_mut(usize::from(token))?.take()
-    }
-
-    fn can_transmit(&mut self) -> bool {
-        self.reap_tx();
-        (!self.tx_free.is_empty() || self.tx_allocated < QUEUE_SIZE) && self.dev.can_send()
-    }
-
-    /// Sends `len` bytes that `fill` writes into a frame buffer. Gives `fill`
-    /// back (frame not sent) if no buffer is free.
-    fn transmit_with<R, F: FnOnce(&mut [u8]) -> R>(&mut self, len: usize, fill: F) -> Result<R, F> {
-        let Some(mut buf) = self.tx_buffer() else {
-            return Err(fill);
-        };
-        let Ok(hdr) = self.dev.fill_buffer_header(&mut buf) else {
-            self.tx_free.push(buf);
-            return Err(fill);
-        };
-        let len = len.min(buf.len() - hdr);
-        let r = fill(&mut buf[hdr..hdr + len]);
-        // SAFETY: the buffer is parked in `tx_posted` until the device returns its token.
-        match unsafe { self.dev.transmit_begin(&buf[..hdr + len]) } {
-            Ok(token) => {
-                self.tx_posted[usize::from(token)] = Some(buf);
-                self.stats.tx_frames += 1;
-            }
-            Err(_) => {
-                self.stats.errors += 1;
-                self.tx_free.push(buf);
-            }
-        }
-        Ok(r)
-    }
-
-    /// Takes the next received frame: (buffer, header length, frame length).
-    fn take_rx(&mut self) -> Option<(Box<[u8]>, usize, usize)> {
-        loop {
-            let token = self.dev.poll_receive()?;
-            let Some(mut buf) = self
-                .rx_posted
-                .get_mut(usize::from(token))
-                .and_then(Option::take)
-            else {
-                self.stats.errors += 1;
-                return None;
-            };
-            self.rx_count -= 1;
-            // SAFETY: `buf` is the buffer posted with this token.
-            match unsafe { self.dev.receive_complete(token, &mut buf) } {
-                Ok((hdr, len)) if hdr + len <= buf.len() => {
-                    self.stats.rx_frames += 1;
-                    return Some((buf, hdr, len));
-                }
-                _ => {
-                    self.stats.errors += 1;
-                    let _ = self.post_rx(buf);
+            match self.dev.post_rx(buf) {
+                Ok(()) => self.rx_posted += 1,
+                Err(b) => {
+                    pool.put(b);
+                    return;
                 }
             }
         }
     }
-}
 
-/// A received frame the stack is about to read.
-pub struct RxFrame {
-    pub(crate) buf: Box<[u8]>,
-    pub(crate) hdr: usize,
-    pub(crate) len: usize,
-}
+    fn reclaim(&mut self, pool: &mut BufPool) -> bool {
+        let mut any = false;
+        self.dev.reclaim_tx(&mut |b| {
+            pool.put(b);
+            any = true;
+        });
+        any
+    }
 
-impl RxFrame {
-    pub fn frame_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.hdr..self.hdr + self.len]
+    fn receive(&mut self) -> Option<Packet> {
+        let p = self.dev.receive()?;
+        self.rx_posted = self.rx_posted.saturating_sub(1);
+        self.stats.rx_frames += 1;
+        if p.offload.gso.is_some() {
+            self.stats.rx_super_frames += 1;
+        }
+        Some(p)
     }
 }
 
-/// All NICs plus the frame hook. Single-threaded (one CPU, no interrupt-time
-/// access): interior mutability through `RefCell`.
-pub struct NicSet<H: Hal> {
-    nics: Vec<RefCell<Nic<H>>>,
+/// All NICs, the buffer pool and the frame hook. Single-threaded (one CPU,
+/// nothing touched from interrupt context): interior mutability through
+/// `RefCell`, and no borrow is held while the hook runs (it may send).
+pub struct NicSet {
+    nics: Vec<RefCell<Nic>>,
+    pool: RefCell<BufPool>,
     /// Which NICs have a stack (a [`crate::driver::NicDriver`]) reading them.
     has_stack: Vec<Cell<bool>>,
     hook: RefCell<Box<dyn FrameHook>>,
     now: fn() -> Instant,
 }
 
-impl<H: Hal> NicSet<H> {
-    /// `now` gives milliseconds since kernel entry for the hook.
-    pub fn new(nics: Vec<Nic<H>>, hook: Box<dyn FrameHook>, now: fn() -> Instant) -> Self {
-        NicSet {
+impl NicSet {
+    /// `now` gives milliseconds since kernel entry for the hook. The pool
+    /// gets room for every NIC's receive ring twice over (one ring's worth
+    /// in flight on the transmit side), and small buffers for the stacks
+    /// and for copies.
+    pub fn new(nics: Vec<Nic>, hook: Box<dyn FrameHook>, now: fn() -> Instant) -> Self {
+        let mut pool = BufPool::new(0, 0);
+        for n in &nics {
+            pool.reserve(n.dev.rx_buf_size(), 2 * n.rx_target);
+            pool.reserve(BufSize::Small, n.dev.tx_room());
+        }
+        let set = NicSet {
             has_stack: nics.iter().map(|_| Cell::new(false)).collect(),
             nics: nics.into_iter().map(RefCell::new).collect(),
+            pool: RefCell::new(pool),
             hook: RefCell::new(hook),
             now,
+        };
+        for n in &set.nics {
+            let mut n = n.borrow_mut();
+            n.refill(&mut set.pool.borrow_mut());
+            n.dev.flush();
         }
+        set
     }
 
     pub fn len(&self) -> usize {
@@ -271,10 +260,16 @@ impl<H: Hal> NicSet<H> {
         self.nics.is_empty()
     }
 
-    /// Fills the receive rings a few buffers at a time (called when idle after boot).
+    /// Raises each NIC's receive buffers a step towards its target (called
+    /// when idle after boot).
     pub fn top_up(&self) {
         for nic in &self.nics {
-            nic.borrow_mut().top_up(8);
+            let mut n = nic.borrow_mut();
+            if n.rx_goal < n.rx_target {
+                n.rx_goal = (n.rx_goal + TOP_UP_STEP).min(n.rx_target);
+                n.refill(&mut self.pool.borrow_mut());
+                n.dev.flush();
+            }
         }
     }
 
@@ -284,30 +279,257 @@ impl<H: Hal> NicSet<H> {
     }
 
     /// Runs `f` on NIC `i`.
-    pub fn with<R>(&self, i: usize, f: impl FnOnce(&mut Nic<H>) -> R) -> R {
+    pub fn with<R>(&self, i: usize, f: impl FnOnce(&mut Nic) -> R) -> R {
         f(&mut self.nics[i].borrow_mut())
     }
 
-    /// Whether any NIC has received frames or finished transmissions waiting,
-    /// waking the tasks registered for them. Called by the idle loop.
-    pub fn poll_events(&self) -> bool {
-        let mut any = false;
+    pub fn pool_stats(&self) -> crate::dma::PoolStats {
+        self.pool.borrow().stats
+    }
+
+    /// One pass of the frame path (see the module documentation): at most
+    /// `budget` received frames per NIC. Returns true if frames are still
+    /// waiting (the caller should run its other work and call again soon
+    /// rather than sleep).
+    pub fn poll(&self, budget: usize) -> bool {
+        let mut more = false;
+        for i in 0..self.nics.len() {
+            self.nics[i].borrow_mut().dev.disarm();
+            let mut taken = 0;
+            while taken < budget {
+                let Some(pkt) = self.nics[i].borrow_mut().receive() else {
+                    break;
+                };
+                taken += 1;
+                self.dispatch(i, pkt);
+            }
+            more |= taken == budget;
+        }
+        self.finish_burst();
+        more
+    }
+
+    /// Runs the hook on one received frame and acts on its verdict.
+    fn dispatch(&self, i: usize, mut pkt: Packet) {
+        let now = (self.now)();
+        let offload = pkt.offload;
+        let verdict = self
+            .hook
+            .borrow_mut()
+            .on_frame(i, pkt.frame_mut(), &offload, now);
+        match verdict {
+            Verdict::PassToStack => self.to_stack(i, pkt),
+            Verdict::Consumed => {
+                self.nics[i].borrow_mut().stats.rx_consumed += 1;
+                self.pool.borrow_mut().put(pkt.buf);
+            }
+            Verdict::Transmit(out) => {
+                self.nics[i].borrow_mut().stats.rx_redirected += 1;
+                self.send(out, pkt);
+            }
+        }
+    }
+
+    /// Queues a received frame for NIC `i`'s stack, whole and checksummed.
+    fn to_stack(&self, i: usize, mut pkt: Packet) {
+        let mut n = self.nics[i].borrow_mut();
+        if !self.has_stack[i].get() {
+            n.stats.no_stack += 1;
+            self.pool.borrow_mut().put(pkt.buf);
+            return;
+        }
+        if let Some(gso) = pkt.offload.gso {
+            // A stack takes MTU-sized frames: cut the super-frame here.
+            let mut pool = self.pool.borrow_mut();
+            match Segmenter::new(pkt.frame(), gso) {
+                Ok(seg) => {
+                    for s in 0..seg.count() {
+                        if n.to_stack.len() >= STACK_QUEUE {
+                            n.stats.stack_full += 1;
+                            continue;
+                        }
+                        let Some(mut buf) = pool.get(BufSize::Small) else {
+                            n.stats.stack_full += 1;
+                            continue;
+                        };
+                        let out = &mut buf.bytes_mut()[HEADROOM..];
+                        match seg.write(pkt.frame(), s, out, SegmentChecksum::Complete) {
+                            Some(len) => n.to_stack.push_back(Packet {
+                                buf,
+                                len,
+                                offload: Offload::NONE,
+                            }),
+                            None => {
+                                n.stats.errors += 1;
+                                pool.put(buf);
+                            }
+                        }
+                    }
+                    n.stats.sw_checksums += seg.count() as u64;
+                }
+                Err(_) => n.stats.errors += 1,
+            }
+            pool.put(pkt.buf);
+        } else {
+            if let L4Checksum::Partial { start, offset } = pkt.offload.checksum {
+                if complete_checksum(pkt.frame_mut(), start, offset).is_err() {
+                    n.stats.errors += 1;
+                    self.pool.borrow_mut().put(pkt.buf);
+                    return;
+                }
+                pkt.offload = Offload::NONE;
+                n.stats.sw_checksums += 1;
+            }
+            if n.to_stack.len() >= STACK_QUEUE {
+                n.stats.stack_full += 1;
+                self.pool.borrow_mut().put(pkt.buf);
+                return;
+            }
+            n.to_stack.push_back(pkt);
+        }
+        if let Some(w) = n.rx_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Sends a received (possibly rewritten) frame out of NIC `out`, whole
+    /// when it can take the frame's offloads, else segmented and/or
+    /// checksummed in software first.
+    fn send(&self, out: usize, mut pkt: Packet) {
+        let Some(nic) = self.nics.get(out) else {
+            if let Some(n) = self.nics.first() {
+                n.borrow_mut().stats.tx_invalid += 1;
+            }
+            self.pool.borrow_mut().put(pkt.buf);
+            return;
+        };
+        let mut n = nic.borrow_mut();
+        let f = n.dev.features();
+        if let Some(gso) = pkt.offload.gso.filter(|_| !f.tx_tso4) {
+            drop(n);
+            self.send_segments(out, pkt, gso, f.tx_checksum);
+            return;
+        }
+        if let L4Checksum::Partial { start, offset } = pkt.offload.checksum
+            && !f.tx_checksum
+        {
+            if complete_checksum(pkt.frame_mut(), start, offset).is_err() {
+                n.stats.tx_invalid += 1;
+                self.pool.borrow_mut().put(pkt.buf);
+                return;
+            }
+            pkt.offload = Offload::NONE;
+            n.stats.sw_checksums += 1;
+        }
+        let whole = pkt.offload.gso.is_some();
+        match n.dev.transmit(pkt) {
+            Ok(()) => {
+                n.stats.tx_frames += 1;
+                if whole {
+                    n.stats.tx_super_frames += 1;
+                }
+            }
+            Err(p) => {
+                n.stats.tx_full += 1;
+                self.pool.borrow_mut().put(p.buf);
+            }
+        }
+    }
+
+    /// Cuts a super-frame into segments, each in a fresh small buffer, for
+    /// NIC `out`, which cannot segment (with partial checksums if it can at
+    /// least checksum).
+    fn send_segments(&self, out: usize, pkt: Packet, gso: lb_core::frame::Gso, partial: bool) {
+        let mut n = self.nics[out].borrow_mut();
+        let mut pool = self.pool.borrow_mut();
+        let Ok(seg) = Segmenter::new(pkt.frame(), gso) else {
+            n.stats.tx_invalid += 1;
+            pool.put(pkt.buf);
+            return;
+        };
+        n.stats.tx_segmented += 1;
+        let (mode, offload) = if partial {
+            (
+                SegmentChecksum::Partial,
+                Offload {
+                    checksum: seg.partial(),
+                    gso: None,
+                },
+            )
+        } else {
+            n.stats.sw_checksums += seg.count() as u64;
+            (SegmentChecksum::Complete, Offload::NONE)
+        };
+        for s in 0..seg.count() {
+            let Some(mut buf) = pool.get(BufSize::Small) else {
+                n.stats.tx_full += 1;
+                continue;
+            };
+            let Some(len) = seg.write(pkt.frame(), s, &mut buf.bytes_mut()[HEADROOM..], mode)
+            else {
+                n.stats.tx_invalid += 1;
+                pool.put(buf);
+                continue;
+            };
+            match n.dev.transmit(Packet { buf, len, offload }) {
+                Ok(()) => n.stats.tx_frames += 1,
+                Err(p) => {
+                    n.stats.tx_full += 1;
+                    pool.put(p.buf);
+                }
+            }
+        }
+        pool.put(pkt.buf);
+    }
+
+    /// End of a burst: reclaim sent buffers, refill receive rings, ring
+    /// each NIC's doorbell once, wake tasks waiting for transmit room.
+    fn finish_burst(&self) {
+        let mut pool = self.pool.borrow_mut();
         for nic in &self.nics {
             let mut n = nic.borrow_mut();
-            if n.dev.poll_receive().is_some() {
-                any = true;
+            let freed = n.reclaim(&mut pool);
+            n.refill(&mut pool);
+            n.dev.flush();
+            if freed && let Some(w) = n.tx_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Makes frames queued since the last pass (by the stacks, the data
+    /// path's own sends) visible to the devices.
+    pub fn flush(&self) {
+        self.finish_burst();
+    }
+
+    /// Asks every NIC for an interrupt when work arrives; false means the
+    /// CPU may halt, true that work arrived meanwhile (poll again instead).
+    pub fn arm(&self) -> bool {
+        let mut pending = false;
+        for nic in &self.nics {
+            pending |= nic.borrow_mut().dev.arm();
+        }
+        pending
+    }
+
+    /// Reads each NIC's link state; returns the NICs whose state changed,
+    /// with the new state (for the log).
+    pub fn check_links(&self) -> Vec<(usize, bool)> {
+        let mut changed = Vec::new();
+        for (i, nic) in self.nics.iter().enumerate() {
+            let mut n = nic.borrow_mut();
+            let up = n.dev.link_up();
+            if up != n.link_up {
+                n.link_up = up;
+                changed.push((i, up));
+                // The stack reads the link state when polled.
                 if let Some(w) = n.rx_waker.take() {
                     w.wake();
                 }
             }
-            if n.dev.poll_transmit().is_some() {
-                n.reap_tx();
-                if let Some(w) = n.tx_waker.take() {
-                    w.wake();
-                }
-            }
         }
-        any
+        changed
     }
 
     pub(crate) fn register_rx_waker(&self, i: usize, w: &Waker) {
@@ -324,80 +546,61 @@ impl<H: Hal> NicSet<H> {
         }
     }
 
+    /// Whether a frame can be queued for sending on NIC `i` now.
     pub fn can_transmit(&self, i: usize) -> bool {
-        self.nics[i].borrow_mut().can_transmit()
+        self.nics[i].borrow().dev.tx_room() > 0 && self.pool.borrow().available(BufSize::Small) > 0
     }
 
-    /// Sends a frame of `len` bytes written by `fill` on NIC `i`.
+    /// Sends a frame of `len` bytes written by `fill` on NIC `i` (copied
+    /// into a small buffer; visible to the device at the end of the pass).
+    /// Gives `fill` back (frame not sent) if there is no room.
     pub fn transmit_with<R, F: FnOnce(&mut [u8]) -> R>(
         &self,
         i: usize,
         len: usize,
         fill: F,
     ) -> Result<R, F> {
-        self.nics[i].borrow_mut().transmit_with(len, fill)
-    }
-
-    /// Gives a receive buffer back to NIC `i`.
-    pub(crate) fn recycle(&self, i: usize, frame: RxFrame) {
-        let mut n = self.nics[i].borrow_mut();
-        if n.post_rx(frame.buf).is_err() {
-            n.stats.errors += 1;
+        let Some(nic) = self.nics.get(i) else {
+            return Err(fill);
+        };
+        let mut n = nic.borrow_mut();
+        if n.dev.tx_room() == 0 {
+            n.stats.tx_full += 1;
+            return Err(fill);
         }
-    }
-
-    /// Runs received frames of NIC `i` through the hook until one is for the
-    /// stack (returned) or none is left.
-    pub fn receive_for_stack(&self, i: usize) -> Option<RxFrame> {
-        loop {
-            let (buf, hdr, len) = self.nics[i].borrow_mut().take_rx()?;
-            let mut frame = RxFrame { buf, hdr, len };
-            let verdict = self
-                .hook
-                .borrow_mut()
-                .on_frame(i, frame.frame_mut(), (self.now)());
-            match verdict {
-                Verdict::PassToStack => return Some(frame),
-                Verdict::Consumed => {
-                    self.nics[i].borrow_mut().stats.rx_consumed += 1;
-                    self.recycle(i, frame);
-                }
-                Verdict::Transmit(out) => {
-                    let sent = out < self.nics.len() && {
-                        let data = &frame.buf[frame.hdr..frame.hdr + frame.len];
-                        self.transmit_with(out, data.len(), |b| b.copy_from_slice(data))
-                            .is_ok()
-                    };
-                    let mut n = self.nics[i].borrow_mut();
-                    if sent {
-                        n.stats.rx_redirected += 1;
-                    } else {
-                        n.stats.dropped += 1;
-                    }
-                    drop(n);
-                    self.recycle(i, frame);
-                }
+        let Some(mut buf) = self.pool.borrow_mut().get(BufSize::Small) else {
+            n.stats.tx_full += 1;
+            return Err(fill);
+        };
+        let len = len.min(buf.capacity() - HEADROOM);
+        let r = fill(&mut buf.bytes_mut()[HEADROOM..HEADROOM + len]);
+        match n.dev.transmit(Packet {
+            buf,
+            len,
+            offload: Offload::NONE,
+        }) {
+            Ok(()) => n.stats.tx_frames += 1,
+            Err(p) => {
+                n.stats.tx_full += 1;
+                self.pool.borrow_mut().put(p.buf);
             }
         }
+        Ok(r)
     }
 
-    /// Records that a stack reads NIC `i` (so [`Self::drain_without_stack`] leaves it alone).
+    /// The next frame for NIC `i`'s stack.
+    pub(crate) fn take_for_stack(&self, i: usize) -> Option<Packet> {
+        self.nics[i].borrow_mut().to_stack.pop_front()
+    }
+
+    /// Gives a buffer back to the pool.
+    pub(crate) fn recycle(&self, pkt: Packet) {
+        self.pool.borrow_mut().put(pkt.buf);
+    }
+
+    /// Records that a stack reads NIC `i` (frames for the stack of a NIC
+    /// without one are dropped and counted).
     pub(crate) fn attach_stack(&self, i: usize) {
         self.has_stack[i].set(true);
-    }
-
-    /// Drains NIC `i` if no stack reads it: frames not taken by the hook are
-    /// dropped and counted. Returns how many frames were drained.
-    pub fn drain_without_stack(&self, i: usize) -> usize {
-        if self.has_stack[i].get() {
-            return 0;
-        }
-        let mut count = 0;
-        while let Some(frame) = self.receive_for_stack(i) {
-            self.nics[i].borrow_mut().stats.dropped += 1;
-            self.recycle(i, frame);
-            count += 1;
-        }
-        count
     }
 }

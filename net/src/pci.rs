@@ -4,6 +4,7 @@
 
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use virtio_drivers::Hal;
 use virtio_drivers::transport::pci::bus::{
@@ -503,9 +504,105 @@ fn assign_missing_bars(df: DeviceFunction) {
 const CAP_MSIX: u8 = 0x11;
 const CAP_VENDOR: u8 = 0x09;
 const VIRTIO_PCI_CAP_COMMON_CFG: u8 = 1;
+const VIRTIO_PCI_CAP_NOTIFY_CFG: u8 = 2;
+const COMMON_MSIX_CONFIG: usize = 0x10;
 const COMMON_QUEUE_SELECT: usize = 0x16;
 const COMMON_QUEUE_MSIX_VECTOR: usize = 0x1A;
+const COMMON_QUEUE_NOTIFY_OFF: usize = 0x1E;
 const VIRTIO_NO_VECTOR: u16 = 0xFFFF;
+
+/// The virtio capability of `cfg_type` (common, notify, ...) of `df`:
+/// (BAR address + offset, capability offset in configuration space).
+fn virtio_cap<H: Hal>(
+    root: &mut PciRoot<PortIoCam>,
+    df: DeviceFunction,
+    cfg_type: u8,
+    len: usize,
+) -> Option<(*mut u8, u8)> {
+    let cap = root
+        .capabilities(df)
+        .find(|c| c.id == CAP_VENDOR && (c.private_header >> 8) as u8 == cfg_type)?;
+    let bar = raw().read_word(df, cap.offset + 4) as u8;
+    let off = raw().read_word(df, cap.offset + 8);
+    let base = bar_address(df, bar)?;
+    // SAFETY: the capability places the structure inside a memory BAR of
+    // this device; the HAL maps device memory.
+    let p = unsafe { H::mmio_phys_to_virt(base + u64::from(off), len).as_ptr() };
+    Some((p, cap.offset))
+}
+
+/// The doorbell address of each of `queues` of a modern virtio device: one
+/// 16-bit write there notifies the queue, where `virtio-drivers`' transport
+/// spends three register accesses (select, read offset, write) on each.
+pub fn virtio_notify_addresses<H: Hal, const N: usize>(
+    root: &mut PciRoot<PortIoCam>,
+    df: DeviceFunction,
+    queues: [u16; N],
+) -> Option<[NonNull<u16>; N]> {
+    let (common, _) = virtio_cap::<H>(root, df, VIRTIO_PCI_CAP_COMMON_CFG, 0x38)?;
+    let (notify, cap) = virtio_cap::<H>(root, df, VIRTIO_PCI_CAP_NOTIFY_CFG, 4096)?;
+    let multiplier = raw().read_word(df, cap + 16) as usize;
+    let mut out = [NonNull::dangling(); N];
+    for (slot, &q) in out.iter_mut().zip(queues.iter()) {
+        // SAFETY: queue_select and queue_notify_off are u16 fields of the
+        // common configuration structure; the doorbell lies inside the
+        // notification structure (virtio 1.1, 4.1.4.4).
+        let p = unsafe {
+            (common.add(COMMON_QUEUE_SELECT) as *mut u16).write_volatile(q);
+            let off = (common.add(COMMON_QUEUE_NOTIFY_OFF) as *mut u16).read_volatile();
+            notify.add(usize::from(off) * multiplier).cast::<u16>()
+        };
+        *slot = NonNull::new(p)?;
+    }
+    Some(out)
+}
+
+/// Base address of memory BAR `bar` of `df`, if it is an assigned memory BAR.
+pub fn memory_bar(df: DeviceFunction, bar: u8) -> Option<u64> {
+    bar_address(df, bar)
+}
+
+/// The legacy interrupt line (the IRQ the firmware routed INTA#..INTD# of
+/// `df` to, which is also its I/O APIC input on QEMU's pc and q35
+/// machines); `None` when the device has no interrupt pin or none was
+/// assigned.
+pub fn interrupt_line(df: DeviceFunction) -> Option<u8> {
+    let v = raw().read_word(df, 0x3C);
+    let (line, pin) = (v as u8, (v >> 8) as u8);
+    (pin != 0 && line != 0 && line != 0xFF).then_some(line)
+}
+
+const CAP_MSI: u8 = 0x05;
+
+/// Enables MSI on `df` with one message (`msg_addr`, `msg_data`); false if
+/// it has no MSI capability.
+pub fn enable_msi(
+    root: &mut PciRoot<PortIoCam>,
+    df: DeviceFunction,
+    msg_addr: u64,
+    msg_data: u32,
+) -> bool {
+    let Some(cap) = root.capabilities(df).find(|c| c.id == CAP_MSI) else {
+        return false;
+    };
+    let control = cap.private_header;
+    let wide = control & (1 << 7) != 0;
+    let mut cam = raw();
+    cam.write_word(df, cap.offset + 4, msg_addr as u32);
+    let data_at = if wide {
+        cam.write_word(df, cap.offset + 8, (msg_addr >> 32) as u32);
+        cap.offset + 12
+    } else {
+        cap.offset + 8
+    };
+    let old = cam.read_word(df, data_at);
+    cam.write_word(df, data_at, (old & 0xFFFF_0000) | (msg_data & 0xFFFF));
+    // One message (multiple message enable 0), MSI enable.
+    let header = cam.read_word(df, cap.offset) & 0xFFFF;
+    let control = (control & !(0x7 << 4)) | 1;
+    cam.write_word(df, cap.offset, header | (u32::from(control) << 16));
+    true
+}
 
 /// Base address of memory BAR `bar` (read, not sized: sizing costs a dozen
 /// configuration accesses).
@@ -528,7 +625,8 @@ fn bar_address(df: DeviceFunction, bar: u8) -> Option<u64> {
 }
 
 /// Points MSI-X table entry 0 at (`msg_addr`, `msg_data`), masks the other
-/// entries, enables MSI-X, and makes virtqueues `queues` signal through entry 0.
+/// entries, enables MSI-X, and makes virtqueues `queues` and configuration
+/// changes (link state) signal through entry 0.
 /// Returns false (leaving MSI-X off) if the device lacks what is needed.
 ///
 /// Call after the virtio driver finished its initialisation.
@@ -585,6 +683,8 @@ pub fn enable_virtio_msix<H: Hal>(
     let ctrl = (ctrl | 0x8000) & !0x4000;
     raw().write_word(df, msix.offset, header | (u32::from(ctrl) << 16));
 
+    // SAFETY: msix_config is a u16 field of the common configuration structure.
+    unsafe { (cfg.add(COMMON_MSIX_CONFIG) as *mut u16).write_volatile(0) };
     for &q in queues {
         // SAFETY: queue_select and queue_msix_vector are u16 fields of the
         // virtio common configuration structure inside the BAR.

@@ -12,6 +12,9 @@ use tools::console::Appliance;
 use tools::lab::{Host, Lab};
 use tools::qemu::{Backend, Boot, Machine, Nic};
 
+/// Port of the bulk transfer service.
+pub const BULK_PORT: u16 = 5201;
+
 /// Layer 4 forwarding method under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -81,6 +84,20 @@ impl Plan {
     /// VIP of the UDP service.
     pub fn vip_udp(&self) -> String {
         format!("{}.102", self.ext)
+    }
+    /// VIP of the bulk TCP service (`peers/bulk.py` on PACS1).
+    pub fn vip_bulk(&self) -> String {
+        format!("{}.104", self.ext)
+    }
+    /// Every VIP of the plan.
+    pub fn vips(&self) -> [String; 5] {
+        [
+            self.vip_persistent(),
+            self.vip_spread(),
+            self.vip_udp(),
+            self.vip_hl7(),
+            self.vip_bulk(),
+        ]
     }
     pub fn client(&self, i: usize) -> String {
         format!("{}.{}", self.ext, 11 + i)
@@ -159,6 +176,12 @@ impl Plan {
                 );
             }
         }
+        t += &format!(
+            "\n[[virtual_service]]\nlabel = \"Bulk\"\nvip = \"{}\"\nports = \"{}\"\nprotocol = \"tcp\"\nforwarding = \"{m}\"\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"BULK1\"\nip = \"{}\"\n",
+            self.vip_bulk(),
+            BULK_PORT,
+            self.server(0)
+        );
         t
     }
 }
@@ -175,6 +198,7 @@ pub struct Pacs {
     /// message received under `hl7-log`.
     pub hl7: Option<Process>,
     pub hl7_log: PathBuf,
+    _bulk: Option<Process>,
 }
 
 /// A running scenario. Field order is drop order: peers and QEMU end before
@@ -300,12 +324,7 @@ impl Scenario {
             )?;
             if plan.method == Method::Dr {
                 // Solve the ARP problem: the VIPs on loopback, never answered for on eth0.
-                for vip in [
-                    plan.vip_persistent(),
-                    plan.vip_spread(),
-                    plan.vip_udp(),
-                    plan.vip_hl7(),
-                ] {
+                for vip in plan.vips() {
                     host.exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
                 }
                 for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
@@ -347,6 +366,24 @@ impl Scenario {
             } else {
                 None
             };
+            let bulk = if i == 0 {
+                let port = BULK_PORT.to_string();
+                let p = Process::spawn(
+                    &host,
+                    &[
+                        "python3",
+                        &peers_dir().join("bulk.py").display().to_string(),
+                        "serve",
+                        "--port",
+                        &port,
+                    ],
+                    &tmp.path().join("bulk.log"),
+                )?;
+                crate::peers::wait_listening(&host, BULK_PORT, Duration::from_secs(10))?;
+                Some(p)
+            } else {
+                None
+            };
             pacs.push(Pacs {
                 host,
                 dir,
@@ -355,6 +392,7 @@ impl Scenario {
                 _udp: udp,
                 hl7,
                 hl7_log,
+                _bulk: bulk,
             });
         }
         let toml = tmp.path().join("config.toml");
@@ -370,7 +408,12 @@ impl Scenario {
             .nics
             .push(Nic::virtio(Backend::Tap { ifname: ext_tap }));
         if let Some(t) = int_tap {
-            machine.nics.push(Nic::virtio(Backend::Tap { ifname: t }));
+            // The internal arm has no offloads at all: the TCP super-frames
+            // the client side hands over must be cut into segments and
+            // checksummed by the appliance on their way to the servers.
+            machine
+                .nics
+                .push(Nic::virtio_without_offloads(Backend::Tap { ifname: t }));
         }
         let vm = Appliance::boot(&machine, Some(&lab))?;
         vm.wait_ready(Duration::from_secs(90))?;
@@ -438,6 +481,48 @@ impl Scenario {
     pub fn context(&self) -> String {
         format!("console:\n{}", self.vm.console())
     }
+
+    /// Runs `status` on the console and returns NIC `i`'s counters line
+    /// (`nic ethI rx=... rx-super=... ...`) as name/value pairs.
+    pub fn nic_counters(&mut self, i: usize) -> Result<HashMap<String, u64>> {
+        self.vm.send_line("status")?;
+        let prefix = format!("nic eth{i} ");
+        let line =
+            self.vm
+                .wait_for("the NIC counters in status", Duration::from_secs(10), |l| {
+                    l.starts_with(&prefix)
+                })?;
+        Ok(line
+            .split_whitespace()
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect())
+    }
+}
+
+/// Moves `bytes` through `vip` from `client` to the bulk server (or from
+/// it, `reverse`) with `peers/bulk.py`, which checks count and SHA-256 end
+/// to end.
+pub fn bulk_transfer(client: &Host, vip: &str, bytes: u64, reverse: bool) -> Result<()> {
+    let port = BULK_PORT.to_string();
+    let n = bytes.to_string();
+    let script = peers_dir().join("bulk.py").display().to_string();
+    let mut argv = vec!["timeout", "180", "python3", &script, "send", vip, &port, &n];
+    if reverse {
+        argv.push("--reverse");
+    }
+    let out = client.command(&argv).output()?;
+    if !out.status.success() {
+        bail!(
+            "bulk transfer of {bytes} bytes (reverse {reverse}) failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Checks storescu's exit; the output goes into the error.

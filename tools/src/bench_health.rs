@@ -15,8 +15,9 @@
 //! -new`, what HAProxy's `check-ssl` is built on) making full handshakes
 //! against the same nginx from a namespace on the host, natively.
 
-use crate::bench_l4::{Iperf3Server, cpu_model, host_kernel, iperf3_tcp, load_average, wait_path};
+use crate::bench_l4::{cpu_model, host_kernel, iperf3_tcp, load_average, wait_path};
 use crate::console::Appliance;
+use crate::iperf3::Server as Iperf3Server;
 use crate::lab::{Host, Lab};
 use crate::qemu::{Accel, Backend, Boot, Machine, Nic};
 use anyhow::{Context, Result, bail};

@@ -7,26 +7,23 @@
 //! server namespace: received packets/s of small UDP datagrams (`-u -l 64
 //! -b 0`) and TCP Gbit/s.
 
+use crate::connrate;
 use crate::console::Appliance;
 use crate::debian::{self, DebianGuest};
+use crate::iperf3::{self, PORT, json_number};
 use crate::lab::{Host, Lab};
 use crate::qemu::{Accel, Backend, Boot, Machine, Nic};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// iperf3's port: the TCP control connection and the data stream use it.
-pub(crate) const PORT: u16 = 5201;
 /// UDP payload bytes of the small-packet test (a 106-byte Ethernet frame).
 const SMALL: u32 = 64;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a path may take to carry its first iperf3 test after boot.
 const PATH_TIMEOUT: Duration = Duration::from_secs(45);
-/// The NIC model with every checksum and segmentation offload off, for
-/// `--offloads off` (same device for both VMs).
-const NIC_NO_OFFLOADS: &str = "virtio-net-pci,csum=off,guest_csum=off,gso=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off";
 
 /// Layer 4 forwarding method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,9 +140,12 @@ impl Net {
                 self.balancer_internal()
             );
         }
-        for proto in ["tcp", "udp"] {
+        for (proto, ports) in [
+            ("tcp", format!("{PORT},{}", connrate::PORT)),
+            ("udp", format!("{PORT}")),
+        ] {
             t += &format!(
-                "\n[[virtual_service]]\nlabel = \"iperf3-{proto}\"\nvip = \"{}\"\nports = \"{PORT}\"\nprotocol = \"{proto}\"\nforwarding = \"{}\"\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{}\"\n",
+                "\n[[virtual_service]]\nlabel = \"bench-{proto}\"\nvip = \"{}\"\nports = \"{ports}\"\nprotocol = \"{proto}\"\nforwarding = \"{}\"\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{}\"\n",
                 self.vip(),
                 self.mode.name(),
                 self.server()
@@ -176,9 +176,9 @@ impl Net {
         if side == Side::LinuxIpvs
             && let Some(m) = self.mode.ipvs_method()
         {
-            let rules: Vec<String> = ["t", "u"]
+            let rules: Vec<String> = [("t", PORT), ("u", PORT), ("t", connrate::PORT)]
                 .iter()
-                .map(|p| format!("{p}:{}:{PORT}:{}:{m}", self.vip(), self.server()))
+                .map(|(p, port)| format!("{p}:{}:{port}:{}:{m}", self.vip(), self.server()))
                 .collect();
             c += &format!(" bench_ipvs={}", rules.join(","));
             if self.mode == Mode::Snat {
@@ -197,6 +197,8 @@ struct Figures {
     /// Share of a client's new TCP connections that completed during a
     /// spoofed SYN flood at the same target (NaN: not measured).
     served: f64,
+    /// Short TCP connections completed per second.
+    cps: f64,
 }
 
 type Outcome = std::result::Result<Figures, String>;
@@ -330,6 +332,7 @@ fn median_figures(v: &[Figures]) -> Figures {
         pps: median(v.iter().map(|f| f.pps).collect()),
         gbps: median(v.iter().map(|f| f.gbps).collect()),
         served: median(v.iter().map(|f| f.served).filter(|s| !s.is_nan()).collect()),
+        cps: median(v.iter().map(|f| f.cps).collect()),
     }
 }
 
@@ -440,7 +443,8 @@ impl Ctx<'_> {
         // A DR server's UDP replies must leave from the VIP, which only a
         // socket bound to it guarantees (else routing picks eth0's address).
         let bind = (uses_vip && mode == Mode::Dr).then(|| net.vip());
-        let _iperf3 = Iperf3Server::start(&server, bind.as_deref())?;
+        let _iperf3 = iperf3::Server::start(&server, bind.as_deref())?;
+        let _conn_server = ConnServer::start(&server)?;
         let _vm = match side {
             Side::Direct => None,
             _ => Some(self.boot(&net, side, &lab, &taps)?),
@@ -455,7 +459,13 @@ impl Ctx<'_> {
             0 => f64::NAN,
             secs => served_under_flood(&client, &flooder, &target, secs)?,
         };
-        Ok(Figures { pps, gbps, served })
+        let cps = connections(&client, &target, self.opts.seconds)?;
+        Ok(Figures {
+            pps,
+            gbps,
+            served,
+            cps,
+        })
     }
 
     /// Boots the appliance or the Debian guest on `taps` and waits until it is up.
@@ -488,13 +498,15 @@ impl Ctx<'_> {
         machine.accel = accel;
         machine.memory_mib = self.opts.memory_mib;
         for tap in taps {
-            let mut nic = Nic::virtio(Backend::Tap {
+            let backend = Backend::Tap {
                 ifname: tap.clone(),
+            };
+            // `--offloads off`: the same offload-less device for both VMs.
+            machine.nics.push(if self.opts.offloads {
+                Nic::virtio(backend)
+            } else {
+                Nic::virtio_without_offloads(backend)
             });
-            if !self.opts.offloads {
-                nic.model = NIC_NO_OFFLOADS.into();
-            }
-            machine.nics.push(nic);
         }
         let vm = Appliance::boot(&machine, Some(lab))?;
         match side {
@@ -604,86 +616,12 @@ fn served_under_flood(client: &Host, flooder: &Host, target: &str, seconds: u32)
     }
 }
 
-/// `iperf3 -s` in the real server's namespace, killed (by PID) on drop.
-pub(crate) struct Iperf3Server {
-    child: Child,
-}
-
-impl Iperf3Server {
-    pub(crate) fn start(server: &Host, bind: Option<&str>) -> Result<Iperf3Server> {
-        let port = PORT.to_string();
-        let mut argv = vec!["iperf3", "-s", "-p", &port];
-        if let Some(addr) = bind {
-            argv.extend(["-B", addr]);
-        }
-        let child = server
-            .command(&argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting iperf3 -s")?;
-        Ok(Iperf3Server { child })
-    }
-}
-
-impl Drop for Iperf3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs one iperf3 client test, killed if it overruns its time by 20 s, and
-/// returns its JSON report.
-fn iperf3_client(client: &Host, args: &[&str], seconds: u32, scratch: &Path) -> Result<String> {
-    let out = std::fs::File::create(scratch)?;
-    let secs = seconds.to_string();
-    let port = PORT.to_string();
-    let mut argv = vec![
-        "iperf3",
-        "-J",
-        "-p",
-        &port,
-        "-t",
-        &secs,
-        "--connect-timeout",
-        "3000",
-    ];
-    argv.extend_from_slice(args);
-    let mut child = client
-        .command(&argv)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting iperf3 -c")?;
-    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 20);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("iperf3 {} did not finish in time", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let json = std::fs::read_to_string(scratch)?;
-    if !status.success() {
-        let why = json_string(&json, "error").unwrap_or_else(|| status.to_string());
-        bail!("iperf3 {}: {why}", args.join(" "));
-    }
-    Ok(json)
-}
-
 /// Waits until a short TCP test through the path succeeds (ARP, boot
 /// settling, the balancer's own setup).
 pub(crate) fn wait_path(client: &Host, target: &str, scratch: &Path) -> Result<()> {
     let deadline = Instant::now() + PATH_TIMEOUT;
     loop {
-        match iperf3_client(client, &["-c", target], 1, scratch) {
+        match iperf3::client(client, &["-c", target], 1, scratch) {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() >= deadline => {
                 return Err(e.context(format!("no iperf3 path to {target}")));
@@ -695,7 +633,7 @@ pub(crate) fn wait_path(client: &Host, target: &str, scratch: &Path) -> Result<(
 
 /// TCP goodput the receiver saw, in Gbit/s.
 pub(crate) fn iperf3_tcp(client: &Host, target: &str, seconds: u32, scratch: &Path) -> Result<f64> {
-    let json = iperf3_client(client, &["-c", target], seconds, scratch)?;
+    let json = iperf3::client(client, &["-c", target], seconds, scratch)?;
     let bps = json_number(&json, "sum_received", "bits_per_second")
         .context("no sum_received.bits_per_second in iperf3's report")?;
     Ok(bps / 1e9)
@@ -704,7 +642,7 @@ pub(crate) fn iperf3_tcp(client: &Host, target: &str, seconds: u32, scratch: &Pa
 /// Small UDP datagrams sent as fast as the client can; packets/s received.
 fn iperf3_udp(client: &Host, target: &str, seconds: u32, scratch: &Path) -> Result<f64> {
     let len = SMALL.to_string();
-    let json = iperf3_client(
+    let json = iperf3::client(
         client,
         &["-c", target, "-u", "-l", &len, "-b", "0"],
         seconds,
@@ -718,33 +656,67 @@ fn iperf3_udp(client: &Host, target: &str, seconds: u32, scratch: &Path) -> Resu
     Ok(bytes / f64::from(SMALL) / secs)
 }
 
-/// The number at `"key":` in the flat object that follows `"section":` in
-/// iperf3's JSON (enough for its report; no JSON crate needed).
-fn json_number(json: &str, section: &str, key: &str) -> Option<f64> {
-    let at = json.find(&format!("\"{section}\""))?;
-    let open = at + json[at..].find('{')?;
-    let close = open + json[open..].find('}')?;
-    let object = &json[open..close];
-    let k = object.find(&format!("\"{key}\""))?;
-    let rest = object[k + key.len() + 2..]
-        .trim_start()
-        .strip_prefix(':')?
-        .trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+/// `tools peer conn-server` in the real server's namespace, killed on drop.
+struct ConnServer(std::process::Child);
+
+impl ConnServer {
+    fn start(server: &Host) -> Result<ConnServer> {
+        let exe = std::env::current_exe()?.display().to_string();
+        let port = connrate::PORT.to_string();
+        let child = server
+            .command(&[&exe, "peer", "conn-server", "--port", &port])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the connection server")?;
+        Ok(ConnServer(child))
+    }
 }
 
-/// The string at top-level-ish `"key":` (iperf3's `"error"`).
-fn json_string(json: &str, key: &str) -> Option<String> {
-    let k = json.find(&format!("\"{key}\""))?;
-    let rest = json[k + key.len() + 2..]
-        .trim_start()
-        .strip_prefix(':')?
-        .trim_start()
-        .strip_prefix('"')?;
-    Some(rest[..rest.find('"')?].to_string())
+impl Drop for ConnServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Workers of the connection-rate client: enough to keep a balancer busy
+/// while each waits a round trip.
+const CONN_WORKERS: usize = 16;
+
+/// Short TCP connections per second through `target` (see [`connrate`]).
+fn connections(client: &Host, target: &str, seconds: u32) -> Result<f64> {
+    let exe = std::env::current_exe()?.display().to_string();
+    let to = format!("{target}:{}", connrate::PORT);
+    let (w, s) = (CONN_WORKERS.to_string(), seconds.to_string());
+    let out = client
+        .command(&[
+            "timeout",
+            &(seconds + 30).to_string(),
+            &exe,
+            "peer",
+            "conn-client",
+            "--target",
+            &to,
+            "--workers",
+            &w,
+            "--seconds",
+            &s,
+        ])
+        .output()
+        .context("running the connection client")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counts = connrate::Counts::parse(&text).with_context(|| {
+        format!(
+            "connection client said: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if counts.done == 0 {
+        bail!("no connection through {to} ({} failed)", counts.failed);
+    }
+    Ok(counts.per_second())
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
@@ -772,6 +744,10 @@ fn ratio(ours: &Outcome, theirs: Option<&Outcome>, figure: fn(&Figures) -> f64) 
         (Ok(o), Some(Ok(t))) if figure(t) > 0.0 => format!("{:.2}", figure(o) / figure(t)),
         _ => "—".into(),
     }
+}
+
+fn per_second(v: f64) -> String {
+    format!("{v:.0}/s")
 }
 
 fn kpps(v: f64) -> String {
@@ -815,7 +791,7 @@ fn report(
         "|---|---|---|---|---|---|---|---|---|{}",
         if kvm_col { "---|" } else { "" }
     )?;
-    let figures: [FigureSpec; 3] = [
+    let figures: [FigureSpec; 4] = [
         ("UDP 64 B received packets/s", |f| f.pps, kpps),
         ("TCP throughput", |f| f.gbps, gbit),
         (
@@ -823,6 +799,7 @@ fn report(
             |f| f.served,
             percent,
         ),
+        ("TCP connections/s", |f| f.cps, per_second),
     ];
     let mut failures: Vec<String> = partial.to_vec();
     let mut note = |what: String, o: &Outcome| {
@@ -964,43 +941,6 @@ pub(crate) fn host_kernel() -> String {
 mod tests {
     use super::*;
 
-    const UDP_REPORT: &str = r#"{"start":{},"intervals":[{"sum":{"bytes":1}}],
-      "end":{"sum":{"bytes":12303360,"packets":192240},
-      "sum_sent":{"start":0,"bytes":12303360,"seconds":2.000095},
-      "sum_received":{"start":0,"end":2.000202,"seconds":2.000202,"bytes":5456832,"bits_per_second":2.1825123e7,"sender":false}}}"#;
-
-    #[test]
-    fn iperf3_report_numbers() {
-        assert_eq!(
-            json_number(UDP_REPORT, "sum_received", "bytes"),
-            Some(5456832.0)
-        );
-        assert_eq!(
-            json_number(UDP_REPORT, "sum_received", "seconds"),
-            Some(2.000202)
-        );
-        assert_eq!(
-            json_number(UDP_REPORT, "sum_received", "bits_per_second"),
-            Some(2.1825123e7)
-        );
-        assert_eq!(json_number(UDP_REPORT, "sum_received", "missing"), None);
-        assert_eq!(json_number("{}", "sum_received", "bytes"), None);
-        assert_eq!(
-            json_number("\"sum_received\"", "sum_received", "bytes"),
-            None
-        );
-    }
-
-    #[test]
-    fn iperf3_error() {
-        let j = r#"{"start":{}, "error": "unable to connect to server: Connection refused"}"#;
-        assert_eq!(
-            json_string(j, "error").as_deref(),
-            Some("unable to connect to server: Connection refused")
-        );
-        assert_eq!(json_string("{}", "error"), None);
-    }
-
     #[test]
     fn linux_guest_command_lines() {
         let dr = Net::new(Mode::Dr);
@@ -1038,6 +978,7 @@ mod tests {
                 pps,
                 gbps,
                 served: f64::NAN,
+                cps: pps,
             })
         };
         let (all, note) = combine(&[f(3.0, 0.1), f(1.0, 0.3), f(2.0, 0.2)]);

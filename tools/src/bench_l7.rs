@@ -15,12 +15,10 @@
 //!   the appliance's preallocated table bytes per connection plus its heap
 //!   growth, and HAProxy's resident memory growth.
 
-use crate::bench_l4::{
-    Iperf3Server, PORT as IPERF_PORT, cpu_model, host_kernel, iperf3_tcp, load_average, median,
-    wait_path,
-};
+use crate::bench_l4::{cpu_model, host_kernel, iperf3_tcp, load_average, median, wait_path};
 use crate::console::Appliance;
 use crate::debian::{self, DebianGuest};
+use crate::iperf3::{PORT as IPERF_PORT, Server as Iperf3Server};
 use crate::lab::{Host, Lab};
 use crate::qemu::{Accel, Backend, Boot, Machine, Nic};
 use anyhow::{Context, Result, bail};

@@ -108,6 +108,12 @@ enum Cmd {
         #[command(subcommand)]
         which: BenchCmd,
     },
+    /// Traffic peers the benchmarks (`bench l4`, `bench l7`) run inside the lab's namespaces.
+    #[command(hide = true)]
+    Peer {
+        #[command(subcommand)]
+        which: PeerCmd,
+    },
     /// Install what the tests need, then run the whole test suite.
     Test {
         /// Also run the long tests (floods, soaks: `#[ignore = "long: ..."]`).
@@ -116,12 +122,6 @@ enum Cmd {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
-    },
-    /// Benchmark traffic, run by `bench l7` inside its lab namespaces.
-    #[command(hide = true)]
-    Peer {
-        #[command(subcommand)]
-        which: PeerCmd,
     },
 }
 
@@ -163,6 +163,24 @@ enum PeerCmd {
         #[arg(long)]
         count: usize,
         #[arg(long)]
+        seconds: f64,
+    },
+    /// Answer each TCP connection with one byte, then close it.
+    ConnServer {
+        #[arg(long)]
+        port: u16,
+        /// Seconds before the server exits by itself.
+        #[arg(long, default_value_t = 600)]
+        lifetime: u64,
+    },
+    /// Open short connections for a while and print how many completed.
+    ConnClient {
+        /// ADDRESS:PORT
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
 }
@@ -584,6 +602,20 @@ fn peer(which: PeerCmd) -> Result<()> {
             count,
             seconds,
         } => loadgen::hold(&[target], count, seconds),
+        PeerCmd::ConnServer { port, lifetime } => {
+            tools::connrate::serve(port, Duration::from_secs(lifetime))
+        }
+        PeerCmd::ConnClient {
+            target,
+            workers,
+            seconds,
+        } => {
+            println!(
+                "{}",
+                tools::connrate::client(target, workers, seconds).line()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -121,11 +121,33 @@ pub struct Nic {
     pub mac: Option<String>,
 }
 
+/// virtio-net with every checksum and segmentation offload off: the guest
+/// sends and receives whole, checksummed frames of at most the MTU.
+pub const VIRTIO_NO_OFFLOADS: &str = "virtio-net-pci,csum=off,guest_csum=off,gso=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off";
+
 impl Nic {
+    /// A NIC of QEMU device `model` (`e1000`, `e1000e`, `vmxnet3`, `tulip`, ...).
+    pub fn model(model: &str, backend: Backend) -> Nic {
+        Nic {
+            backend,
+            model: model.into(),
+            mac: None,
+        }
+    }
+
     pub fn virtio(backend: Backend) -> Nic {
         Nic {
             backend,
             model: "virtio-net-pci".into(),
+            mac: None,
+        }
+    }
+
+    /// virtio-net without offloads ([`VIRTIO_NO_OFFLOADS`]).
+    pub fn virtio_without_offloads(backend: Backend) -> Nic {
+        Nic {
+            backend,
+            model: VIRTIO_NO_OFFLOADS.into(),
             mac: None,
         }
     }
@@ -151,6 +173,10 @@ pub struct Machine {
     /// Raw disk images, attached as virtio-blk in this order (the first
     /// one holds the config store).
     pub disks: Vec<PathBuf>,
+    /// `pc` (i440fx: PCI configuration by I/O ports) instead of `q35`.
+    pub pc: bool,
+    /// A QMP socket to listen on (see [`crate::qmp`]).
+    pub qmp: Option<PathBuf>,
 }
 
 /// OVMF firmware image (a single combined file is the simplest for `-bios`).
@@ -173,6 +199,8 @@ impl Machine {
             nics: Vec::new(),
             serial: Serial::Stdout,
             disks: Vec::new(),
+            pc: false,
+            qmp: None,
         }
     }
 
@@ -182,7 +210,7 @@ impl Machine {
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&[
             "-machine",
-            "q35",
+            if self.pc { "pc" } else { "q35" },
             "-nodefaults",
             "-no-user-config",
             "-display",
@@ -200,6 +228,9 @@ impl Machine {
         match &self.serial {
             Serial::Terminal => push(&["-serial", "mon:stdio"]),
             Serial::Stdout => push(&["-serial", "stdio", "-monitor", "none"]),
+        }
+        if let Some(q) = &self.qmp {
+            push(&["-qmp", &format!("unix:{},server=on,wait=off", path(q))]);
         }
         match &self.boot {
             Boot::Kernel {

@@ -49,19 +49,46 @@ pub fn snapshot(dp: &Datapath, nics: &Nics) -> Status {
     st.version = String::from(crate::VERSION);
     st.uptime_s = time::now_us() / 1_000_000;
     st.serial = crate::running::get().management.serial;
+    let irq = |i: usize| crate::interrupts::COUNTS[i].load(core::sync::atomic::Ordering::Relaxed);
+    st.details.push(format!(
+        "interrupts: timer={} nic-msg={} nic-line={}",
+        irq(0),
+        irq(1),
+        irq(2)
+    ));
     for i in 0..nics.len() {
-        let n = nics.with(i, |n| n.stats);
+        let (n, model, up) = nics.with(i, |n| (n.stats, n.model(), n.link_up()));
         st.details.push(format!(
-            "nic eth{i} rx={} tx={} consumed={} redirected={} dropped={} errors={}",
-            n.rx_frames, n.tx_frames, n.rx_consumed, n.rx_redirected, n.dropped, n.errors
+            "nic eth{i} {model} link={} rx={} rx-super={} tx={} tx-super={} segmented={} sw-csum={} consumed={} redirected={} stack-full={} no-stack={} tx-full={} tx-invalid={} errors={}",
+            if up { "up" } else { "down" },
+            n.rx_frames,
+            n.rx_super_frames,
+            n.tx_frames,
+            n.tx_super_frames,
+            n.tx_segmented,
+            n.sw_checksums,
+            n.rx_consumed,
+            n.rx_redirected,
+            n.stack_full,
+            n.no_stack,
+            n.tx_full,
+            n.tx_invalid,
+            n.errors
         ));
         let nic = format!("eth{i}");
         for (what, v) in [
             ("rx", n.rx_frames),
+            ("rx_super", n.rx_super_frames),
             ("tx", n.tx_frames),
+            ("tx_super", n.tx_super_frames),
+            ("segmented", n.tx_segmented),
+            ("sw_checksum", n.sw_checksums),
             ("consumed", n.rx_consumed),
             ("redirected", n.rx_redirected),
-            ("dropped", n.dropped),
+            ("stack_full", n.stack_full),
+            ("no_stack", n.no_stack),
+            ("tx_full", n.tx_full),
+            ("tx_invalid", n.tx_invalid),
             ("errors", n.errors),
         ] {
             st.metrics.push(Sample::new(
@@ -70,6 +97,11 @@ pub fn snapshot(dp: &Datapath, nics: &Nics) -> Status {
                 v,
             ));
         }
+        st.metrics.push(Sample::new(
+            "lbmed_nic_link_up",
+            &[("nic", &nic), ("model", model)],
+            u64::from(up),
+        ));
     }
     let c = critical_section::with(|cs| COUNTERS.borrow_ref(cs).clone());
     st.details.push(format!(

@@ -4,7 +4,9 @@
 //! back in on the other NIC, as a neighbour would answer.
 //!
 //! Input: a sequence of operations, each one control byte and its operands:
-//! * `c % 4 == 0`: a raw frame on NIC `c >> 2 & 1` of `2 × next byte` bytes;
+//! * `c % 4 == 0`: a raw frame on NIC `c >> 2 & 1` of `2 × next byte` bytes,
+//!   with offload metadata chosen by `c >> 3` (none, a partial TCP checksum,
+//!   a super-frame, or fields from the next bytes);
 //! * `c % 4 == 1`: a valid frame (ARP for a VIP or our address, an ARP
 //!   answer from a real server or the gateway, a SYN to the DR or NAT VIP,
 //!   a segment of that flow, a server's reply, a ping to us, routed UDP, a
@@ -21,7 +23,8 @@ use lb_core::config::from_toml;
 use lb_core::datapath::arp::Arp;
 use lb_core::datapath::{Datapath, MIN_FRAME, Recorder, Setup, Verdict};
 use lb_core::flow::Endpoint;
-use lb_core::frame::build;
+use lb_core::frame::offload::{Segmenter, complete_checksum};
+use lb_core::frame::{Gso, L4Checksum, Offload, build};
 use lb_core::time::Instant;
 use libfuzzer_sys::fuzz_target;
 
@@ -119,17 +122,62 @@ fn deliver(
     tx: &mut Recorder,
     nic: usize,
     frame: &mut [u8],
+    offload: &Offload,
     now: Instant,
 ) -> Verdict {
-    let v = dp.on_frame(nic, frame, now, tx);
+    let v = dp.on_frame_offloaded(nic, frame, offload, now, tx);
     if let Verdict::Transmit(out) = v {
         assert!(out < MACS.len(), "forwarded to NIC {out}");
         assert!(
             MACS.iter().any(|m| frame[6..12] == *m),
             "forwarded frame's source MAC"
         );
+        // What is forwarded with offload metadata must be finishable by a
+        // NIC (or by the software fallback).
+        if let Some(gso) = offload.gso {
+            assert!(Segmenter::new(frame, gso).is_ok(), "unsegmentable super-frame forwarded");
+        }
+        if let L4Checksum::Partial { start, offset } = offload.checksum {
+            let mut copy = frame.to_vec();
+            assert!(complete_checksum(&mut copy, start, offset).is_ok(), "bad partial checksum forwarded");
+        }
     }
     v
+}
+
+/// Offload metadata number `which`, fields from `a` and `b`.
+fn offload(which: u8, a: u8, b: u8) -> Offload {
+    let tcp = L4Checksum::Partial {
+        start: 34,
+        offset: 16,
+    };
+    match which % 5 {
+        0 => Offload::NONE,
+        1 => Offload {
+            checksum: tcp,
+            gso: None,
+        },
+        2 => Offload {
+            checksum: tcp,
+            gso: Some(Gso {
+                mss: u16::from(a) * 8,
+            }),
+        },
+        3 => Offload {
+            checksum: L4Checksum::Partial {
+                start: u16::from(a),
+                offset: u16::from(b),
+            },
+            gso: None,
+        },
+        _ => Offload {
+            checksum: L4Checksum::Partial {
+                start: u16::from(a),
+                offset: 6,
+            },
+            gso: Some(Gso { mss: u16::from(b) }),
+        },
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -154,10 +202,11 @@ fuzz_target!(|data: &[u8]| {
                 let mut f = data[start..end].to_vec();
                 i = end;
                 let nic = usize::from(c >> 2 & 1);
-                let v = deliver(&mut dp, &mut tx, nic, &mut f, now);
+                let o = offload(c >> 3, arg(&mut i), arg(&mut i));
+                let v = deliver(&mut dp, &mut tx, nic, &mut f, &o, now);
                 if let (Verdict::Transmit(out), true) = (v, echoes < 64) {
                     echoes += 1;
-                    deliver(&mut dp, &mut tx, out ^ 1, &mut f, now);
+                    deliver(&mut dp, &mut tx, out ^ 1, &mut f, &o, now);
                 }
             }
             1 => {
@@ -168,7 +217,7 @@ fuzz_target!(|data: &[u8]| {
                     let len = f.len();
                     f[k % len] ^= b;
                 }
-                deliver(&mut dp, &mut tx, nic, &mut f, now);
+                deliver(&mut dp, &mut tx, nic, &mut f, &Offload::NONE, now);
             }
             2 => {
                 now = Instant(now.0 + u64::from(c >> 2) * 100);
@@ -191,7 +240,7 @@ fuzz_target!(|data: &[u8]| {
         for (nic, mut f) in out.into_iter().take(4) {
             if echoes < 64 {
                 echoes += 1;
-                deliver(&mut dp, &mut tx, nic ^ 1, &mut f, now);
+                deliver(&mut dp, &mut tx, nic ^ 1, &mut f, &Offload::NONE, now);
             }
         }
         tx.frames.clear();

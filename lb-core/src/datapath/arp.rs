@@ -412,6 +412,88 @@ impl ArpCache {
     }
 }
 
+/// How long the forwarding path trusts a next hop's MAC from
+/// [`NextHops`] before asking the neighbour cache again (which also decides
+/// when to send a refreshing request).
+pub const NEXT_HOP_MS: u64 = 1000;
+/// Slots of [`NextHops`] (a power of two).
+const NEXT_HOP_SLOTS: usize = 256;
+
+/// The MACs of recently used (NIC, next hop) pairs, in front of the
+/// [`ArpCache`] for forwarded frames: one multiply-and-shift and one
+/// compare per frame instead of a walk down the neighbour tree.
+///
+/// Direct-mapped: two hops that share a slot evict each other (a miss
+/// only costs the tree lookup). An entry lives at most [`NEXT_HOP_MS`],
+/// and [`NextHops::forget`] drops it at once when ARP learns a new MAC for
+/// the address, so a moved server or gateway is followed without delay.
+#[derive(Debug)]
+pub struct NextHops {
+    slots: Vec<Option<NextHop>>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct NextHop {
+    nic: usize,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    until: Instant,
+}
+
+impl Default for NextHops {
+    fn default() -> Self {
+        NextHops {
+            slots: alloc::vec![None; NEXT_HOP_SLOTS],
+            hits: 0,
+            misses: 0,
+        }
+    }
+}
+
+fn slot(nic: usize, ip: Ipv4Addr) -> usize {
+    let k = u64::from(u32::from(ip)) ^ ((nic as u64) << 32);
+    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % NEXT_HOP_SLOTS
+}
+
+impl NextHops {
+    /// The MAC of `ip` through `nic`, if cached and not older than
+    /// [`NEXT_HOP_MS`].
+    pub fn get(&mut self, nic: usize, ip: Ipv4Addr, now: Instant) -> Option<[u8; 6]> {
+        match self.slots[slot(nic, ip)] {
+            Some(h) if h.nic == nic && h.ip == ip && now.0 < h.until.0 => {
+                self.hits += 1;
+                Some(h.mac)
+            }
+            _ => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Caches `mac` for `ip` through `nic` (the neighbour cache just
+    /// confirmed it).
+    pub fn put(&mut self, nic: usize, ip: Ipv4Addr, mac: [u8; 6], now: Instant) {
+        self.slots[slot(nic, ip)] = Some(NextHop {
+            nic,
+            ip,
+            mac,
+            until: Instant(now.0.saturating_add(NEXT_HOP_MS)),
+        });
+    }
+
+    /// Drops whatever is cached for `ip` (on every NIC).
+    pub fn forget(&mut self, ip: Ipv4Addr) {
+        for h in self.slots.iter_mut() {
+            if h.is_some_and(|h| h.ip == ip) {
+                *h = None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,5 +653,20 @@ mod tests {
         assert!(c.is_empty());
         c.learn(0, IP_A, BROADCAST, Instant(0), true);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn next_hops_expire_and_forget() {
+        let mut h = NextHops::default();
+        let ip = Ipv4Addr::new(10, 0, 0, 7);
+        assert_eq!(h.get(1, ip, Instant(0)), None);
+        h.put(1, ip, MAC_A, Instant(0));
+        assert_eq!(h.get(1, ip, Instant(10)), Some(MAC_A));
+        assert_eq!(h.get(0, ip, Instant(10)), None, "per NIC");
+        assert_eq!(h.get(1, ip, Instant(NEXT_HOP_MS)), None, "expired");
+        h.put(1, ip, MAC_A, Instant(0));
+        h.forget(ip);
+        assert_eq!(h.get(1, ip, Instant(1)), None);
+        assert_eq!((h.hits, h.misses), (1, 4));
     }
 }

@@ -43,14 +43,14 @@ use smoltcp::wire::EthernetAddress;
 
 use crate::config::{Config, Forwarding, Interface};
 use crate::engine::{Capacities, Decision, Engine};
-use crate::frame::{ETHERNET_HEADER_LEN, set_macs};
+use crate::frame::{ETHERNET_HEADER_LEN, L4Checksum, Offload, offload, set_macs};
 use crate::health::board::{Board, Change, Job};
 use crate::health::{AgentReply, Verdict as CheckVerdict};
 use crate::log::Log;
 use crate::mgmt::allow::{self, AllowList};
 use crate::mgmt::events::{Category, Outbox, Severity};
 use crate::time::{Duration, Instant};
-use arp::{Arp, ArpCache, Resolve};
+use arp::{Arp, ArpCache, NextHops, Resolve};
 
 /// Neighbour cache size: real servers, clients of NAT/SNAT flows, gateway.
 pub const ARP_CAPACITY: usize = 1024;
@@ -146,6 +146,9 @@ pub struct PathStats {
     pub arp_conflicts: u64,
     /// Pings to VIPs and floating addresses answered.
     pub owned_echo_replies: u64,
+    /// TCP super-frames dropped because their next hop was unresolved (the
+    /// ARP queue keeps whole frames only; TCP sends the data again).
+    pub super_frames_unqueued: u64,
 }
 
 /// Shortest time between two reports of the same trouble (ARP conflicts,
@@ -202,6 +205,8 @@ pub struct Datapath {
     /// blob was rejected.
     pub config: Config,
     pub arp: ArpCache,
+    /// MACs of next hops in use, in front of `arp` for forwarded frames.
+    pub next_hops: NextHops,
     pub stats: PathStats,
     /// Console lines for the caller to print.
     pub log: Log,
@@ -252,6 +257,21 @@ fn apply(engine: &mut Engine, events: &mut Outbox, change: Change) {
             Severity::Notice
         };
         events.push(severity, Category::Health, text);
+    }
+}
+
+/// Makes a forwarded frame fit to wait in the ARP queue, which keeps
+/// bytes without offload metadata: a partial checksum is completed in
+/// place. False for a TCP super-frame (too big to queue whole).
+fn whole_for_queue(frame: &mut [u8], offload: &Offload) -> bool {
+    if offload.gso.is_some() {
+        return false;
+    }
+    match offload.checksum {
+        L4Checksum::Complete => true,
+        L4Checksum::Partial { start, offset } => {
+            offload::complete_checksum(frame, start, offset).is_ok()
+        }
     }
 }
 
@@ -363,6 +383,7 @@ impl Datapath {
             full_reported: (None, 0, 0),
             config,
             arp: ArpCache::new(ARP_CAPACITY),
+            next_hops: NextHops::default(),
             stats: PathStats::default(),
             log,
             board,
@@ -531,41 +552,84 @@ impl Datapath {
         now: Instant,
         tx: &mut T,
     ) -> Verdict {
+        self.on_frame_offloaded(nic, frame, &Offload::NONE, now, tx)
+    }
+
+    /// [`Datapath::on_frame`] for a frame with checksum/segmentation
+    /// offload metadata from its NIC (see [`crate::frame::offload`]). A
+    /// frame sent on by [`Verdict::Transmit`] keeps `offload` valid; one
+    /// that must wait for ARP is made whole first (its partial checksum
+    /// completed), since the queue keeps bytes only; a TCP super-frame that
+    /// would have to wait is dropped and counted instead.
+    pub fn on_frame_offloaded<T: Transmit>(
+        &mut self,
+        nic: usize,
+        frame: &mut [u8],
+        offload: &Offload,
+        now: Instant,
+        tx: &mut T,
+    ) -> Verdict {
         if let Some(a) = Arp::parse(frame) {
             return self.on_arp(nic, frame, &a, now, tx);
         }
         if let Some(v) = self.pair_frame(nic, frame, now, tx) {
             return v;
         }
-        let verdict = match self.engine.process(nic, frame, now) {
+        let verdict = match self.engine.process_offloaded(nic, frame, offload, now) {
             Decision::ToStack => self.for_stack(nic, frame, now, tx),
             Decision::Drop(_) | Decision::Consumed => Verdict::Consumed,
             Decision::Forward { nic: out, next_hop } => {
-                let Some(&src) = self.macs.get(out) else {
-                    self.stats.no_nic += 1;
-                    return Verdict::Consumed;
-                };
-                match self.arp.resolve(out, next_hop, frame, now) {
-                    Resolve::Known { mac, refresh } => {
-                        if refresh {
-                            self.send_request(tx, out, next_hop);
-                        }
-                        match set_macs(frame, EthernetAddress(mac), EthernetAddress(src)) {
-                            Ok(()) => Verdict::Transmit(out),
-                            Err(_) => Verdict::Consumed,
-                        }
-                    }
-                    Resolve::Pending { request, .. } => {
-                        if request {
-                            self.send_request(tx, out, next_hop);
-                        }
-                        Verdict::Consumed
-                    }
-                }
+                self.forward(out, next_hop, frame, offload, now, tx)
             }
         };
         self.send_outgoing(tx, now);
         verdict
+    }
+
+    /// Addresses a frame the engine forwards to `next_hop` out of NIC
+    /// `out`: the next-hop cache first, then the ARP cache; a frame whose
+    /// next hop is unresolved waits in the ARP queue.
+    fn forward<T: Transmit>(
+        &mut self,
+        out: usize,
+        next_hop: Ipv4Addr,
+        frame: &mut [u8],
+        offload: &Offload,
+        now: Instant,
+        tx: &mut T,
+    ) -> Verdict {
+        let Some(&src) = self.macs.get(out) else {
+            self.stats.no_nic += 1;
+            return Verdict::Consumed;
+        };
+        let mac = match self.next_hops.get(out, next_hop, now) {
+            Some(mac) => mac,
+            None => match self.arp.known(next_hop, now) {
+                Some((mac, refresh)) => {
+                    if refresh {
+                        self.send_request(tx, out, next_hop);
+                    }
+                    self.next_hops.put(out, next_hop, mac, now);
+                    mac
+                }
+                None => {
+                    if !whole_for_queue(frame, offload) {
+                        self.stats.super_frames_unqueued += 1;
+                        return Verdict::Consumed;
+                    }
+                    if let Resolve::Pending { request: true, .. } =
+                        self.arp.queue(out, next_hop, frame, now)
+                    {
+                        self.send_request(tx, out, next_hop);
+                    }
+                    return Verdict::Consumed;
+                }
+            },
+        };
+        match set_macs(frame, EthernetAddress(mac), EthernetAddress(src)) {
+            Ok(()) => Verdict::Transmit(out),
+            Err(_) => Verdict::Consumed,
+        }
     }
 
     /// Sends what the engine originated while handling a frame or a tick
@@ -627,6 +691,8 @@ impl Datapath {
             }
         }
         let create = asks_us || self.on_our_subnet(nic, a.sender_ip);
+        // Whatever the forwarding path cached for the sender may be stale now.
+        self.next_hops.forget(a.sender_ip);
         if let Some((out, frames)) = self.arp.learn(nic, a.sender_ip, a.sender_mac, now, create) {
             self.flush(tx, out, a.sender_mac, frames);
         }

@@ -705,3 +705,115 @@ fn a_full_connection_table_is_reported_with_what_it_refused() {
     dp.tick(Instant(63_000), &mut tx);
     assert!(dp.events.is_empty());
 }
+
+/// Checksums of a TCP frame (IPv4 and TCP), with smoltcp.
+fn tcp_checksums_ok(f: &[u8]) -> bool {
+    let ip = Ipv4Packet::new_checked(&f[ETHERNET_HEADER_LEN..]).unwrap();
+    let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+    ip.verify_checksum()
+        && tcp.verify_checksum(
+            &smoltcp::wire::IpAddress::Ipv4(ip.src_addr()),
+            &smoltcp::wire::IpAddress::Ipv4(ip.dst_addr()),
+        )
+}
+
+#[test]
+fn offloaded_frames_wait_for_arp_whole_and_super_frames_are_not_queued() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    // A NAT SYN with a partial checksum towards a server nobody resolved.
+    let mut f = syn(FAR_CLIENT, 40000, NAT_VIP, 104);
+    let o = build::partial(&mut f, None);
+    assert_eq!(
+        dp.on_frame_offloaded(0, &mut f, &o, Instant(1), &mut tx),
+        Verdict::Consumed
+    );
+    assert_eq!(dp.arp.queued(), 1);
+    let server = tx
+        .frames
+        .iter()
+        .find_map(|(_, f)| Arp::parse(f).map(|a| a.target_ip))
+        .expect("an ARP request for the server");
+    let srv = NAT_RS.iter().position(|s| *s == server).unwrap();
+    tx.frames.clear();
+    learn(&mut dp, &mut tx, 1, server, RS_MAC[srv]);
+    let (nic, sent) = &tx.frames[0];
+    assert_eq!((*nic, &sent[..6]), (1, &RS_MAC[srv][..]));
+    assert!(tcp_checksums_ok(sent), "released whole, checksum complete");
+
+    // Once resolved, a super-frame goes out in place, still offloaded.
+    let payload: Vec<u8> = (0..1448 * 8).map(|i| i as u8).collect();
+    let mut big = build::tcp(
+        Endpoint::new(FAR_CLIENT, 40000),
+        Endpoint::new(NAT_VIP, 104),
+        ACK,
+        &payload,
+    );
+    let o = build::partial(&mut big, Some(1448));
+    assert_eq!(
+        dp.on_frame_offloaded(0, &mut big, &o, Instant(2), &mut tx),
+        Verdict::Transmit(1)
+    );
+    // A super-frame for a flow whose next hop expired is dropped, counted.
+    let mut dp2 = datapath();
+    let mut f = syn(FAR_CLIENT, 40001, NAT_VIP, 104);
+    dp2.on_frame(0, &mut f, Instant(1), &mut tx);
+    let mut big = build::tcp(
+        Endpoint::new(FAR_CLIENT, 40001),
+        Endpoint::new(NAT_VIP, 104),
+        ACK,
+        &payload,
+    );
+    let o = build::partial(&mut big, Some(1448));
+    assert_eq!(
+        dp2.on_frame_offloaded(0, &mut big, &o, Instant(2), &mut tx),
+        Verdict::Consumed
+    );
+    assert_eq!(dp2.stats.super_frames_unqueued, 1);
+}
+
+#[test]
+fn next_hop_cache_follows_a_server_that_moved() {
+    let mut dp = datapath();
+    let mut tx = Recorder::default();
+    for (i, rs) in DR_RS.iter().enumerate() {
+        learn(&mut dp, &mut tx, 0, *rs, RS_MAC[i]);
+    }
+    let mut f = syn(CLIENT, 41000, DR_VIP, 104);
+    assert_eq!(
+        dp.on_frame(0, &mut f, Instant(10), &mut tx),
+        Verdict::Transmit(0)
+    );
+    let first = [f[0], f[1], f[2], f[3], f[4], f[5]];
+    let srv = RS_MAC.iter().position(|m| *m == first).unwrap();
+    // More segments of the flow hit the cache.
+    for t in 11..20 {
+        let mut g = build::tcp(
+            Endpoint::new(CLIENT, 41000),
+            Endpoint::new(DR_VIP, 104),
+            ACK,
+            b"x",
+        );
+        assert_eq!(
+            dp.on_frame(0, &mut g, Instant(t), &mut tx),
+            Verdict::Transmit(0)
+        );
+        assert_eq!(&g[..6], &RS_MAC[srv]);
+    }
+    assert!(dp.next_hops.hits >= 9, "hits {}", dp.next_hops.hits);
+    // The server's MAC changes (a failover of its NIC): the next frame
+    // already goes to the new one.
+    let moved = [2, 0, 0, 0, 0, 0xee];
+    learn(&mut dp, &mut tx, 0, DR_RS[srv], moved);
+    let mut g = build::tcp(
+        Endpoint::new(CLIENT, 41000),
+        Endpoint::new(DR_VIP, 104),
+        ACK,
+        b"y",
+    );
+    assert_eq!(
+        dp.on_frame(0, &mut g, Instant(21), &mut tx),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(&g[..6], &moved);
+}

@@ -773,6 +773,7 @@ fn help(name: &str) -> &'static str {
         "lbmed_table_entries" => "Entries in use in a bounded table.",
         "lbmed_table_capacity" => "Capacity of a bounded table.",
         "lbmed_nic_frames_total" => "Frames through a network card, by direction and outcome.",
+        "lbmed_nic_link_up" => "1 when the network card's link is up.",
         "lbmed_management_applied_total" => "Signed uploads and commands applied.",
         "lbmed_management_rejected_total" => "Signed uploads and commands rejected, by reason.",
         "lbmed_management_not_allowed_total" => {
