@@ -37,12 +37,17 @@ pub const BOOT: GuestSpec = GuestSpec {
     programs: &[],
 };
 
-/// The L4 benchmark's guest: IPVS with the round-robin scheduler and
-/// nftables masquerading (all loaded up front: there is no modprobe for the
-/// kernel to call), `ipvsadm` and `nft`.
+/// The L4 benchmark's guest: the other NIC models' drivers (for `--nic`),
+/// IPVS with the round-robin scheduler and nftables masquerading (all
+/// loaded up front: there is no modprobe for the kernel to call),
+/// `ipvsadm` and `nft`.
 pub const L4: GuestSpec = GuestSpec {
     name: "l4",
     modules: &[
+        "e1000",
+        "e1000e",
+        "vmxnet3",
+        "tulip",
         "ip_vs",
         "ip_vs_rr",
         "nf_tables",

@@ -316,6 +316,10 @@ enum BenchCmd {
         /// NIC checksum/segmentation offloads: on (QEMU's default) or off.
         #[arg(long, default_value = "on")]
         offloads: String,
+        /// QEMU NIC model of both VMs: virtio-net-pci, e1000, e1000e,
+        /// vmxnet3 or tulip.
+        #[arg(long, default_value = "virtio-net-pci")]
+        nic: String,
         /// Appliance kernel ELF to measure instead of building one.
         #[arg(long)]
         kernel: Option<PathBuf>,
@@ -506,6 +510,7 @@ fn main() -> Result<()> {
                     runs,
                     also_kvm,
                     offloads,
+                    nic,
                     kernel,
                     flood_seconds,
                 },
@@ -537,6 +542,7 @@ fn main() -> Result<()> {
                 runs,
                 also_kvm,
                 offloads,
+                nic,
                 flood_seconds,
                 command,
             })?;
