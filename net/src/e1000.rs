@@ -22,8 +22,7 @@
 
 use crate::device::{DeviceStats, Features, NicDevice};
 use crate::dma::{BufSize, DmaBuf, Packet};
-use crate::mmio::{DescRing, Mmio, frame_addr};
-use alloc::vec::Vec;
+use crate::mmio::{DescRing, Mmio, Slots};
 use lb_core::frame::Offload;
 use virtio_drivers::{BufferDirection, Hal};
 
@@ -127,19 +126,8 @@ pub struct E1000<H: Hal> {
     mac: [u8; 6],
     rx: DescRing<H>,
     tx: DescRing<H>,
-    rx_bufs: Vec<Option<DmaBuf>>,
-    tx_bufs: Vec<Option<DmaBuf>>,
-    /// Next receive descriptor to look at, next one to fill, and how many the device holds.
-    rx_next: usize,
-    rx_tail: usize,
-    rx_held: usize,
-    /// Next transmit descriptor to reclaim, next to fill, and how many are queued.
-    tx_next: usize,
-    tx_tail: usize,
-    tx_held: usize,
-    /// Tails last written to the device.
-    rx_tail_written: usize,
-    tx_tail_written: usize,
+    rx_slots: Slots<H>,
+    tx_slots: Slots<H>,
     armed: bool,
     link_up: bool,
     stats: DeviceStats,
@@ -175,19 +163,11 @@ impl<H: Hal> E1000<H> {
         let mut dev = E1000 {
             rx: DescRing::new(RING, 16),
             tx: DescRing::new(RING, 16),
-            rx_bufs: (0..RING).map(|_| None).collect(),
-            tx_bufs: (0..RING).map(|_| None).collect(),
+            rx_slots: Slots::new(RING, BufferDirection::DeviceToDriver),
+            tx_slots: Slots::new(RING, BufferDirection::DriverToDevice),
             regs,
             model,
             mac,
-            rx_next: 0,
-            rx_tail: 0,
-            rx_held: 0,
-            tx_next: 0,
-            tx_tail: 0,
-            tx_held: 0,
-            rx_tail_written: 0,
-            tx_tail_written: 0,
             armed: false,
             link_up: false,
             stats: DeviceStats::default(),
@@ -285,28 +265,20 @@ impl<H: Hal> NicDevice for E1000<H> {
 
     fn receive(&mut self) -> Option<Packet> {
         loop {
-            if self.rx_held == 0 {
+            if self.rx_slots.held() == 0 {
                 return None;
             }
-            let i = self.rx_next;
-            let word = self.rx.read32(i, 8);
-            let (len, status, errors) = (
-                word as u16,
-                self.rx.read32(i, 12) as u8,
-                (self.rx.read32(i, 12) >> 8) as u8,
-            );
+            let i = self.rx_slots.head();
+            let status_word = self.rx.read32(i, 12);
+            let (status, errors) = (status_word as u8, (status_word >> 8) as u8);
             if status & RX_DD == 0 {
                 return None;
             }
-            self.rx_next = (i + 1) % RING;
-            self.rx_held -= 1;
-            let Some(buf) = self.rx_bufs[i].take() else {
+            let len = usize::from(self.rx.read32(i, 8) as u16);
+            let Some((_, Some(buf))) = self.rx_slots.pop() else {
                 self.stats.errors += 1;
                 continue;
             };
-            // SAFETY: shared in `post_rx`; the device is done with it.
-            unsafe { H::unshare(0, buf.raw(), BufferDirection::DeviceToDriver) };
-            let len = usize::from(len);
             if status & RX_EOP == 0 || errors != 0 || !(14..=RX_BUF).contains(&len) {
                 self.stats.errors += 1;
                 if let Err(b) = self.post_rx(buf) {
@@ -324,92 +296,75 @@ impl<H: Hal> NicDevice for E1000<H> {
 
     fn rx_room(&self) -> usize {
         // One descriptor stays empty: head == tail means "device holds none".
-        RING - 1 - self.rx_held
+        self.rx_slots.room(1)
     }
 
     fn post_rx(&mut self, buf: DmaBuf) -> Result<(), DmaBuf> {
         if self.rx_room() == 0 || buf.size() != BufSize::Small {
             return Err(buf);
         }
-        let i = self.rx_tail;
-        let addr = frame_addr::<H>(&buf, BufferDirection::DeviceToDriver);
+        let (i, addr) = self.rx_slots.push(buf)?;
         self.rx.write64(i, 0, addr);
         self.rx.write64(i, 8, 0);
-        self.rx_bufs[i] = Some(buf);
-        self.rx_tail = (i + 1) % RING;
-        self.rx_held += 1;
         Ok(())
     }
 
     fn tx_room(&self) -> usize {
-        RING - 1 - self.tx_held
+        self.tx_slots.room(1)
     }
 
     fn transmit(&mut self, pkt: Packet) -> Result<(), Packet> {
         if self.tx_room() == 0 || pkt.offload != Offload::NONE || pkt.len > 16288 {
             return Err(pkt);
         }
-        let i = self.tx_tail;
-        let addr = frame_addr::<H>(&pkt.buf, BufferDirection::DriverToDevice);
+        let len = pkt.len as u32;
+        let (i, addr) = self.tx_slots.push(pkt.buf).map_err(|buf| Packet {
+            buf,
+            len: len as usize,
+            offload: Offload::NONE,
+        })?;
         self.tx.write64(i, 0, addr);
         self.tx.write32(i, 12, 0);
         self.tx
-            .write32(i, 8, pkt.len as u32 | TX_CMD_EOP | TX_CMD_IFCS | TX_CMD_RS);
-        self.tx_bufs[i] = Some(pkt.buf);
-        self.tx_tail = (i + 1) % RING;
-        self.tx_held += 1;
+            .write32(i, 8, len | TX_CMD_EOP | TX_CMD_IFCS | TX_CMD_RS);
         Ok(())
     }
 
     fn reclaim_tx(&mut self, done: &mut dyn FnMut(DmaBuf)) {
-        while self.tx_held > 0 && self.tx_next != self.tx_tail_written {
-            let i = self.tx_next;
-            if self.tx.read32(i, 12) & TX_DD == 0 {
-                return;
-            }
-            self.tx_next = (i + 1) % RING;
-            self.tx_held -= 1;
-            match self.tx_bufs[i].take() {
-                Some(b) => {
-                    // SAFETY: shared in `transmit`; the device is done with it.
-                    unsafe { H::unshare(0, b.raw(), BufferDirection::DriverToDevice) };
-                    done(b);
-                }
-                None => self.stats.errors += 1,
+        while self.tx_pending() {
+            match self.tx_slots.pop() {
+                Some((_, Some(b))) => done(b),
+                _ => self.stats.errors += 1,
             }
         }
     }
 
     fn flush(&mut self) {
-        if self.tx_tail != self.tx_tail_written {
-            // Descriptors before the tail (x86 keeps stores in order).
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
-            self.regs.write32(TDT, self.tx_tail as u32);
-            self.tx_tail_written = self.tx_tail;
+        if let Some(t) = self.tx_slots.publish() {
+            self.regs.write32(TDT, t as u32);
             self.stats.kicks += 1;
         }
-        if self.rx_tail != self.rx_tail_written {
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
-            self.regs.write32(RDT, self.rx_tail as u32);
-            self.rx_tail_written = self.rx_tail;
+        if let Some(t) = self.rx_slots.publish() {
+            self.regs.write32(RDT, t as u32);
             self.stats.kicks += 1;
         }
     }
 
     fn rx_pending(&self) -> bool {
-        self.rx_held > 0 && self.rx.read32(self.rx_next, 12) as u8 & RX_DD != 0
+        self.rx_slots.held() > 0 && self.rx.read32(self.rx_slots.head(), 12) as u8 & RX_DD != 0
     }
 
     fn tx_pending(&self) -> bool {
-        self.tx_held > 0
-            && self.tx_next != self.tx_tail_written
-            && self.tx.read32(self.tx_next, 12) & TX_DD != 0
+        let i = self.tx_slots.head();
+        self.tx_slots.held() > 0
+            && self.tx_slots.published_past(i)
+            && self.tx.read32(i, 12) & TX_DD != 0
     }
 
     fn arm(&mut self) -> bool {
         if !self.armed {
             let mut causes = ICR_RXT0 | ICR_RXO | ICR_RXDMT0 | ICR_LSC;
-            if self.tx_held > 0 {
+            if self.tx_slots.held() > 0 {
                 causes |= ICR_TXDW;
             }
             self.regs.write32(IMS, causes);

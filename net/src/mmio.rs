@@ -153,3 +153,103 @@ pub fn frame_addr<H: Hal>(buf: &crate::dma::DmaBuf, dir: BufferDirection) -> u64
     // device gives it back (see `crate::dma`).
     unsafe { H::share(region, dir) }
 }
+
+/// The buffers a device holds in one descriptor ring, oldest first, and
+/// the ring's tail as last told to the device: the bookkeeping every
+/// driver with a fixed ring of single-buffer descriptors shares.
+pub struct Slots<H: Hal> {
+    bufs: alloc::vec::Vec<Option<crate::dma::DmaBuf>>,
+    /// Oldest descriptor the device holds, next one to fill, how many it holds.
+    head: usize,
+    tail: usize,
+    held: usize,
+    /// Tail last written to the device's doorbell.
+    published: usize,
+    dir: BufferDirection,
+    _hal: core::marker::PhantomData<H>,
+}
+
+impl<H: Hal> Slots<H> {
+    /// `count` descriptors whose buffers the device reads (`DriverToDevice`)
+    /// or writes (`DeviceToDriver`).
+    pub fn new(count: usize, dir: BufferDirection) -> Slots<H> {
+        Slots {
+            bufs: (0..count).map(|_| None).collect(),
+            head: 0,
+            tail: 0,
+            held: 0,
+            published: 0,
+            dir,
+            _hal: core::marker::PhantomData,
+        }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The oldest descriptor the device holds (next to complete).
+    pub fn head(&self) -> usize {
+        self.head
+    }
+
+    /// The next descriptor to fill.
+    pub fn tail(&self) -> usize {
+        self.tail
+    }
+
+    /// Free descriptors, keeping `reserve` unused (rings whose head and
+    /// tail registers cannot tell full from empty keep one).
+    pub fn room(&self, reserve: usize) -> usize {
+        self.bufs.len().saturating_sub(reserve + self.held)
+    }
+
+    /// Takes `buf` into the tail descriptor and returns (its index, the
+    /// device address of its frame area) for the caller to write the
+    /// descriptor with; `None` (buffer back) if that descriptor is still held.
+    pub fn push(&mut self, buf: crate::dma::DmaBuf) -> Result<(usize, u64), crate::dma::DmaBuf> {
+        let i = self.tail;
+        if self.held == self.bufs.len() || self.bufs[i].is_some() {
+            return Err(buf);
+        }
+        let addr = frame_addr::<H>(&buf, self.dir);
+        self.bufs[i] = Some(buf);
+        self.tail = (i + 1) % self.bufs.len();
+        self.held += 1;
+        Ok((i, addr))
+    }
+
+    /// Gives back the oldest buffer (the device completed its descriptor):
+    /// (index, buffer), or `None` if the device holds none.
+    pub fn pop(&mut self) -> Option<(usize, Option<crate::dma::DmaBuf>)> {
+        if self.held == 0 {
+            return None;
+        }
+        let i = self.head;
+        self.head = (i + 1) % self.bufs.len();
+        self.held -= 1;
+        let buf = self.bufs[i].take();
+        if let Some(b) = &buf {
+            // SAFETY: shared by `push`; the device has completed the
+            // descriptor, so it no longer touches the buffer.
+            unsafe { H::unshare(0, b.raw(), self.dir) };
+        }
+        Some((i, buf))
+    }
+
+    /// The tail to write to the doorbell if it moved since the last call.
+    pub fn publish(&mut self) -> Option<usize> {
+        (self.tail != self.published).then(|| {
+            // Descriptors before the doorbell (x86 keeps stores in order;
+            // this keeps the compiler from reordering them).
+            core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+            self.published = self.tail;
+            self.tail
+        })
+    }
+
+    /// Whether descriptor `i` has been handed to the device (published).
+    pub fn published_past(&self, i: usize) -> bool {
+        i != self.published
+    }
+}

@@ -22,8 +22,7 @@
 
 use crate::device::{DeviceStats, Features, NicDevice, VRRP_MAC};
 use crate::dma::{BufSize, DmaBuf, Packet};
-use crate::mmio::{DescRing, Mmio, frame_addr};
-use alloc::vec::Vec;
+use crate::mmio::{DescRing, Mmio, Slots};
 use lb_core::frame::Offload;
 use virtio_drivers::{BufferDirection, Hal};
 
@@ -95,18 +94,8 @@ pub struct Tulip<H: Hal> {
     mac: [u8; 6],
     rx: DescRing<H>,
     tx: DescRing<H>,
-    rx_bufs: Vec<Option<DmaBuf>>,
-    tx_bufs: Vec<Option<DmaBuf>>,
-    rx_next: usize,
-    rx_tail: usize,
-    rx_held: usize,
-    tx_next: usize,
-    tx_tail: usize,
-    tx_held: usize,
-    /// Receive buffers posted since the last receive poll demand.
-    rx_posted: bool,
-    /// Frames queued since the last transmit poll demand.
-    tx_queued: bool,
+    rx_slots: Slots<H>,
+    tx_slots: Slots<H>,
     armed: bool,
     stats: DeviceStats,
 }
@@ -142,16 +131,8 @@ impl<H: Hal> Tulip<H> {
             mac,
             rx,
             tx,
-            rx_bufs: (0..RING).map(|_| None).collect(),
-            tx_bufs: (0..RING).map(|_| None).collect(),
-            rx_next: 0,
-            rx_tail: 0,
-            rx_held: 0,
-            tx_next: 0,
-            tx_tail: 0,
-            tx_held: 0,
-            rx_posted: false,
-            tx_queued: false,
+            rx_slots: Slots::new(RING, BufferDirection::DeviceToDriver),
+            tx_slots: Slots::new(RING, BufferDirection::DriverToDevice),
             armed: false,
             stats: DeviceStats::default(),
         };
@@ -171,12 +152,14 @@ impl<H: Hal> Tulip<H> {
                 entry[4 * w + 1] = a[2 * w + 1];
             }
         }
-        dev.queue_tx(setup, SETUP_LEN, TDES1_SET);
+        if dev.queue_tx(setup, SETUP_LEN, TDES1_SET).is_err() {
+            dev.stats.errors += 1;
+        }
         let r = &dev.regs;
         let mode = r.read32(csr(6)) & !(CSR6_PR | CSR6_PM | CSR6_IF | CSR6_OM | CSR6_RA);
         r.write32(csr(6), mode | CSR6_FD | CSR6_ST | CSR6_SR);
-        dev.tx_queued = false;
-        r.write32(csr(1), 1);
+        // Starting the transmitter fetches the setup frame.
+        dev.flush();
         dev
     }
 
@@ -214,9 +197,8 @@ impl<H: Hal> Tulip<H> {
         mac
     }
 
-    fn queue_tx(&mut self, buf: DmaBuf, len: usize, flags: u32) {
-        let i = self.tx_tail;
-        let addr = frame_addr::<H>(&buf, BufferDirection::DriverToDevice);
+    fn queue_tx(&mut self, buf: DmaBuf, len: usize, flags: u32) -> Result<(), DmaBuf> {
+        let (i, addr) = self.tx_slots.push(buf)?;
         let end = if i == RING - 1 { TDES1_TER } else { 0 };
         self.tx.write32(i, 8, addr as u32);
         self.tx.write32(i, 12, 0);
@@ -228,10 +210,7 @@ impl<H: Hal> Tulip<H> {
         // Ownership last: the chip may look at the descriptor at any time.
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
         self.tx.write32(i, 0, OWN);
-        self.tx_bufs[i] = Some(buf);
-        self.tx_tail = (i + 1) % RING;
-        self.tx_held += 1;
-        self.tx_queued = true;
+        Ok(())
     }
 }
 
@@ -258,26 +237,21 @@ impl<H: Hal> NicDevice for Tulip<H> {
 
     fn receive(&mut self) -> Option<Packet> {
         loop {
-            if self.rx_held == 0 {
+            if self.rx_slots.held() == 0 {
                 return None;
             }
-            let i = self.rx_next;
-            let status = self.rx.read32(i, 0);
+            let status = self.rx.read32(self.rx_slots.head(), 0);
             if status & OWN != 0 {
                 return None;
             }
-            self.rx_next = (i + 1) % RING;
-            self.rx_held -= 1;
-            let Some(buf) = self.rx_bufs[i].take() else {
+            let Some((_, Some(buf))) = self.rx_slots.pop() else {
                 self.stats.errors += 1;
                 continue;
             };
-            // SAFETY: shared in `post_rx`; the chip handed it back.
-            unsafe { H::unshare(0, buf.raw(), BufferDirection::DeviceToDriver) };
             let whole = status & (RDES0_FS | RDES0_LS) == RDES0_FS | RDES0_LS;
             // The frame length counts the 4-byte CRC.
             let len = (((status >> 16) & 0x3FFF) as usize).saturating_sub(4);
-            if !whole || status & ES != 0 || len < 14 || len > RX_BUF as usize {
+            if !whole || status & ES != 0 || !(14..=RX_BUF as usize).contains(&len) {
                 self.stats.errors += 1;
                 if let Err(b) = self.post_rx(buf) {
                     drop(b);
@@ -293,84 +267,72 @@ impl<H: Hal> NicDevice for Tulip<H> {
     }
 
     fn rx_room(&self) -> usize {
-        RING - self.rx_held
+        self.rx_slots.room(0)
     }
 
     fn post_rx(&mut self, buf: DmaBuf) -> Result<(), DmaBuf> {
-        if self.rx_room() == 0 || buf.size() != BufSize::Small {
+        if buf.size() != BufSize::Small {
             return Err(buf);
         }
-        let i = self.rx_tail;
-        let addr = frame_addr::<H>(&buf, BufferDirection::DeviceToDriver);
+        let (i, addr) = self.rx_slots.push(buf)?;
         let end = if i == RING - 1 { RDES1_RER } else { 0 };
         self.rx.write32(i, 8, addr as u32);
         self.rx.write32(i, 12, 0);
         self.rx.write32(i, 4, end | RX_BUF);
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
         self.rx.write32(i, 0, OWN);
-        self.rx_bufs[i] = Some(buf);
-        self.rx_tail = (i + 1) % RING;
-        self.rx_held += 1;
-        self.rx_posted = true;
         Ok(())
     }
 
     fn tx_room(&self) -> usize {
-        RING - self.tx_held
+        self.tx_slots.room(0)
     }
 
     fn transmit(&mut self, pkt: Packet) -> Result<(), Packet> {
-        if self.tx_room() == 0 || pkt.offload != Offload::NONE || pkt.len > 2047 {
+        if pkt.offload != Offload::NONE || pkt.len > 2047 {
             return Err(pkt);
         }
-        self.queue_tx(pkt.buf, pkt.len, 0);
-        Ok(())
+        let len = pkt.len;
+        self.queue_tx(pkt.buf, len, 0).map_err(|buf| Packet {
+            buf,
+            len,
+            offload: Offload::NONE,
+        })
     }
 
     fn reclaim_tx(&mut self, done: &mut dyn FnMut(DmaBuf)) {
-        while self.tx_held > 0 {
-            let i = self.tx_next;
-            if self.tx.read32(i, 0) & OWN != 0 {
-                return;
-            }
-            self.tx_next = (i + 1) % RING;
-            self.tx_held -= 1;
-            match self.tx_bufs[i].take() {
-                Some(b) => {
-                    // SAFETY: shared in `queue_tx`; the chip is done with it.
-                    unsafe { H::unshare(0, b.raw(), BufferDirection::DriverToDevice) };
-                    done(b);
-                }
-                None => self.stats.errors += 1,
+        while self.tx_pending() {
+            match self.tx_slots.pop() {
+                Some((_, Some(b))) => done(b),
+                _ => self.stats.errors += 1,
             }
         }
     }
 
     fn flush(&mut self) {
-        if self.tx_queued {
+        // Poll demands: the chip looks at its rings again.
+        if self.tx_slots.publish().is_some() {
             self.regs.write32(csr(1), 1);
-            self.tx_queued = false;
             self.stats.kicks += 1;
         }
-        if self.rx_posted {
+        if self.rx_slots.publish().is_some() {
             self.regs.write32(csr(2), 1);
-            self.rx_posted = false;
             self.stats.kicks += 1;
         }
     }
 
     fn rx_pending(&self) -> bool {
-        self.rx_held > 0 && self.rx.read32(self.rx_next, 0) & OWN == 0
+        self.rx_slots.held() > 0 && self.rx.read32(self.rx_slots.head(), 0) & OWN == 0
     }
 
     fn tx_pending(&self) -> bool {
-        self.tx_held > 0 && self.tx.read32(self.tx_next, 0) & OWN == 0
+        self.tx_slots.held() > 0 && self.tx.read32(self.tx_slots.head(), 0) & OWN == 0
     }
 
     fn arm(&mut self) -> bool {
         if !self.armed {
             let mut enable = CSR5_NIS | CSR5_AIS | CSR5_RI | CSR5_RU;
-            if self.tx_held > 0 {
+            if self.tx_slots.held() > 0 {
                 enable |= CSR5_TI | CSR5_TU;
             }
             self.regs.write32(csr(7), enable);

@@ -20,8 +20,7 @@
 
 use crate::device::{DeviceStats, Features, NicDevice, VRRP_MAC};
 use crate::dma::{BufSize, DmaBuf, Packet};
-use crate::mmio::{DescRing, Mmio, frame_addr};
-use alloc::vec::Vec;
+use crate::mmio::{DescRing, Mmio, Slots};
 use lb_core::frame::Offload;
 use virtio_drivers::{BufferDirection, Hal};
 
@@ -100,6 +99,43 @@ const RCD_ERR: u32 = 1 << 14;
 /// Largest length a receive descriptor can name (14 bits).
 const RX_BUF: u32 = 2048;
 
+/// Where the driver reads a completion ring: the next entry and the
+/// generation that marks it as written by the device.
+struct Cursor {
+    next: usize,
+    generation: bool,
+    len: usize,
+}
+
+impl Cursor {
+    fn new(len: usize) -> Cursor {
+        Cursor {
+            next: 0,
+            generation: true,
+            len,
+        }
+    }
+
+    fn ready<H: Hal>(&self, ring: &DescRing<H>) -> bool {
+        (ring.read32(self.next, 12) & COMP_GEN != 0) == self.generation
+    }
+
+    /// The index of the next completed entry, moving past it.
+    fn take<H: Hal>(&mut self, ring: &DescRing<H>) -> Option<usize> {
+        if !self.ready(ring) {
+            return None;
+        }
+        // The rest of the entry is read after its generation bit.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        let c = self.next;
+        self.next = (c + 1) % self.len;
+        if self.next == 0 {
+            self.generation = !self.generation;
+        }
+        Some(c)
+    }
+}
+
 /// The vmxnet3 PCI ID (vendor 0x15AD).
 pub const DEVICE_ID: u16 = 0x07B0;
 
@@ -124,24 +160,13 @@ pub struct Vmxnet3<H: Hal> {
     rx: DescRing<H>,
     _rx2: DescRing<H>,
     rx_comp: DescRing<H>,
-    tx_bufs: Vec<Option<DmaBuf>>,
-    rx_bufs: Vec<Option<DmaBuf>>,
-    /// Transmit: next descriptor to fill and its generation; next to
-    /// reclaim; descriptors the device holds; completion index and gen.
-    tx_fill: usize,
+    tx_slots: Slots<H>,
+    rx_slots: Slots<H>,
+    /// Generation of the next transmit / receive descriptor filled.
     tx_gen: bool,
-    tx_next: usize,
-    tx_held: usize,
-    tx_comp_next: usize,
-    tx_comp_gen: bool,
-    tx_prod_written: usize,
-    /// Receive: the same for the head-buffer ring.
-    rx_fill: usize,
     rx_gen: bool,
-    rx_held: usize,
-    rx_comp_next: usize,
-    rx_comp_gen: bool,
-    rx_prod_written: usize,
+    tx_done: Cursor,
+    rx_done: Cursor,
     armed: bool,
     link_up: bool,
     stats: DeviceStats,
@@ -232,21 +257,12 @@ impl<H: Hal> Vmxnet3<H> {
             rx,
             _rx2: rx2,
             rx_comp,
-            tx_bufs: (0..TX_RING).map(|_| None).collect(),
-            rx_bufs: (0..RX_RING).map(|_| None).collect(),
-            tx_fill: 0,
+            tx_slots: Slots::new(TX_RING, BufferDirection::DriverToDevice),
+            rx_slots: Slots::new(RX_RING, BufferDirection::DeviceToDriver),
             tx_gen: true,
-            tx_next: 0,
-            tx_held: 0,
-            tx_comp_next: 0,
-            tx_comp_gen: true,
-            tx_prod_written: 0,
-            rx_fill: 0,
             rx_gen: true,
-            rx_held: 0,
-            rx_comp_next: 0,
-            rx_comp_gen: true,
-            rx_prod_written: 0,
+            tx_done: Cursor::new(TX_RING),
+            rx_done: Cursor::new(RX_COMP),
             armed: false,
             link_up: false,
             stats: DeviceStats::default(),
@@ -300,36 +316,24 @@ impl<H: Hal> NicDevice for Vmxnet3<H> {
 
     fn receive(&mut self) -> Option<Packet> {
         loop {
-            let c = self.rx_comp_next;
-            let d3 = self.rx_comp.read32(c, 12);
-            if (d3 & COMP_GEN != 0) != self.rx_comp_gen {
-                return None;
-            }
-            // The rest of the entry after its generation bit.
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+            let c = self.rx_done.take(&self.rx_comp)?;
             let d0 = self.rx_comp.read32(c, 0);
             let d2 = self.rx_comp.read32(c, 8);
-            self.rx_comp_next = (c + 1) % RX_COMP;
-            if self.rx_comp_next == 0 {
-                self.rx_comp_gen = !self.rx_comp_gen;
-            }
             let idx = (d0 & 0xFFF) as usize;
             let ring = (d0 >> 16) & 0x3FF;
-            if ring != 0 || idx >= RX_RING {
-                // Nothing is ever posted to the body ring.
+            // The device fills head buffers in ring order; nothing is ever
+            // posted to the body ring.
+            if ring != 0 || idx != self.rx_slots.head() {
                 self.stats.errors += 1;
                 continue;
             }
-            let Some(buf) = self.rx_bufs[idx].take() else {
+            let Some((_, Some(buf))) = self.rx_slots.pop() else {
                 self.stats.errors += 1;
                 continue;
             };
-            self.rx_held -= 1;
-            // SAFETY: shared in `post_rx`; the device handed it back.
-            unsafe { H::unshare(0, buf.raw(), BufferDirection::DeviceToDriver) };
             let len = (d2 & 0x3FFF) as usize;
             let whole = d0 & (RCD_SOP | RCD_EOP) == RCD_SOP | RCD_EOP;
-            if !whole || d2 & RCD_ERR != 0 || len < 14 || len > RX_BUF as usize {
+            if !whole || d2 & RCD_ERR != 0 || !(14..=RX_BUF as usize).contains(&len) {
                 self.stats.errors += 1;
                 if let Err(b) = self.post_rx(buf) {
                     drop(b);
@@ -345,80 +349,58 @@ impl<H: Hal> NicDevice for Vmxnet3<H> {
     }
 
     fn rx_room(&self) -> usize {
-        RX_RING - self.rx_held
+        self.rx_slots.room(0)
     }
 
     fn post_rx(&mut self, buf: DmaBuf) -> Result<(), DmaBuf> {
-        // The device fills head buffers in ring order: the next fill slot
-        // must be free (its last buffer completed).
-        let i = self.rx_fill;
-        if self.rx_room() == 0 || buf.size() != BufSize::Small || self.rx_bufs[i].is_some() {
+        if buf.size() != BufSize::Small {
             return Err(buf);
         }
-        let addr = frame_addr::<H>(&buf, BufferDirection::DeviceToDriver);
+        let (i, addr) = self.rx_slots.push(buf)?;
         self.rx.write64(i, 0, addr);
         self.rx.write32(i, 12, 0);
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
         // btype 0 (head), dtype 0; the generation bit hands it over.
         let gen_bit = if self.rx_gen { RXD_GEN } else { 0 };
         self.rx.write32(i, 8, RX_BUF | gen_bit);
-        self.rx_bufs[i] = Some(buf);
-        self.rx_fill = (i + 1) % RX_RING;
-        if self.rx_fill == 0 {
+        if self.rx_slots.tail() == 0 {
             self.rx_gen = !self.rx_gen;
         }
-        self.rx_held += 1;
         Ok(())
     }
 
     fn tx_room(&self) -> usize {
-        TX_RING - 1 - self.tx_held
+        self.tx_slots.room(1)
     }
 
     fn transmit(&mut self, pkt: Packet) -> Result<(), Packet> {
         if self.tx_room() == 0 || pkt.offload != Offload::NONE || pkt.len >= 1 << 14 {
             return Err(pkt);
         }
-        let i = self.tx_fill;
-        let addr = frame_addr::<H>(&pkt.buf, BufferDirection::DriverToDevice);
+        let len = pkt.len;
+        let (i, addr) = self.tx_slots.push(pkt.buf).map_err(|buf| Packet {
+            buf,
+            len,
+            offload: Offload::NONE,
+        })?;
         self.tx.write64(i, 0, addr);
         self.tx.write32(i, 12, TXD_EOP | TXD_CQ);
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
         let gen_bit = if self.tx_gen { TXD_GEN } else { 0 };
-        self.tx.write32(i, 8, pkt.len as u32 | gen_bit);
-        self.tx_bufs[i] = Some(pkt.buf);
-        self.tx_fill = (i + 1) % TX_RING;
-        if self.tx_fill == 0 {
+        self.tx.write32(i, 8, len as u32 | gen_bit);
+        if self.tx_slots.tail() == 0 {
             self.tx_gen = !self.tx_gen;
         }
-        self.tx_held += 1;
         Ok(())
     }
 
     fn reclaim_tx(&mut self, done: &mut dyn FnMut(DmaBuf)) {
-        loop {
-            let c = self.tx_comp_next;
-            let d3 = self.tx_comp.read32(c, 12);
-            if (d3 & COMP_GEN != 0) != self.tx_comp_gen {
-                return;
-            }
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        while let Some(c) = self.tx_done.take(&self.tx_comp) {
             let eop = (self.tx_comp.read32(c, 0) & 0xFFF) as usize;
-            self.tx_comp_next = (c + 1) % TX_RING;
-            if self.tx_comp_next == 0 {
-                self.tx_comp_gen = !self.tx_comp_gen;
-            }
             // Every descriptor up to the completed end of packet is free.
-            while self.tx_held > 0 {
-                let i = self.tx_next;
-                self.tx_next = (i + 1) % TX_RING;
-                self.tx_held -= 1;
-                match self.tx_bufs[i].take() {
-                    Some(b) => {
-                        // SAFETY: shared in `transmit`; the device is done with it.
-                        unsafe { H::unshare(0, b.raw(), BufferDirection::DriverToDevice) };
-                        done(b);
-                    }
+            while let Some((i, buf)) = self.tx_slots.pop() {
+                match buf {
+                    Some(b) => done(b),
                     None => self.stats.errors += 1,
                 }
                 if i == eop {
@@ -429,26 +411,22 @@ impl<H: Hal> NicDevice for Vmxnet3<H> {
     }
 
     fn flush(&mut self) {
-        if self.tx_fill != self.tx_prod_written {
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
-            self.pt.write32(TXPROD0, self.tx_fill as u32);
-            self.tx_prod_written = self.tx_fill;
+        if let Some(t) = self.tx_slots.publish() {
+            self.pt.write32(TXPROD0, t as u32);
             self.stats.kicks += 1;
         }
-        if self.rx_fill != self.rx_prod_written {
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
-            self.pt.write32(RXPROD0, self.rx_fill as u32);
-            self.rx_prod_written = self.rx_fill;
+        if let Some(t) = self.rx_slots.publish() {
+            self.pt.write32(RXPROD0, t as u32);
             self.stats.kicks += 1;
         }
     }
 
     fn rx_pending(&self) -> bool {
-        (self.rx_comp.read32(self.rx_comp_next, 12) & COMP_GEN != 0) == self.rx_comp_gen
+        self.rx_done.ready(&self.rx_comp)
     }
 
     fn tx_pending(&self) -> bool {
-        (self.tx_comp.read32(self.tx_comp_next, 12) & COMP_GEN != 0) == self.tx_comp_gen
+        self.tx_done.ready(&self.tx_comp)
     }
 
     fn arm(&mut self) -> bool {
