@@ -60,10 +60,15 @@ pub trait NicDevice {
 
     fn mac(&self) -> [u8; 6];
 
-    fn features(&self) -> Features;
+    /// What the device offloads (none, unless the driver says otherwise).
+    fn features(&self) -> Features {
+        Features::default()
+    }
 
     /// The size of receive buffers this device must be given.
-    fn rx_buf_size(&self) -> BufSize;
+    fn rx_buf_size(&self) -> BufSize {
+        BufSize::Small
+    }
 
     /// Whether the link is up (read from the device; cheap to call often).
     fn link_up(&mut self) -> bool;
@@ -108,4 +113,19 @@ pub trait NicDevice {
     fn disarm(&mut self);
 
     fn stats(&self) -> DeviceStats;
+
+    /// A completed receive buffer as a frame of `len` bytes when `good`;
+    /// else the buffer goes straight back to the device (dropped if it
+    /// has no room) and `None`, for the driver to count and read on.
+    fn frame_or_repost(&mut self, buf: DmaBuf, len: usize, good: bool) -> Option<Packet> {
+        if good {
+            return Some(Packet {
+                buf,
+                len,
+                offload: lb_core::frame::Offload::NONE,
+            });
+        }
+        let _ = self.post_rx(buf);
+        None
+    }
 }

@@ -20,7 +20,7 @@
 //! Receive buffers are [`BufSize::Small`] (2048 bytes after the headroom,
 //! `RCTL.BSIZE` = 2048); long packets are off, so a frame never spans two.
 
-use crate::device::{DeviceStats, Features, NicDevice};
+use crate::device::{DeviceStats, NicDevice};
 use crate::dma::{BufSize, DmaBuf, Packet};
 use crate::mmio::{DescRing, Mmio, Slots};
 use lb_core::frame::Offload;
@@ -246,14 +246,6 @@ impl<H: Hal> NicDevice for E1000<H> {
         self.mac
     }
 
-    fn features(&self) -> Features {
-        Features::default()
-    }
-
-    fn rx_buf_size(&self) -> BufSize {
-        BufSize::Small
-    }
-
     fn link_up(&mut self) -> bool {
         let up = self.regs.read32(STATUS) & STATUS_LU != 0;
         if up != self.link_up {
@@ -279,18 +271,11 @@ impl<H: Hal> NicDevice for E1000<H> {
                 self.stats.errors += 1;
                 continue;
             };
-            if status & RX_EOP == 0 || errors != 0 || !(14..=RX_BUF).contains(&len) {
-                self.stats.errors += 1;
-                if let Err(b) = self.post_rx(buf) {
-                    drop(b);
-                }
-                continue;
+            let good = status & RX_EOP != 0 && errors == 0 && (14..=RX_BUF).contains(&len);
+            match self.frame_or_repost(buf, len, good) {
+                Some(p) => return Some(p),
+                None => self.stats.errors += 1,
             }
-            return Some(Packet {
-                buf,
-                len,
-                offload: Offload::NONE,
-            });
         }
     }
 

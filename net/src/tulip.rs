@@ -20,7 +20,7 @@
 //!
 //! Offloads: none; receive buffers are [`BufSize::Small`].
 
-use crate::device::{DeviceStats, Features, NicDevice, VRRP_MAC};
+use crate::device::{DeviceStats, NicDevice, VRRP_MAC};
 use crate::dma::{BufSize, DmaBuf, Packet};
 use crate::mmio::{DescRing, Mmio, Slots};
 use lb_core::frame::Offload;
@@ -223,14 +223,6 @@ impl<H: Hal> NicDevice for Tulip<H> {
         self.mac
     }
 
-    fn features(&self) -> Features {
-        Features::default()
-    }
-
-    fn rx_buf_size(&self) -> BufSize {
-        BufSize::Small
-    }
-
     fn link_up(&mut self) -> bool {
         true
     }
@@ -251,18 +243,11 @@ impl<H: Hal> NicDevice for Tulip<H> {
             let whole = status & (RDES0_FS | RDES0_LS) == RDES0_FS | RDES0_LS;
             // The frame length counts the 4-byte CRC.
             let len = (((status >> 16) & 0x3FFF) as usize).saturating_sub(4);
-            if !whole || status & ES != 0 || !(14..=RX_BUF as usize).contains(&len) {
-                self.stats.errors += 1;
-                if let Err(b) = self.post_rx(buf) {
-                    drop(b);
-                }
-                continue;
+            let good = whole && status & ES == 0 && (14..=RX_BUF as usize).contains(&len);
+            match self.frame_or_repost(buf, len, good) {
+                Some(p) => return Some(p),
+                None => self.stats.errors += 1,
             }
-            return Some(Packet {
-                buf,
-                len,
-                offload: Offload::NONE,
-            });
         }
     }
 

@@ -18,7 +18,7 @@
 //! Offloads: none yet; receive buffers are [`BufSize::Small`] (frames up
 //! to the 1500-byte MTU fit one head buffer, so the body ring stays empty).
 
-use crate::device::{DeviceStats, Features, NicDevice, VRRP_MAC};
+use crate::device::{DeviceStats, NicDevice, VRRP_MAC};
 use crate::dma::{BufSize, DmaBuf, Packet};
 use crate::mmio::{DescRing, Mmio, Slots};
 use lb_core::frame::Offload;
@@ -296,14 +296,6 @@ impl<H: Hal> NicDevice for Vmxnet3<H> {
         self.mac
     }
 
-    fn features(&self) -> Features {
-        Features::default()
-    }
-
-    fn rx_buf_size(&self) -> BufSize {
-        BufSize::Small
-    }
-
     fn link_up(&mut self) -> bool {
         self.ack_events();
         let up = self.read_link();
@@ -333,18 +325,11 @@ impl<H: Hal> NicDevice for Vmxnet3<H> {
             };
             let len = (d2 & 0x3FFF) as usize;
             let whole = d0 & (RCD_SOP | RCD_EOP) == RCD_SOP | RCD_EOP;
-            if !whole || d2 & RCD_ERR != 0 || !(14..=RX_BUF as usize).contains(&len) {
-                self.stats.errors += 1;
-                if let Err(b) = self.post_rx(buf) {
-                    drop(b);
-                }
-                continue;
+            let good = whole && d2 & RCD_ERR == 0 && (14..=RX_BUF as usize).contains(&len);
+            match self.frame_or_repost(buf, len, good) {
+                Some(p) => return Some(p),
+                None => self.stats.errors += 1,
             }
-            return Some(Packet {
-                buf,
-                len,
-                offload: Offload::NONE,
-            });
         }
     }
 

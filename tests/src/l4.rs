@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tools::console::Appliance;
 use tools::lab::{Host, Lab};
-use tools::qemu::{Backend, Boot, Machine, Nic};
+use tools::qemu::{Backend, Nic};
 
 /// Port of the bulk transfer service.
 pub const BULK_PORT: u16 = 5201;
@@ -395,15 +395,7 @@ impl Scenario {
                 _bulk: bulk,
             });
         }
-        let toml = tmp.path().join("config.toml");
-        std::fs::write(&toml, plan.config_toml())?;
-        let blob = tmp.path().join("config.bin");
-        tools::config_cmd::compile(&toml, &blob)?;
-        let mut machine = Machine::new(Boot::Kernel {
-            elf: crate::images().kernel.clone(),
-            cmdline: String::new(),
-            module: Some(blob),
-        });
+        let mut machine = crate::machine_with_config(tmp.path(), &plan.config_toml())?;
         machine
             .nics
             .push(Nic::virtio(Backend::Tap { ifname: ext_tap }));

@@ -48,3 +48,20 @@ pub fn tools_bin() -> &'static PathBuf {
         target.join("debug").join("tools")
     })
 }
+
+/// A machine that boots the release kernel with `toml` compiled (in `dir`)
+/// as its boot module.
+pub fn machine_with_config(
+    dir: &std::path::Path,
+    toml: &str,
+) -> anyhow::Result<tools::qemu::Machine> {
+    let file = dir.join("config.toml");
+    std::fs::write(&file, toml)?;
+    let blob = dir.join("config.bin");
+    tools::config_cmd::compile(&file, &blob)?;
+    Ok(tools::qemu::Machine::new(tools::qemu::Boot::Kernel {
+        elf: images().kernel.clone(),
+        cmdline: String::new(),
+        module: Some(blob),
+    }))
+}

@@ -16,7 +16,7 @@ use tests::l4::{check_sent, storescp_recording};
 use tests::lab::{Host, Lab};
 use tests::peers::{Process, TempDir, echoscu, storescu};
 use tools::console::Appliance;
-use tools::qemu::{Backend, Boot, Machine, Nic};
+use tools::qemu::{Backend, Nic};
 
 const NET: &str = "10.232";
 const MAC0: &str = "52:54:00:23:20:01";
@@ -200,15 +200,7 @@ fn nat_and_snat_through_leased_addresses_and_a_changed_lease_is_followed() {
         false,
     );
 
-    let toml = tmp.path().join("config.toml");
-    std::fs::write(&toml, config()).unwrap();
-    let blob = tmp.path().join("config.bin");
-    tools::config_cmd::compile(&toml, &blob).unwrap();
-    let mut machine = Machine::new(Boot::Kernel {
-        elf: tests::images().kernel.clone(),
-        cmdline: String::new(),
-        module: Some(blob),
-    });
+    let mut machine = tests::machine_with_config(tmp.path(), &config()).unwrap();
     for (tap, mac) in [(ext_tap, MAC0), (int_tap, MAC1)] {
         let mut nic = Nic::virtio(Backend::Tap { ifname: tap });
         nic.mac = Some(mac.into());

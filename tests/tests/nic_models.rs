@@ -26,7 +26,7 @@ use tests::l4::{check_sent, storescp_recording};
 use tests::peers::{TempDir, echoscu, storescu};
 use tools::console::Appliance;
 use tools::lab::{Host, Lab};
-use tools::qemu::{Backend, Boot, Machine, Nic};
+use tools::qemu::{Backend, Nic};
 use tools::qmp::Qmp;
 
 /// (QEMU device, the model the banner shows) of each external arm.
@@ -123,15 +123,7 @@ fn every_nic_model_pings_carries_dicom_and_reports_link() {
     )
     .unwrap();
 
-    let toml = tmp.path().join("config.toml");
-    std::fs::write(&toml, config()).unwrap();
-    let blob = tmp.path().join("config.bin");
-    tools::config_cmd::compile(&toml, &blob).unwrap();
-    let mut machine = Machine::new(Boot::Kernel {
-        elf: tests::images().kernel.clone(),
-        cmdline: String::new(),
-        module: Some(blob),
-    });
+    let mut machine = tests::machine_with_config(tmp.path(), &config()).unwrap();
     machine.memory_mib = 128;
     for ((device, _), tap) in ARMS.iter().zip(&taps) {
         machine.nics.push(Nic::model(
@@ -288,14 +280,7 @@ fn legacy_pci_machine_drives_tulip_and_e1000() {
             i + 1
         );
     }
-    let (file, blob) = (tmp.path().join("pc.toml"), tmp.path().join("pc.bin"));
-    std::fs::write(&file, toml).unwrap();
-    tools::config_cmd::compile(&file, &blob).unwrap();
-    let mut machine = Machine::new(Boot::Kernel {
-        elf: tests::images().kernel.clone(),
-        cmdline: String::new(),
-        module: Some(blob),
-    });
+    let mut machine = tests::machine_with_config(tmp.path(), &toml).unwrap();
     machine.pc = true;
     let mut hosts = Vec::new();
     for (i, model) in models.iter().enumerate() {
