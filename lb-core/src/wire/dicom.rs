@@ -568,6 +568,12 @@ pub struct PduCursor {
     kind: u8,
 }
 
+/// `got` of a cursor that stopped following.
+const LOST: u8 = u8::MAX;
+/// PDU lengths from here on cannot be followed: the next header would lie
+/// half the sequence space away or more.
+const MAX_FOLLOWED: u32 = 1 << 30;
+
 /// `a` is at or after `b` in sequence space.
 fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
@@ -593,11 +599,17 @@ impl PduCursor {
         self.got == 0
     }
 
+    /// A PDU too long to follow in 32-bit sequence space came by: the
+    /// cursor stopped (it knows no boundary any more).
+    pub fn is_lost(&self) -> bool {
+        self.got == LOST
+    }
+
     /// Follows the payload `bytes` that starts at sequence number `seq`;
     /// `on_header(type, length)` is called for every PDU header completed,
     /// in stream order (then `next` is already past that PDU).
     pub fn feed(&mut self, seq: u32, bytes: &[u8], mut on_header: impl FnMut(u8, u32)) {
-        loop {
+        while self.got != LOST {
             let want = self.next.wrapping_add(u32::from(self.got));
             let off = want.wrapping_sub(seq);
             if !seq_ge(want, seq) || off as usize >= bytes.len() {
@@ -617,6 +629,12 @@ impl PduCursor {
                 return;
             }
             let (kind, len) = (self.kind, self.acc);
+            if len >= MAX_FOLLOWED {
+                // Its end would be ambiguous (or equal to its start) in
+                // sequence space: stop rather than loop.
+                self.got = LOST;
+                return;
+            }
             self.next = self.next.wrapping_add(HEADER_LEN as u32).wrapping_add(len);
             self.got = 0;
             self.acc = 0;
@@ -715,6 +733,23 @@ mod tests {
             AbortRepr::BY_PROVIDER
         );
         assert!(Pdu::new_checked(&ab[..9]).is_err());
+    }
+
+    #[test]
+    fn a_huge_length_stops_the_cursor_instead_of_looping() {
+        // Found by the fuzzer: 6 + 0xfffffffa wraps to the same boundary.
+        for len in [0xffff_fffau32, 0xffff_ffff, MAX_FOLLOWED] {
+            let mut c = PduCursor::new(100);
+            let mut b = alloc::vec![4, 0];
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&[4, 0, 0, 0, 0, 0]);
+            let mut headers = 0;
+            c.feed(100, &b, |_, _| headers += 1);
+            assert_eq!(headers, 0);
+            assert!(c.is_lost() && !c.at_boundary());
+            c.feed(100, &b, |_, _| headers += 1);
+            assert_eq!(headers, 0);
+        }
     }
 
     /// A stream of PDUs of the given types and body lengths.
