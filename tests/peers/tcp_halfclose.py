@@ -3,13 +3,17 @@
 
 server --port P: for each connection, reads until the client's FIN, then
   sends `got <n> bytes` and closes; a connection reset instead is logged as
-  `reset`. One line per connection on stdout: `halfclose <n>` or `reset`.
+  `reset`; a connection whose first bytes are `RESET` is aborted by the
+  server (SO_LINGER 0: a RST). One line per connection on stdout:
+  `halfclose <n>`, `reset` or `aborted`.
 client HOST PORT halfclose: sends 100000 bytes, shuts down its sending
   side, then reads the server's answer to the end; prints it.
 client HOST PORT reset: sends some bytes, waits a second (so the server's
   side of a spliced connection exists: before that, a client's reset only
   cancels the connect), then aborts (SO_LINGER 0), which sends a RST;
   prints `aborted`.
+client HOST PORT serverreset: sends `RESET`, then reads; the server's reset
+  must reach it: prints `reset by server`, or fails on an orderly end.
 Bounded by timeouts on every socket."""
 
 import socket
@@ -35,6 +39,11 @@ def serve(port):
                 d = c.recv(65536)
                 if not d:
                     break
+                if n == 0 and d.startswith(b"RESET"):
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    c.close()
+                    print("aborted", flush=True)
+                    return
                 n += len(d)
             c.sendall(b"got %d bytes" % n)
             c.close()
@@ -59,6 +68,15 @@ def client(host, port, mode):
                 break
             out += d
         print(out.decode())
+    elif mode == "serverreset":
+        s.sendall(b"RESET")
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            print("reset by server")
+            return
+        sys.exit("the server's reset arrived as an orderly end")
     else:
         s.sendall(b"y" * 1000)
         time.sleep(1)

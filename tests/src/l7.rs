@@ -17,6 +17,7 @@ use tools::lab::{Host, Lab};
 use tools::qemu::{Backend, Boot, Machine, Nic};
 
 /// Addresses: external `10.232.N.0/24`, internal the next /24.
+#[derive(Clone)]
 pub struct Plan {
     pub ext: String,
     pub int: String,
@@ -67,6 +68,11 @@ impl Plan {
     /// The half-close/reset probe on rs1.
     pub fn vip_probe(&self) -> String {
         format!("{}.105", self.ext)
+    }
+    /// HL7 whose only real server (rs0, port 2576) never answers: the
+    /// fallback server (rs1's HL7 on the client's port) takes everything.
+    pub fn vip_fallback(&self) -> String {
+        format!("{}.106", self.ext)
     }
 
     pub fn config_toml(&self) -> String {
@@ -133,6 +139,13 @@ impl Plan {
             "check_type = \"none\"\n",
         );
         t += &server(1, "");
+        t += &service(
+            "HL7-Fallback",
+            &self.vip_fallback(),
+            "2575",
+            &format!("fallback = {{ ip = \"{}\" }}\n{checks}", self.server(1)),
+        );
+        t += &server(0, "port = 2576\n");
         t += &self.extra;
         t
     }
@@ -170,6 +183,9 @@ fn spawn(host: &Host, argv: &[&str], log: &Path) -> Result<Process> {
 
 impl L7Lab {
     pub fn start(plan: Plan) -> Result<L7Lab> {
+        // Built first: the peers live a bounded time (--lifetime), which a
+        // first build of the images must not use up.
+        let kernel = crate::images().kernel.clone();
         let tmp = TempDir::new("l7")?;
         let mut lab = Lab::new()?;
         let ext_tap = lab.tap("ext")?;
@@ -198,7 +214,7 @@ impl L7Lab {
         let blob = tmp.path().join("config.bin");
         tools::config_cmd::compile(&toml, &blob)?;
         let mut machine = Machine::new(Boot::Kernel {
-            elf: crate::images().kernel.clone(),
+            elf: kernel,
             cmdline: String::new(),
             module: Some(blob),
         });
@@ -406,21 +422,49 @@ impl L7Lab {
         bail!("no HL7 exchange through {vip}; {}", self.context())
     }
 
-    /// The `drops:` and `l7:` lines of the console's `status` (asked once
-    /// per test: the first such lines on the console are its answer).
+    /// The `drops:` and `l7:` lines of the console's answer to `status`.
     pub fn status(&mut self) -> Result<String> {
+        let mark = self.vm.mark();
         self.vm.send_line("status")?;
         let t = Duration::from_secs(20);
-        let l7 = self
-            .vm
-            .wait_for("status l7 line", t, |l| l.starts_with("l7:"))?;
         let drops = self
             .vm
-            .wait_for("status drops line", t, |l| l.starts_with("drops:"))?;
+            .wait_for_after(mark, "status drops line", t, |l| l.starts_with("drops:"))?;
+        let l7 = self
+            .vm
+            .wait_for_after(mark, "status l7 line", t, |l| l.starts_with("l7:"))?;
         Ok(format!("{drops}\n{l7}"))
     }
 
     pub fn context(&self) -> String {
         format!("console:\n{}", self.vm.console())
+    }
+}
+
+/// The `name=N` counters of a status line, e.g. `drops: no-flow=3 ...`.
+pub fn counters(line: &str) -> std::collections::BTreeMap<String, u64> {
+    line.split_whitespace()
+        .filter_map(|w| {
+            let (k, v) = w.split_once('=')?;
+            Some((k.to_string(), v.trim_end_matches(',').parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn the_lab_config_validates() {
+        let toml = super::Plan::new(40).config_toml();
+        let c = lb_core::config::from_toml(&toml).unwrap();
+        assert_eq!(c.virtual_services.len(), 7);
+    }
+
+    #[test]
+    fn counters_of_a_status_line() {
+        let c = super::counters("drops: bad-ihl=3 no-flow=12 arp-full=0");
+        assert_eq!(c.get("bad-ihl"), Some(&3));
+        assert_eq!(c.get("no-flow"), Some(&12));
+        assert_eq!(c.len(), 3);
     }
 }

@@ -19,14 +19,17 @@
 //!    server is used again after it is back.
 //! 8. With client_timeout = 5 s a connection idle 10 s is reset on both
 //!    sides.
-//! 9. Half-close works; a client's reset reaches the server.
+//! 9. Half-close works; a client's reset reaches the server and a server's
+//!    reset reaches the client.
 //! 10. Malformed frames (scapy) at the VIP: counted, no crash, service on.
+//! 11. Fallback: a service whose only real server is down sends its new
+//!     connections to the fallback server.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tests::dicom::{received, studies, write_studies};
 use tests::l4::{check_sent, holder};
-use tests::l7::{L7Lab, Plan, script};
+use tests::l7::{L7Lab, Plan, counters, script};
 use tests::peers::{Process, storescu};
 
 fn counts(lab: &L7Lab, tag: &str) -> Vec<usize> {
@@ -43,7 +46,7 @@ fn counts(lab: &L7Lab, tag: &str) -> Vec<usize> {
 #[test]
 fn layer7_tcp_mode() {
     let mut lab = L7Lab::start(Plan::new(40)).unwrap();
-    let plan = &lab.plan;
+    let plan = lab.plan.clone();
     let (med, spread) = (plan.vip_med(), plan.vip_spread());
     lab.wait_service(&med).unwrap();
     lab.wait_service(&spread).unwrap();
@@ -352,9 +355,27 @@ fn layer7_tcp_mode() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(reset_seen, "the client's reset reached the server");
+    let (ok, out) = lab
+        .run_client(
+            0,
+            &[
+                "python3",
+                &probe,
+                "client",
+                &plan.vip_probe(),
+                "7000",
+                "serverreset",
+            ],
+        )
+        .unwrap();
+    assert!(
+        ok && out.contains("reset by server"),
+        "the server's reset reached the client: {out}"
+    );
 
     // 10. Malformed frames at the VIP, then the service still works.
     let mac = appliance_mac(&lab);
+    let before = lab.status().unwrap();
     let (ok, out) = lab
         .run_client(
             1,
@@ -382,9 +403,42 @@ fn layer7_tcp_mode() {
         lab.context()
     );
     let status = lab.status().unwrap();
+    let (b, a) = (counters(&before), counters(&status));
+    let grew = |k: &str| {
+        a.get(k)
+            .unwrap_or(&0)
+            .saturating_sub(*b.get(k).unwrap_or(&0))
+    };
+    let malformed = [
+        "truncated-ethernet",
+        "truncated-ipv4",
+        "bad-ihl",
+        "bad-total-length",
+        "bad-ip-checksum",
+        "bad-ip-options",
+        "truncated-tcp",
+        "bad-tcp-data-offset",
+    ];
+    let counted: u64 = malformed.iter().map(|k| grew(k)).sum();
+    println!(
+        "malformed frames counted: {:?}",
+        malformed.map(|k| (k, grew(k)))
+    );
     assert!(
-        status.contains("drops:") && status.contains("l7:"),
-        "{status}"
+        counted >= 10 && grew("bad-ip-checksum") >= 2,
+        "the malformed frames were counted as drops: before {before}\nafter {status}"
+    );
+
+    // 11. Fallback while the service's only real server is down.
+    lab.wait_service(&plan.vip_fallback()).unwrap();
+    let (ok, out) = lab
+        .hl7(1, &plan.vip_fallback(), "FB-", &["--short", "5"])
+        .unwrap();
+    assert!(ok, "through the fallback: {out}\n{}", lab.context());
+    assert_eq!(
+        counts(&lab, "FB-"),
+        vec![0, 5, 0],
+        "all on the fallback (rs1)"
     );
 
     // 1, continued.
