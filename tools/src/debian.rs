@@ -62,7 +62,9 @@ pub const L4: GuestSpec = GuestSpec {
 pub const L7: GuestSpec = GuestSpec {
     name: "l7",
     modules: &[],
-    packages: &["haproxy"],
+    // libopentracing1 comes in through libopentracing-c-wrapper0 (only
+    // direct dependencies are followed) and is not on a stock host.
+    packages: &["haproxy", "libopentracing1"],
     programs: &["usr/sbin/haproxy"],
 };
 
