@@ -316,33 +316,16 @@ fn layer7_tcp_mode() {
 
     // 9. Half-close and reset propagation.
     let probe = script("tcp_halfclose.py");
-    let (ok, out) = lab
-        .run_client(
+    let probe_run = |mode: &str| {
+        lab.run_client(
             0,
-            &[
-                "python3",
-                &probe,
-                "client",
-                &plan.vip_probe(),
-                "7000",
-                "halfclose",
-            ],
+            &["python3", &probe, "client", &plan.vip_probe(), "7000", mode],
         )
-        .unwrap();
+        .unwrap()
+    };
+    let (ok, out) = probe_run("halfclose");
     assert!(ok && out.contains("got 100000 bytes"), "half-close: {out}");
-    let (ok, out) = lab
-        .run_client(
-            0,
-            &[
-                "python3",
-                &probe,
-                "client",
-                &plan.vip_probe(),
-                "7000",
-                "reset",
-            ],
-        )
-        .unwrap();
+    let (ok, out) = probe_run("reset");
     assert!(ok, "{out}");
     let probe_log = lab.tmp.path().join("probe.log");
     let mut reset_seen = false;
@@ -355,19 +338,7 @@ fn layer7_tcp_mode() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(reset_seen, "the client's reset reached the server");
-    let (ok, out) = lab
-        .run_client(
-            0,
-            &[
-                "python3",
-                &probe,
-                "client",
-                &plan.vip_probe(),
-                "7000",
-                "serverreset",
-            ],
-        )
-        .unwrap();
+    let (ok, out) = probe_run("serverreset");
     assert!(
         ok && out.contains("reset by server"),
         "the server's reset reached the client: {out}"
