@@ -11,6 +11,9 @@ global_asm!(
     .balign 4
 multiboot_header:
     .long 0x1BADB002
+    /* Page-aligned modules, memory map, a.out fields. No video-mode bit:
+       QEMU's -kernel loader warns about it, and GRUB hands its framebuffer
+       over anyway where there is no text mode (UEFI; see image.rs). */
     .long 0x00010003
     .long -(0x1BADB002 + 0x00010003)
     .long multiboot_header

@@ -15,6 +15,7 @@ const FLAG_MEM: u32 = 1 << 0;
 const FLAG_CMDLINE: u32 = 1 << 2;
 const FLAG_MODS: u32 = 1 << 3;
 const FLAG_MMAP: u32 = 1 << 6;
+const FLAG_FRAMEBUFFER: u32 = 1 << 12;
 
 /// One entry of the firmware memory map.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +35,25 @@ impl MemoryRegion {
     }
 }
 
+/// The display the boot loader left set up (Multiboot framebuffer info).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// VGA text mode: `cols` × `rows` cells of (character, attribute) at `addr`.
+    Text { addr: u64, cols: u32, rows: u32 },
+    /// A linear framebuffer of `width` × `height` pixels, `pitch` bytes per
+    /// line, `bpp` bits per pixel, each colour at its bit position and size.
+    Pixels {
+        addr: u64,
+        pitch: u32,
+        width: u32,
+        height: u32,
+        bpp: u8,
+        red: (u8, u8),
+        green: (u8, u8),
+        blue: (u8, u8),
+    },
+}
+
 /// What the kernel takes from the boot loader.
 #[derive(Clone)]
 pub struct BootInfo {
@@ -46,6 +66,9 @@ pub struct BootInfo {
     pub reserved: [(u64, u64); 4],
     /// Physical range (start, end) of the first boot module, if any.
     first_module: Option<(u64, u64)>,
+    /// The display, when the loader says which (GRUB does; QEMU's
+    /// `-kernel` loader does not).
+    pub display: Option<Display>,
 }
 
 impl BootInfo {
@@ -62,6 +85,7 @@ impl BootInfo {
             region_count: 0,
             reserved: [(0, 0); 4],
             first_module: None,
+            display: None,
         }
     }
 
@@ -106,6 +130,36 @@ impl BootInfo {
             }
             out.reserved[2] = (lo, hi);
             out.reserved[3] = (mods as u64, mods as u64 + count as u64 * 16);
+        }
+
+        if flags & FLAG_FRAMEBUFFER != 0 {
+            // SAFETY: with flag 12 the structure is at least 118 bytes long.
+            let rd8 = |off: usize| unsafe { *base.add(off) };
+            // SAFETY: as above.
+            let addr = unsafe { core::ptr::read_unaligned(base.add(88) as *const u64) };
+            let (pitch, width, height, bpp) = (rd32(96), rd32(100), rd32(104), rd8(108));
+            out.display = match rd8(109) {
+                1 if matches!(bpp, 16 | 24 | 32) && width > 0 && height > 0 => {
+                    Some(Display::Pixels {
+                        addr,
+                        pitch,
+                        width,
+                        height,
+                        bpp,
+                        // The colour fields follow a union with a u32 in
+                        // it, so they start 4-byte aligned, at 112.
+                        red: (rd8(112), rd8(113)),
+                        green: (rd8(114), rd8(115)),
+                        blue: (rd8(116), rd8(117)),
+                    })
+                }
+                2 if width > 0 && height > 0 => Some(Display::Text {
+                    addr,
+                    cols: width,
+                    rows: height,
+                }),
+                _ => None,
+            };
         }
 
         if flags & FLAG_MMAP != 0 {

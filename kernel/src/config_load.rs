@@ -72,3 +72,9 @@ pub fn eth0_setting(cmdline: &str, config: Option<&Config>) -> Ipv4Setting {
     print(log);
     setting
 }
+
+/// Whether the command line has a valid `ip=` (eth0 then runs on it, this
+/// boot only).
+pub fn cmdline_valid(cmdline_text: &str) -> bool {
+    lb_core::cmdline::parse(cmdline_text).is_ok()
+}

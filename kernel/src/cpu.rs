@@ -34,7 +34,8 @@ const SVC_HALT_FOREVER: u64 = 10;
 const SVC_PCI_READ: u64 = 11;
 const SVC_PCI_WRITE: u64 = 12;
 const SVC_OUTSB: u64 = 13;
-const SVC_COUNT: u64 = 14;
+const SVC_OUTW: u64 = 14;
+const SVC_COUNT: u64 = 15;
 
 global_asm!(
     r#"
@@ -130,13 +131,18 @@ svc_outsb:
     mov edx, edi
     rep outsb
     iretq
+svc_outw:
+    mov eax, esi
+    mov edx, edi
+    out dx, ax
+    iretq
 
     .section .rodata
     .balign 8
 service_table:
     .quad svc_outb, svc_inb, svc_outl, svc_inl, svc_rdmsr, svc_wrmsr, svc_invlpg
     .quad svc_cli, svc_sti, svc_sti_hlt, svc_halt_forever, svc_pci_read, svc_pci_write
-    .quad svc_outsb
+    .quad svc_outsb, svc_outw
     .section .data
     .balign 8
     .global service_ud_stub
@@ -237,6 +243,22 @@ pub unsafe fn inb(port: u16) -> u8 {
         asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
     }
     v
+}
+
+/// A 16-bit write (registers that take no byte access, e.g. ACPI PM1
+/// control).
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outw(port: u16, value: u16) {
+    if in_user_mode() {
+        service(SVC_OUTW, u64::from(port), u64::from(value));
+        return;
+    }
+    // SAFETY: the caller's promise (see `outb`).
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// # Safety
@@ -384,7 +406,8 @@ pub fn halt_forever() -> ! {
     }
 }
 
-fn pci_config_read(address: u32) -> u32 {
+/// Reads a PCI configuration dword (mechanism #1 address).
+pub fn pci_config_read(address: u32) -> u32 {
     if in_user_mode() {
         return service(SVC_PCI_READ, u64::from(address), 0) as u32;
     }
@@ -441,6 +464,11 @@ impl Port {
     pub fn write32(self, value: u32) {
         // SAFETY: the constructor's promise.
         unsafe { outl(self.0, value) }
+    }
+
+    pub fn write16(self, value: u16) {
+        // SAFETY: the constructor's promise.
+        unsafe { outw(self.0, value) }
     }
 
     /// Writes every byte of `bytes` to the port (one trap from ring 3).

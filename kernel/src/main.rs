@@ -12,7 +12,9 @@
 extern crate alloc;
 
 mod apic;
+mod apply;
 mod config_load;
+mod console;
 mod cpu;
 mod datapath;
 mod disk;
@@ -21,12 +23,17 @@ mod hal;
 mod health;
 mod interrupts;
 mod ioapic;
+mod keyboard;
 mod memory;
 mod mgmt;
+mod netif;
 mod nics;
+mod ping;
+mod power;
 mod rng;
 mod rtc;
 mod running;
+mod screen;
 mod serial;
 mod services;
 mod shell;
@@ -143,14 +150,12 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
             .regions()
             .iter()
             .any(|r| r.is_ram() && r.base == 0);
-    if bios_text {
-        serial::enable_vga();
-    }
     trace::mark("cpu tables, boot info");
     let (heap_start, heap_size) = memory::init_heap(&boot_info);
     if heap_size == 0 {
         fatal("no usable RAM for the heap in the memory map");
     }
+    let screen = screen::init(boot_info.display, bios_text);
     memory::guard_boot_stack();
     trace::mark("heap");
     time::calibrate();
@@ -176,6 +181,13 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
             "warning: clock: the RTC gave no valid date; HTTPS checks with check_tls_verify = \"ca\" will fail"
         ),
     }
+    let keyboard = keyboard::init();
+    match (&screen, keyboard) {
+        (Some(s), true) => println!("screen: {s}; keyboard: PS/2"),
+        (Some(s), false) => println!("screen: {s}; no keyboard"),
+        (None, true) => println!("screen: none; keyboard: PS/2"),
+        (None, false) => println!("screen: none"),
+    }
 
     crash_test(boot_info.cmdline());
 
@@ -189,6 +201,13 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     trace::mark("nics probed");
     let stored = storage::open(disk::probe(&mut root, &functions));
     trace::mark("store opened");
+    let cmdline_ip = boot_info
+        .cmdline()
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with("ip="));
+    // Nothing stored, no boot module and no address given: the appliance
+    // runs on its factory default and the console starts the wizard.
+    let first_boot = stored.config.is_none() && !cmdline_ip && boot_info.first_module().is_none();
     let loaded = config_load::load(&boot_info, stored.config);
     let setting = config_load::eth0_setting(boot_info.cmdline(), loaded.config.as_ref());
     running::set(
@@ -271,7 +290,20 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         }
         _ => fatal("cannot spawn the network tasks"),
     }
-    services::start(spawner, nics, stack, setting, loaded.config, rng::u64());
+    netif::register(0, Some(stack), Some(setting));
+    netif::set_cmdline_override(cmdline_ip && config_load::cmdline_valid(boot_info.cmdline()));
+    services::start(
+        spawner,
+        nics,
+        stack,
+        setting,
+        loaded.config,
+        rng::u64(),
+        services::Console {
+            first_boot,
+            keyboard,
+        },
+    );
     let all_irqs = irqs.iter().all(|i| *i != nics::Irq::Polled);
     idle_loop(Some(executor), nics, all_irqs)
 }
@@ -356,7 +388,9 @@ fn idle_loop(executor: Option<&'static Executor>, nics: &'static Nics, irqs: boo
         if READY.load(Ordering::Relaxed) {
             // Deferred until the appliance serves: both cost VM exits and page faults.
             nics.top_up();
-            serial::flush_vga();
+            if screen::flush() {
+                interrupts::WOKEN.store(true, Ordering::SeqCst);
+            }
         }
         if busy {
             continue;

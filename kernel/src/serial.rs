@@ -1,18 +1,19 @@
-//! The console: 16550 UART on COM1 at 115200 8N1, mirrored to the VGA text
-//! buffer when the machine was booted in text mode (BIOS, not UEFI).
+//! COM1: a 16550 UART at 115200 8N1, the serial half of the console.
 //!
 //! Output from thread context (ring 3) goes into a RAM ring buffer that the
 //! idle loop drains to the UART ([`drain`]) when there is nothing else to do:
 //! every UART access is a VM exit (a trap to ring 0 and one to the
-//! hypervisor), so printing never sits on the boot path. Order is kept, and
-//! nothing is lost: a full buffer is drained on the spot. Exception handlers
-//! (ring 0) flush the buffer and then print directly, and [`flush`] runs
-//! before the CPU halts for good, so crash reports always come out.
+//! hypervisor), so printing never sits on the boot path or the data path.
+//! Order is kept. When the buffer is full (a slow or absent reader), new
+//! output is dropped and counted ([`dropped`]), never waited for: console
+//! output must not stall packet forwarding. Exception handlers (ring 0)
+//! flush the buffer and then print directly, and [`flush`] runs before the
+//! CPU halts for good, so crash reports always come out.
 
 use crate::cpu::{self, Port};
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 const COM1: u16 = 0x3F8;
 /// Register `offset` (0..=7) of COM1.
@@ -72,7 +73,7 @@ fn serial_chunk(chunk: &[u8]) {
 /// Output waiting for the UART. One writer (thread context); readers are
 /// thread context ([`drain`], [`flush`]) and halting exception handlers, which
 /// at worst repeat a few bytes of a chunk they interrupted.
-const BUF_SIZE: usize = 16 * 1024;
+const BUF_SIZE: usize = 64 * 1024;
 struct Pending(UnsafeCell<[u8; BUF_SIZE]>);
 // SAFETY: one CPU; bytes between TAIL and HEAD are written before HEAD moves
 // past them and only read afterwards.
@@ -82,9 +83,17 @@ static PENDING: Pending = Pending(UnsafeCell::new([0; BUF_SIZE]));
 static HEAD: AtomicUsize = AtomicUsize::new(0);
 static TAIL: AtomicUsize = AtomicUsize::new(0);
 
+/// Bytes dropped because the buffer was full.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
 fn queue_byte(b: u8) {
     let head = HEAD.load(Ordering::Relaxed);
     if head - TAIL.load(Ordering::Relaxed) >= BUF_SIZE {
+        if cpu::in_user_mode() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // An exception handler: it halts next, so waiting costs nothing.
         flush();
     }
     // SAFETY: slot `head` is free (not between TAIL and HEAD); see `Pending`.
@@ -132,112 +141,6 @@ pub fn flush() {
     send_queued(usize::MAX);
 }
 
-/// VGA text mirror, kept in a shadow buffer and copied to the screen by
-/// [`flush_vga`] from the idle loop: every store to VGA memory is a VM exit,
-/// so boot does not pay for the mirror.
-const VGA: *mut u16 = 0xB8000 as *mut u16;
-const VGA_COLS: usize = 80;
-const VGA_ROWS: usize = 25;
-const VGA_CELLS: usize = VGA_COLS * VGA_ROWS;
-
-struct Vga {
-    on: bool,
-    cells: [u16; VGA_CELLS],
-    pos: usize,
-    /// Cells changed since the last flush: [lo, hi).
-    dirty: (usize, usize),
-}
-
-static VGA_STATE: critical_section::Mutex<core::cell::RefCell<Vga>> =
-    critical_section::Mutex::new(core::cell::RefCell::new(Vga {
-        on: false,
-        cells: [0x0720; VGA_CELLS],
-        pos: 0,
-        dirty: (0, 0),
-    }));
-
-/// Whether the VGA mirror is on, readable without a critical section.
-static VGA_ON: AtomicBool = AtomicBool::new(false);
-/// Where exception reports go on the VGA screen (see [`emergency_vga`]).
-static EMERGENCY_POS: AtomicUsize = AtomicUsize::new(0);
-
-/// Turns the VGA text mirror on (the screen is cleared on the first flush).
-pub fn enable_vga() {
-    VGA_ON.store(true, Ordering::Relaxed);
-    critical_section::with(|cs| {
-        let mut v = VGA_STATE.borrow_ref_mut(cs);
-        v.on = true;
-        v.dirty = (0, VGA_CELLS);
-    });
-}
-
-impl Vga {
-    fn put(&mut self, b: u8) {
-        let mut pos = self.pos;
-        match b {
-            b'\n' => pos = (pos / VGA_COLS + 1) * VGA_COLS,
-            b'\r' => pos -= pos % VGA_COLS,
-            _ => {
-                self.cells[pos] = 0x0700 | u16::from(b);
-                self.dirty = (self.dirty.0.min(pos), self.dirty.1.max(pos + 1));
-                pos += 1;
-            }
-        }
-        if pos >= VGA_CELLS {
-            self.cells.copy_within(VGA_COLS.., 0);
-            self.cells[VGA_CELLS - VGA_COLS..].fill(0x0720);
-            self.dirty = (0, VGA_CELLS);
-            pos = VGA_CELLS - VGA_COLS;
-        }
-        self.pos = pos;
-    }
-}
-
-/// Copies changed cells of the mirror to the VGA text buffer.
-pub fn flush_vga() {
-    critical_section::with(|cs| {
-        let Ok(mut v) = VGA_STATE.borrow(cs).try_borrow_mut() else {
-            return;
-        };
-        if !v.on || v.dirty.0 >= v.dirty.1 {
-            return;
-        }
-        for i in v.dirty.0..v.dirty.1 {
-            // SAFETY: 0xB8000 is the VGA text buffer (text mode, identity-mapped), i < 2000.
-            unsafe { VGA.add(i).write_volatile(v.cells[i]) };
-        }
-        v.dirty = (VGA_CELLS, 0);
-    });
-}
-
-/// Writes `s` straight to the VGA text buffer from the top of the screen,
-/// white on red, with a cursor of its own: for exception handlers, which may
-/// have interrupted code inside a critical section (one that does not mask
-/// interrupts, see `CriticalSection` in main.rs) and so must not enter one
-/// or touch the mirror's state. They halt afterwards; nothing else writes.
-fn emergency_vga(s: &str) {
-    if !VGA_ON.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut pos = EMERGENCY_POS.load(Ordering::Relaxed);
-    for b in s.bytes() {
-        match b {
-            b'\n' => pos = (pos / VGA_COLS + 1) * VGA_COLS,
-            b'\r' => pos -= pos % VGA_COLS,
-            _ => {
-                if pos < VGA_CELLS {
-                    // SAFETY: 0xB8000 is the VGA text buffer (text mode,
-                    // identity-mapped) and `pos` < 2000.
-                    unsafe { VGA.add(pos).write_volatile(0x4F00 | u16::from(b)) };
-                }
-                pos += 1;
-            }
-        }
-        pos = pos.min(VGA_CELLS);
-    }
-    EMERGENCY_POS.store(pos, Ordering::Relaxed);
-}
-
 fn put(b: u8) {
     if b == b'\n' {
         queue_byte(b'\r');
@@ -245,34 +148,49 @@ fn put(b: u8) {
     queue_byte(b);
 }
 
-pub struct Console;
+/// Output bytes dropped so far because the buffer was full.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
 
-impl fmt::Write for Console {
+/// Bytes waiting for the UART.
+pub fn backlog() -> usize {
+    HEAD.load(Ordering::Relaxed) - TAIL.load(Ordering::Relaxed)
+}
+
+/// Size of the output buffer.
+pub const CAPACITY: usize = BUF_SIZE;
+
+/// Queues `bytes` for the UART (`\n` becomes `\r\n`).
+pub fn write(bytes: &[u8]) {
+    bytes.iter().copied().for_each(put);
+    if !cpu::in_user_mode() {
+        // Exception handlers (ring 0) halt next: print synchronously.
+        flush();
+    }
+}
+
+/// Exception handlers' writer: the UART synchronously and the screen's
+/// emergency path; no critical section (they may have interrupted one).
+struct Direct;
+
+impl fmt::Write for Direct {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        s.bytes().for_each(put);
-        if !cpu::in_user_mode() {
-            // Exception handlers (ring 0) halt next: print synchronously, and
-            // enter no critical section (see `emergency_vga`).
-            flush();
-            emergency_vga(s);
-            return Ok(());
-        }
-        critical_section::with(|cs| {
-            // Busy only on re-entry (a panic while printing): skip the mirror then.
-            if let Ok(mut v) = VGA_STATE.borrow(cs).try_borrow_mut()
-                && v.on
-            {
-                s.bytes().for_each(|b| v.put(b));
-            }
-        });
+        write(s.as_bytes());
+        crate::screen::emergency(s);
         Ok(())
     }
 }
 
-/// Writes to the console. Only thread context and (halting) exception
-/// handlers print, so lines cannot interleave.
+/// Writes to the console. Thread context goes through [`crate::console`]
+/// (which keeps a prompt being typed intact); exception handlers write
+/// directly and synchronously.
 pub fn print(args: fmt::Arguments) {
-    let _ = fmt::Write::write_fmt(&mut Console, args);
+    if cpu::in_user_mode() {
+        crate::console::print(args);
+    } else {
+        let _ = fmt::Write::write_fmt(&mut Direct, args);
+    }
 }
 
 #[macro_export]

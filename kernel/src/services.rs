@@ -35,6 +35,14 @@ async fn stack_task(mut runner: Runner<'static, NicDriver>) -> ! {
     runner.run().await
 }
 
+/// What the console starts with.
+pub struct Console {
+    /// No stored config, no boot module and no `ip=`: run the wizard.
+    pub first_boot: bool,
+    /// A PS/2 keyboard is there.
+    pub keyboard: bool,
+}
+
 /// Starts everything the configuration asks for. `eth0` is eth0's stack,
 /// configured with `eth0_setting`.
 pub fn start(
@@ -44,6 +52,7 @@ pub fn start(
     eth0_setting: Ipv4Setting,
     config: Option<Config>,
     seed: u64,
+    console: Console,
 ) {
     let mut addrs = alloc::vec![cidr(&eth0_setting)];
     let mut stacks = alloc::vec![Some(eth0)];
@@ -89,6 +98,7 @@ pub fn start(
                 continue;
             }
         }
+        crate::netif::register(i, Some(stack), setting);
         if net.is_none() {
             leased.push((i, stack));
         }
@@ -131,7 +141,7 @@ pub fn start(
     let stacks: &'static Stacks = Box::leak(Box::new(Stacks(stacks)));
     let spawned = (|| {
         spawner.spawn(datapath::housekeeping_task(dp, nics).ok()?);
-        spawner.spawn(shell::console_task(dp, nics).ok()?);
+        spawner.spawn(shell::console_task(dp, nics, console.first_boot, console.keyboard).ok()?);
         if dp.borrow().pair.is_some() {
             spawner.spawn(datapath::pair_task(dp, nics).ok()?);
         }

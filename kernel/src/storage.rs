@@ -90,6 +90,10 @@ pub fn open(disk: Option<Disk>) -> Boot {
 }
 
 /// Returns once, after letting every other ready task run.
+pub async fn yield_now() {
+    YieldNow(false).await
+}
+
 struct YieldNow(bool);
 
 impl Future for YieldNow {
@@ -165,6 +169,14 @@ pub async fn save(config: &Config) -> Result<SlotHeader, Refused> {
     save_blob(&blob).await
 }
 
+/// Saves the configuration in force (borrowed in place: a large one is
+/// costly to copy) as the newest slot.
+pub async fn save_running() -> Result<SlotHeader, Refused> {
+    let blob =
+        crate::running::with(envelope::encode).map_err(|e| Refused::Invalid(format!("{e}")))?;
+    save_blob(&blob).await
+}
+
 /// Saves an envelope blob as the newest slot.
 pub async fn save_blob(blob: &[u8]) -> Result<SlotHeader, Refused> {
     let _busy = Busy::take().await;
@@ -173,6 +185,13 @@ pub async fn save_blob(blob: &[u8]) -> Result<SlotHeader, Refused> {
             .begin_save(&mut *o.disk.device, blob, KIND_CONFIG_ENVELOPE, rng::u64())
     })
     .ok_or(Refused::NoDisk)??;
+    let h = job.header();
+    println!(
+        "store: writing {} bytes to slot {} (sequence {})",
+        h.len,
+        h.slot.name(),
+        h.sequence
+    );
     let job = run(job).await?;
     Ok(*job.header())
 }
@@ -183,6 +202,19 @@ pub async fn format() -> Result<(), Refused> {
     let job = with(|o| o.store.format(rng::u64())).ok_or(Refused::NoDisk)??;
     run(job).await?;
     Ok(())
+}
+
+/// Empties both slots (factory reset).
+pub async fn erase() -> Result<(), Refused> {
+    let _busy = Busy::take().await;
+    let job = with(|o| o.store.erase()).ok_or(Refused::NoDisk)??;
+    run(job).await?;
+    Ok(())
+}
+
+/// Waits until no job runs (before a reboot or power-off).
+pub async fn idle() {
+    drop(Busy::take().await);
 }
 
 /// `store status`: the disk, its state and both slots.

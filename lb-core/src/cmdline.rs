@@ -178,22 +178,8 @@ pub fn parse(cmdline: &str) -> Result<Ipv4Setting, CmdlineError> {
 }
 
 fn parse_static(value: &str, gateway: Option<Ipv4Addr>) -> Result<Ipv4Setting, CmdlineError> {
-    let err = |reason| CmdlineError::new("ip", value, reason);
-    let (addr, prefix) = value.split_once('/').ok_or(err(Reason::MissingPrefix))?;
-    let address = addr
-        .parse::<Ipv4Addr>()
-        .map_err(|_| err(Reason::NotAnAddress))?;
-    // Only plain decimal digits: `u8::from_str` would also take "+24".
-    if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(err(Reason::BadPrefix));
-    }
-    let prefix_len: u8 = prefix.parse().map_err(|_| err(Reason::BadPrefix))?;
-    if !(1..=32).contains(&prefix_len) {
-        return Err(err(Reason::BadPrefix));
-    }
-    if !is_host_address(address, prefix_len) {
-        return Err(err(Reason::NotAHostAddress));
-    }
+    let (address, prefix_len) =
+        parse_cidr(value).map_err(|reason| CmdlineError::new("ip", value, reason))?;
     Ok(Ipv4Setting::Static {
         address,
         prefix_len,
@@ -201,13 +187,33 @@ fn parse_static(value: &str, gateway: Option<Ipv4Addr>) -> Result<Ipv4Setting, C
     })
 }
 
-fn mask(prefix_len: u8) -> u32 {
+/// `A.B.C.D/NN` as a host address and prefix length (the rules of `ip=`,
+/// also used by the console wizard).
+pub fn parse_cidr(value: &str) -> Result<(Ipv4Addr, u8), Reason> {
+    let (addr, prefix) = value.split_once('/').ok_or(Reason::MissingPrefix)?;
+    let address = addr.parse::<Ipv4Addr>().map_err(|_| Reason::NotAnAddress)?;
+    // Only plain decimal digits: `u8::from_str` would also take "+24".
+    if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Reason::BadPrefix);
+    }
+    let prefix_len: u8 = prefix.parse().map_err(|_| Reason::BadPrefix)?;
+    if !(1..=32).contains(&prefix_len) {
+        return Err(Reason::BadPrefix);
+    }
+    if !is_host_address(address, prefix_len) {
+        return Err(Reason::NotAHostAddress);
+    }
+    Ok((address, prefix_len))
+}
+
+pub(crate) fn mask(prefix_len: u8) -> u32 {
     u32::MAX
         .checked_shl(32 - u32::from(prefix_len))
         .unwrap_or(0)
 }
 
-fn is_host_address(address: Ipv4Addr, prefix_len: u8) -> bool {
+/// Whether `address` may be a host's address on a /`prefix_len` subnet.
+pub(crate) fn is_host_address(address: Ipv4Addr, prefix_len: u8) -> bool {
     if address.is_unspecified()
         || address.is_loopback()
         || address.is_multicast()

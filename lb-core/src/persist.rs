@@ -287,6 +287,37 @@ impl PersistTable {
         self.retain(|s| s.key() >> 32 != u64::from(service))
     }
 
+    /// Gives every binding its service and server under a new
+    /// configuration (a live apply): `map` returns the new pair, or `None`
+    /// to drop the binding. Expiry instants are kept. Returns how many were
+    /// dropped. O(table size): an administrative event.
+    pub fn remap(&mut self, mut map: impl FnMut(u16, u16) -> Option<(u16, u16)>) -> usize {
+        let size = self.slots.len();
+        let old = core::mem::replace(&mut self.slots, vec![EMPTY_SLOT; size]);
+        self.len = 0;
+        let mut dropped = 0;
+        for s in old.into_iter().filter(|s| !s.is_empty()) {
+            let service = (s.key() >> 32) as u16;
+            let client = s.key() as u32;
+            let Some((service, server)) = map(service, s.server()) else {
+                dropped += 1;
+                continue;
+            };
+            let key = key_of(service, client);
+            let mut i = self.home(key);
+            while !self.slots[i].is_empty() {
+                i = (i + 1) & self.mask;
+            }
+            self.slots[i] = Slot {
+                word: (key << 16) | u64::from(server),
+                expires: s.expires,
+            };
+            self.len += 1;
+        }
+        self.stats.dropped_for_server += dropped as u64;
+        dropped
+    }
+
     fn retain(&mut self, keep: impl Fn(Slot) -> bool) -> usize {
         let mut removed = 0;
         let mut i = 0;

@@ -96,6 +96,15 @@ impl RealServerState {
         self.overloaded
     }
 
+    /// Takes over the live part of `old`, the same server under a new
+    /// configuration (a live apply): health, active flows, overload.
+    pub fn continue_from(&mut self, old: &RealServerState) {
+        self.health = old.health;
+        self.active = old.active;
+        self.overloaded = old.overloaded;
+        self.update_overload();
+    }
+
     /// A flow to this server was opened.
     pub fn flow_opened(&mut self) {
         self.active = self.active.saturating_add(1);

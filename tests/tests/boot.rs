@@ -6,7 +6,9 @@ use std::time::Duration;
 use tests::console::Appliance;
 use tests::images;
 use tests::lab::Lab;
+use tests::peers::TempDir;
 use tools::qemu::{Backend, Boot, Machine, Nic};
+use tools::qmp::Qmp;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -99,25 +101,96 @@ fn malformed_command_line_falls_back_to_factory_default() {
     );
 }
 
-fn iso_boots(boot: Boot) {
+/// Boots the ISO with a screen, a keyboard and a blank config disk; the
+/// first-boot wizard is answered on the keyboard (QMP key events); the new
+/// address answers ping; the final screen is saved as a test artifact
+/// (`target/test-artifacts/first-boot-NAME.png`) and must not be blank.
+fn iso_boots_and_takes_the_wizard_on_the_keyboard(boot: Boot, name: &str, screen_kind: &str) {
+    let tmp = TempDir::new(name).unwrap();
+    let disk = tmp.path().join("config.img");
+    tools::disk_cmd::create(&disk, 4).unwrap();
+    let qmp_path = tmp.path().join("qmp.sock");
     let mut lab = Lab::new().unwrap();
     let tap = lab.tap("br0").unwrap();
+    let client = lab.host("client", "br0", "10.205.0.1/24", None).unwrap();
     let mut machine = Machine::new(boot);
     machine.nics.push(Nic::virtio(Backend::Tap { ifname: tap }));
+    machine.disks.push(disk.clone());
+    machine.screen = true;
+    machine.qmp = Some(qmp_path.clone());
     let vm = Appliance::boot(&machine, Some(&lab)).unwrap();
     vm.wait_ready(BOOT_TIMEOUT).unwrap();
     let console = vm.console();
     assert!(console.contains("eth0"), "NIC in the banner:\n{console}");
+    assert!(
+        console.contains(&format!("screen: {screen_kind}")) && console.contains("keyboard: PS/2"),
+        "screen and keyboard found:\n{console}"
+    );
+    let mut qmp = Qmp::connect(&qmp_path, Duration::from_secs(10)).unwrap();
+    let step = Duration::from_secs(30);
+    for (prompt, keys) in [
+        ("interface (eth0) [eth0]:", "\n"),
+        ("DHCP (y/n) [n]:", "n\n"),
+        ("address with prefix [192.168.2.21/24]:", "10.205.0.2/24\n"),
+        ("default gateway (Enter for none):", "\n"),
+        ("DNS servers, separated by commas:", "10.205.0.1\n"),
+        ("hostname [lbmed]:", "lbscreen\n"),
+        ("console password (Enter for none):", "\n"),
+        ("apply and save? (y/n):", "y\n"),
+    ] {
+        vm.wait_prompt(prompt, step).unwrap();
+        qmp.type_text(keys).unwrap();
+    }
+    vm.wait_for("the save", step, |l| {
+        l.starts_with("config: saved to slot A")
+    })
+    .unwrap();
+    let loss = client.ping_loss("10.205.0.2", 5, "0.2").unwrap();
+    assert_eq!(
+        loss,
+        0.0,
+        "ping after the keyboard wizard; console:\n{}",
+        vm.console()
+    );
+    vm.wait_prompt("lbscreen>", step).unwrap();
+    // Let the idle loop draw the last rows, then keep the screen.
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = tools::workspace::root()
+        .join("target")
+        .join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join(format!("first-boot-{name}.png"));
+    qmp.screendump(&png, "png").unwrap();
+    let ppm = tmp.path().join("screen.ppm");
+    qmp.screendump(&ppm, "ppm").unwrap();
+    let bytes = std::fs::read(&ppm).unwrap();
+    let (w, h, rgb) = tools::qmp::read_ppm(&bytes).unwrap();
+    let background = &rgb[..3];
+    let ink = rgb.chunks(3).filter(|p| *p != background).count();
+    assert!(
+        ink * 100 > w * h,
+        "the screen shows text ({ink} of {} pixels differ from the background)",
+        w * h
+    );
+    assert!(std::fs::metadata(&png).unwrap().len() > 0);
 }
 
 #[test]
 fn iso_boots_under_bios() {
-    iso_boots(Boot::IsoBios(images().iso.clone()));
+    iso_boots_and_takes_the_wizard_on_the_keyboard(
+        Boot::IsoBios(images().iso.clone()),
+        "bios",
+        "VGA text 80x25",
+    );
 }
 
 #[test]
 fn iso_boots_under_uefi() {
-    iso_boots(Boot::IsoUefi(images().iso.clone()));
+    iso_boots_and_takes_the_wizard_on_the_keyboard(
+        Boot::IsoUefi(images().iso.clone()),
+        "uefi",
+        "framebuffer",
+    );
 }
 
 /// A damaged config blob as boot module (truncated, one bit flipped, a

@@ -42,10 +42,11 @@ fn saved_config_wins_over_the_boot_module_after_reboot() {
         l.contains("5 virtual service(s) from boot module")
     })
     .unwrap();
+    vm.wait_prompt("lbmed1>", Duration::from_secs(20)).unwrap();
     vm.send_line("save").unwrap();
     let saved = vm
         .wait_for("the save", Duration::from_secs(20), |l| {
-            l.contains("saved: slot")
+            l.starts_with("config: saved to slot")
         })
         .unwrap();
     assert!(saved.contains("slot A sequence 1"), "{saved}");
@@ -98,6 +99,11 @@ fn a_disk_that_is_not_a_store_is_reported_and_never_written() {
         console.contains("eth0 address: 192.168.2.21/24"),
         "{console}"
     );
+    // Nothing usable stored: the first-boot wizard asks; leave it (Ctrl-C).
+    vm.wait_prompt("interface (eth0) [eth0]:", Duration::from_secs(20))
+        .unwrap();
+    vm.send_raw(b"\x03").unwrap();
+    vm.wait_prompt("lbmed>", Duration::from_secs(20)).unwrap();
     vm.send_line("save").unwrap();
     let refused = vm
         .wait_for("the refusal", Duration::from_secs(20), |l| {

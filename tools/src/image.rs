@@ -59,7 +59,10 @@ pub fn build_kernel(profile: Profile) -> Result<PathBuf> {
 }
 
 /// The GRUB menu: serial console and screen both, kernel by Multiboot, and the
-/// config blob (when given) as a boot module.
+/// config blob (when given) as a boot module. `all_video` lets GRUB set up
+/// the firmware's framebuffer under UEFI (there is no VGA text mode there);
+/// it passes it to the kernel in the Multiboot information, and the kernel
+/// draws its console on it. Under BIOS the screen stays in VGA text mode.
 fn grub_cfg(cmdline: &str, with_config: bool) -> String {
     let module = if with_config {
         "  module /boot/config.bin config\n"
@@ -69,6 +72,7 @@ fn grub_cfg(cmdline: &str, with_config: bool) -> String {
     format!(
         "set timeout=0\n\
          set default=0\n\
+         insmod all_video\n\
          serial --unit=0 --speed=115200 --word=8 --parity=no --stop=1\n\
          terminal_input serial console\n\
          terminal_output serial console\n\

@@ -175,7 +175,10 @@ pub struct Machine {
     pub disks: Vec<PathBuf>,
     /// `pc` (i440fx: PCI configuration by I/O ports) instead of `q35`.
     pub pc: bool,
-    /// A QMP socket to listen on (see [`crate::qmp`]).
+    /// A standard VGA card (the screen console; `-display none` still).
+    pub screen: bool,
+    /// A QMP socket at this path (see [`crate::qmp`]: link, keyboard input,
+    /// screenshots).
     pub qmp: Option<PathBuf>,
 }
 
@@ -200,6 +203,7 @@ impl Machine {
             serial: Serial::Stdout,
             disks: Vec::new(),
             pc: false,
+            screen: false,
             qmp: None,
         }
     }
@@ -246,6 +250,9 @@ impl Machine {
             }
             Boot::IsoBios(iso) => push(&["-cdrom", &path(iso), "-boot", "d"]),
             Boot::IsoUefi(iso) => push(&["-bios", OVMF, "-cdrom", &path(iso), "-boot", "d"]),
+        }
+        if self.screen {
+            push(&["-device", "VGA"]);
         }
         for (i, disk) in self.disks.iter().enumerate() {
             // cache=writethrough: a write the guest flushed is on the host

@@ -12,10 +12,11 @@
 //! in [`Config::virtual_services`] and a real server its index in
 //! [`VirtualService::real_servers`] (both fit `u16`, see the bounds below).
 
+pub mod diff;
 mod fields;
 pub mod ha;
-#[cfg(any(test, feature = "toml"))]
 mod toml_front;
+mod toml_out;
 mod validate;
 
 #[cfg(test)]
@@ -30,8 +31,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::flow::Protocol;
 use crate::time::Duration;
 pub use fields::{Fallback, MAX_FALLBACK_PAGE, Ports, Secs};
-#[cfg(any(test, feature = "toml"))]
 pub use toml_front::{LoadError, from_toml, parse_toml};
+pub use toml_out::to_toml;
 pub use validate::{ErrorKind, ValidationError, validate};
 
 /// Most virtual services one appliance holds (the index must fit `u16`; the

@@ -1,5 +1,6 @@
 //! The human front end: a TOML file whose field names follow the guide.
-//! Host-side only (the host tool compiles it to the postcard envelope).
+//! The host tool compiles it to the postcard envelope; the appliance reads
+//! it too (a config pasted at the console).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -32,6 +33,7 @@ impl fmt::Display for LoadError {
     }
 }
 
+#[cfg(feature = "std")]
 impl std::error::Error for LoadError {}
 
 /// Parses and validates a TOML configuration.

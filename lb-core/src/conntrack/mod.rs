@@ -727,6 +727,46 @@ impl<X: Copy + Default> ConnTable<X> {
         self.remove_where(|f| f.service == service, on_remove)
     }
 
+    /// Gives every flow its service and server under a new configuration
+    /// (a live apply): `map` returns the new pair, or `None` to remove the
+    /// flow. Returns how many were removed. O(capacity): an administrative
+    /// event, not per packet.
+    pub fn remap(
+        &mut self,
+        mut map: impl FnMut(u16, u16) -> Option<(u16, u16)>,
+        on_remove: &mut impl FnMut(&Flow<X>),
+    ) -> usize {
+        let mut removed = 0;
+        for e in 0..self.flows.len() {
+            let f = self.flows[e];
+            if !f.in_use() {
+                continue;
+            }
+            match map(f.service, f.server) {
+                Some((service, server)) => {
+                    self.flows[e].service = service;
+                    self.flows[e].server = server;
+                }
+                None => {
+                    self.remove_entry(e as u32, on_remove);
+                    removed += 1;
+                }
+            }
+        }
+        self.stats.removed += removed as u64;
+        removed
+    }
+
+    /// New idle timeouts for flows created from now on (live apply).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
+    }
+
+    /// How many flows `pred` holds for. O(capacity).
+    pub fn count_where(&self, pred: impl Fn(&Flow<X>) -> bool) -> usize {
+        self.flows.iter().filter(|f| f.in_use() && pred(f)).count()
+    }
+
     fn remove_where(
         &mut self,
         pred: impl Fn(&Flow<X>) -> bool,

@@ -41,8 +41,8 @@ use core::net::Ipv4Addr;
 
 use smoltcp::wire::EthernetAddress;
 
-use crate::config::{Config, Forwarding, Interface};
-use crate::engine::{Capacities, Decision, Engine};
+use crate::config::{AdminState, Config, Forwarding, Interface};
+use crate::engine::{ApplyReport, Capacities, Decision, Engine, EngineError};
 use crate::frame::{ETHERNET_HEADER_LEN, L4Checksum, Offload, offload, set_macs};
 use crate::health::board::{Board, Change, Job};
 use crate::health::{AgentReply, Verdict as CheckVerdict};
@@ -451,6 +451,61 @@ impl Datapath {
         self.addrs[nic] = addr;
         self.engine.set_interface_address(nic, addr);
         self.place_vips();
+    }
+
+    /// Administrative state of a real server (console `drain|halt|online`,
+    /// signed commands); the config the console shows follows it.
+    pub fn set_server_admin(&mut self, service: usize, server: usize, state: AdminState) -> bool {
+        let Some(rs) = self
+            .config
+            .virtual_services
+            .get_mut(service)
+            .and_then(|v| v.real_servers.get_mut(server))
+        else {
+            return false;
+        };
+        rs.state = state;
+        self.engine.set_server_admin(service, server, state)
+    }
+
+    /// Replaces the configuration with `new` (validated) in one step, the
+    /// live apply: the engine keeps what continues (flows, persistence,
+    /// health) and drains what was removed, the health board keeps the
+    /// schedules of servers whose checks did not change, and the VIPs are
+    /// placed again (announce them after). Network settings are not
+    /// touched here: the caller applies changed addresses to its stacks and
+    /// then with [`set_address`](Self::set_address).
+    pub fn apply_config(&mut self, new: Config, now: Instant) -> Result<ApplyReport, EngineError> {
+        let mut new = new;
+        // As at boot: every NIC is an interface of the config.
+        let listed = new.network.interfaces.len();
+        for (i, a) in self.addrs.iter().enumerate().skip(listed) {
+            new.network.interfaces.push(Interface {
+                name: format!("eth{i}"),
+                dhcp: false,
+                address: a.map(|a| a.0),
+                prefix: a.map(|a| a.1),
+                role: Default::default(),
+            });
+        }
+        let report = self.engine.apply(&self.config, &new)?;
+        for change in self.board.apply(&self.config, &new, &report.plan, now) {
+            apply(&mut self.engine, &mut self.events, change);
+        }
+        for what in &report.at_next_boot {
+            self.log
+                .push(format!("config: {what} takes effect at the next boot"));
+        }
+        self.config = new;
+        self.place_vips();
+        Ok(report)
+    }
+
+    /// Sends a gratuitous ARP for the address of `nic` (after it changed).
+    pub fn announce_address<T: Transmit>(&mut self, nic: usize, tx: &mut T) {
+        if let (Some((ip, _)), Some(&mac)) = (self.address(nic), self.macs.get(nic)) {
+            self.send_arp(tx, nic, Arp::gratuitous(mac, ip));
+        }
     }
 
     /// Sets the default gateway.

@@ -123,11 +123,14 @@ fn answers_arp_for_a_vip_on_its_own_nic_only() {
         dp.on_frame(0, &mut own, Instant(5), &mut tx),
         Verdict::PassToStack
     );
+    // Someone else announcing the VIP is not answered (and is counted as a
+    // conflict).
     let mut garp = arp_frame(Arp::gratuitous(CLIENT_MAC, DR_VIP));
     assert_eq!(
         dp.on_frame(0, &mut garp, Instant(5), &mut tx),
         Verdict::PassToStack
     );
+    assert_eq!(dp.stats.arp_conflicts, 1);
     assert!(tx.frames.is_empty(), "nothing else sent: {:?}", tx.frames);
 }
 
@@ -816,4 +819,97 @@ fn next_hop_cache_follows_a_server_that_moved() {
         Verdict::Transmit(0)
     );
     assert_eq!(&g[..6], &moved);
+}
+
+/// A live apply keeps the checks of servers that continue (their health
+/// and schedule), drops those of removed ones (a check of a removed server
+/// finishing late changes nothing), and adds checks for new ones.
+#[test]
+fn apply_config_keeps_continuing_checks_and_drops_removed_ones() {
+    let mut dp = datapath();
+    let now = Instant(5_000);
+    let mut jobs = Vec::new();
+    while let Some(j) = dp.next_check(now) {
+        jobs.push(j);
+    }
+    let pacs = |i: usize| {
+        jobs.iter()
+            .find(|j| j.job.ip == DR_RS[i])
+            .unwrap()
+            .job
+            .index
+    };
+    // PACS1 fails its check, PACS2 passes.
+    dp.check_done(pacs(1), CheckVerdict::Pass, None, now);
+    dp.check_done(
+        pacs(0),
+        CheckVerdict::Fail(FailReason::ConnectFailed),
+        None,
+        now,
+    );
+    let down = |dp: &Datapath, s: usize, r: usize| dp.engine.server_state(s, r).map(|st| st.health);
+    assert_eq!(down(&dp, 0, 0), Some(crate::schedule::Health::Down));
+    let nat_job = jobs
+        .iter()
+        .find(|j| j.job.ip == NAT_RS[0])
+        .unwrap()
+        .job
+        .index;
+
+    // New config: the NAT service is gone, everything else stays, and a
+    // DR service with one checked server comes first.
+    let mut new = from_toml(CONFIG).unwrap();
+    new.virtual_services.remove(1);
+    let mut extra = new.virtual_services[0].clone();
+    extra.label = "EXTRA".into();
+    extra.vip = Ipv4Addr::new(192, 0, 2, 15);
+    extra.real_servers.truncate(1);
+    extra.real_servers[0].label = "X1".into();
+    extra.real_servers[0].ip = Ipv4Addr::new(192, 0, 2, 31);
+    new.virtual_services.insert(0, extra);
+    let before = dp.check_count();
+    let report = dp.apply_config(new, Instant(6_000)).unwrap();
+    assert_eq!(report.plan.services[1], Some(0));
+    // The DR servers continue (now service 1) and keep their health.
+    assert_eq!(down(&dp, 1, 0), Some(crate::schedule::Health::Down));
+    assert_eq!(down(&dp, 1, 1), Some(crate::schedule::Health::Up));
+    assert_eq!(
+        down(&dp, 0, 0),
+        Some(crate::schedule::Health::Unknown),
+        "new: unchecked yet"
+    );
+    // Two NAT checks gone, one new.
+    assert_eq!(dp.check_count(), before - 2 + 1);
+    // The removed NAT server's check finishing now changes nothing.
+    dp.check_done(
+        nat_job,
+        CheckVerdict::Fail(FailReason::ConnectFailed),
+        None,
+        Instant(6_001),
+    );
+    assert!(core::iter::from_fn(|| dp.events.pop()).all(|(_, _, l)| !l.contains("VNA")));
+    // PACS1 keeps its check (same id): passes now are a recovery, not a
+    // first verdict.
+    let mut at = 6_000;
+    let mut lines: Vec<_> = Vec::new();
+    for _ in 0..10 {
+        at += 60_000;
+        while let Some(j) = dp.next_check(Instant(at)) {
+            let verdict = if j.job.ip == DR_RS[0] {
+                assert_eq!(j.job.index, pacs(0));
+                CheckVerdict::Pass
+            } else {
+                CheckVerdict::Fail(FailReason::ConnectFailed)
+            };
+            dp.check_done(j.job.index, verdict, None, Instant(at));
+        }
+        lines.extend(core::iter::from_fn(|| dp.events.pop()).map(|(_, _, l)| l));
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("PACS1") && l.contains("recovered")),
+        "{lines:?}"
+    );
+    assert_eq!(down(&dp, 1, 0), Some(crate::schedule::Health::Up));
 }

@@ -42,7 +42,7 @@ use crate::wire::dicom::{self, AbortRepr, AeTitle};
 /// Most frames waiting in the outbox.
 pub const OUTBOX_LIMIT: usize = 4096;
 /// Server index of a connection not bound to a server yet.
-const UNBOUND: u16 = u16::MAX;
+pub(super) const UNBOUND: u16 = u16::MAX;
 /// First retransmission interval of our SYN and PROXY header.
 const FIRST_RTO_MS: u32 = 1000;
 const PROXY_RTO_MS: u32 = 300;

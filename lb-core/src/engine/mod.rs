@@ -49,6 +49,7 @@ mod l7;
 mod l7_sim;
 #[cfg(test)]
 mod l7_tests;
+mod apply;
 mod page;
 #[cfg(test)]
 mod page_tests;
@@ -80,6 +81,7 @@ use alloc::string::String;
 
 pub use l7::{L7Stats, MAX_PAIRS, OUTBOX_LIMIT, Outgoing, PairStats};
 pub use replica::{FlowRecord, ImportError, PersistRecord, Record, ReplicaStats};
+pub use apply::ApplyReport;
 pub use route::Routes;
 pub use stats::{Counters, ServiceStats};
 
@@ -209,6 +211,15 @@ pub struct Engine {
     conntrack: ConnTable,
     persist: PersistTable,
     snat_ports: Vec<PortAllocator>,
+    /// What each SNAT port allocator is for: one per (protocol, server).
+    snat_keys: Vec<(Protocol, Ipv4Addr)>,
+    snat_range: RangeInclusive<u16>,
+    /// Table sizes the engine was built with (a live apply cannot change them).
+    capacities: (usize, usize),
+    /// Layer 7 connections the memory allows (the table is that big once a
+    /// layer 7 service exists; a live apply may add the first).
+    l7_capacity: usize,
+    l7_seed: u64,
     drops: DropCounters,
     /// Layer 7 connections (see [`l7`]).
     l7_table: ConnTable<crate::splice::Conn>,
@@ -234,56 +245,13 @@ impl Engine {
         {
             return Err(EngineError::TooManyServices);
         }
-        let mut snat_keys: Vec<(Protocol, Ipv4Addr)> = Vec::new();
-        let mut snat_ports = Vec::new();
-        let mut services = Vec::with_capacity(config.virtual_services.len());
-        let mut vips = Vec::new();
-        let mut nat_servers = Vec::new();
-        for (idx, vs) in config.virtual_services.iter().enumerate() {
-            for &port in vs.ports.iter() {
-                vips.push((
-                    VipKey {
-                        addr: u32::from(vs.vip),
-                        port,
-                        proto: vs.protocol,
-                    },
-                    idx as u16,
-                ));
-            }
-            let servers = servers_with_fallback(vs);
-            let proxied = vs.forwarding == Forwarding::Snat
-                || (vs.forwarding == Forwarding::Layer7 && !vs.l7_transparent);
-            let mut snat_allocator = Vec::with_capacity(servers.len());
-            for rs in &servers {
-                if vs.forwarding != Forwarding::Dr {
-                    nat_servers.push(rs.ip);
-                }
-                snat_allocator.push(proxied.then(|| {
-                    // Layer 7 is TCP; it shares SNAT's port spaces, so the
-                    // two never hand out the same reply 4-tuple.
-                    // One port space per (protocol, server address): the
-                    // reply 5-tuple is then unique whatever the ports.
-                    let key = (vs.protocol, rs.ip);
-                    match snat_keys.iter().position(|k| *k == key) {
-                        Some(i) => i,
-                        None => {
-                            snat_keys.push(key);
-                            snat_ports.push(PortAllocator::new(capacities.snat_ports.clone()));
-                            snat_ports.len() - 1
-                        }
-                    }
-                }));
-            }
-            services.push(ServiceRuntime::from_config(
-                vs,
-                config,
-                servers,
-                snat_allocator,
-            ));
-        }
-        vips.sort_unstable();
-        nat_servers.sort_unstable();
-        nat_servers.dedup();
+        let mut snat = apply::SnatPorts::new(capacities.snat_ports.clone());
+        let services: Vec<ServiceRuntime> = config
+            .virtual_services
+            .iter()
+            .map(|vs| ServiceRuntime::build(vs, config, &mut snat))
+            .collect();
+        let (vips, nat_servers) = lookups(config, &services);
         let timeouts = Timeouts::from_l4(&config.l4);
         let has_l7 = config
             .virtual_services
@@ -301,7 +269,12 @@ impl Engine {
                 capacities.hash_seed,
             ),
             persist: PersistTable::new(capacities.persistence, capacities.hash_seed ^ 0x7065_7273),
-            snat_ports,
+            snat_ports: snat.ports,
+            snat_keys: snat.keys,
+            snat_range: capacities.snat_ports.clone(),
+            capacities: (capacities.conntrack, capacities.persistence),
+            l7_capacity: capacities.l7_connections,
+            l7_seed: capacities.hash_seed ^ 0x6c37_7370_6c69_6365,
             drops: DropCounters::default(),
             l7_table: ConnTable::new(
                 l7_capacity,
@@ -1047,6 +1020,35 @@ impl Engine {
 }
 
 /// The configured real servers, then the fallback server if there is one.
+/// The VIP lookup (every port of every configured service) and the sorted
+/// addresses of NAT, SNAT and layer 7 real servers (including fallbacks).
+fn lookups(config: &Config, services: &[ServiceRuntime]) -> (Vec<(VipKey, u16)>, Vec<Ipv4Addr>) {
+    let mut vips = Vec::new();
+    for (idx, vs) in config.virtual_services.iter().enumerate() {
+        for &port in vs.ports.iter() {
+            vips.push((
+                VipKey {
+                    addr: u32::from(vs.vip),
+                    port,
+                    proto: vs.protocol,
+                },
+                idx as u16,
+            ));
+        }
+    }
+    // Draining services (behind the configured ones) keep their servers'
+    // replies recognised.
+    let mut nat_servers: Vec<Ipv4Addr> = services
+        .iter()
+        .filter(|rt| rt.forwarding != Forwarding::Dr)
+        .flat_map(|rt| rt.server_config.iter().map(|r| r.ip))
+        .collect();
+    vips.sort_unstable();
+    nat_servers.sort_unstable();
+    nat_servers.dedup();
+    (vips, nat_servers)
+}
+
 fn servers_with_fallback(vs: &VirtualService) -> Vec<RealServer> {
     let mut servers = vs.real_servers.clone();
     if let Some(Fallback::Server { ip, port }) = &vs.fallback {
@@ -1068,6 +1070,23 @@ fn servers_with_fallback(vs: &VirtualService) -> Vec<RealServer> {
 }
 
 impl ServiceRuntime {
+    /// The runtime of `vs`, its SNAT and layer 7 servers given port spaces
+    /// from `snat`.
+    fn build(vs: &VirtualService, config: &Config, snat: &mut apply::SnatPorts) -> Self {
+        let servers = servers_with_fallback(vs);
+        let proxied = vs.forwarding == Forwarding::Snat
+            || (vs.forwarding == Forwarding::Layer7 && !vs.l7_transparent);
+        // Layer 7 is TCP; it shares SNAT's port spaces, so the two never
+        // hand out the same reply 4-tuple. One port space per (protocol,
+        // server address): the reply 5-tuple is then unique whatever the
+        // ports.
+        let allocators = servers
+            .iter()
+            .map(|rs| proxied.then(|| snat.index((vs.protocol, rs.ip))))
+            .collect();
+        ServiceRuntime::from_config(vs, config, servers, allocators)
+    }
+
     fn from_config(
         vs: &VirtualService,
         config: &Config,

@@ -1205,3 +1205,166 @@ fn agent_weight_changes_the_split() {
     }
     assert!(!e.set_server_weight(2, 7, 1));
 }
+
+/// The next hop the engine sends a frame of an existing flow to.
+fn forwarded_to(e: &mut Engine, nic: usize, mut f: Vec<u8>, now: Instant) -> Option<Ipv4Addr> {
+    match e.process(nic, &mut f, now) {
+        Decision::Forward { next_hop, .. } => Some(next_hop),
+        _ => None,
+    }
+}
+
+/// A service the tests add: DR, one server.
+const EXTRA: &str = r#"
+[[virtual_service]]
+label = "EXTRA"
+vip = "192.0.2.15"
+ports = 104
+forwarding = "dr"
+  [[virtual_service.real_server]]
+  label = "X1"
+  ip = "192.0.2.31"
+"#;
+
+#[test]
+fn live_apply_keeps_what_did_not_change_and_drains_what_was_removed() {
+    let old = config();
+    let mut e = engine();
+    // A DR flow, a persistent NAT client, a SNAT flow; PACS2 is down.
+    let dr = forwarded_to(&mut e, EXT, tcp(CLIENT, 40000, DR_VIP, 104, SYN), t(0)).unwrap();
+    // Another client first, so round robin gives CLIENT the second server
+    // (after the apply round robin starts over at the first).
+    forwarded_to(&mut e, EXT, tcp(LOCAL_CLIENT, 9, NAT_VIP, 104, SYN), t(1)).unwrap();
+    let nat = forwarded_to(&mut e, EXT, tcp(CLIENT, 40001, NAT_VIP, 104, SYN), t(1)).unwrap();
+    assert_eq!(nat, NAT_RS[1]);
+    // The handshake completes: the client is remembered.
+    forwarded_to(&mut e, EXT, tcp(CLIENT, 40001, NAT_VIP, 104, ACK), t(1)).unwrap();
+    assert_eq!(e.persistence().len(), 1);
+    let mut s = tcp(CLIENT, 40002, SNAT_VIP, 2575, SYN);
+    let Decision::Forward {
+        next_hop: snat_rs, ..
+    } = e.process(EXT, &mut s, t(2))
+    else {
+        panic!()
+    };
+    let snat_port = key(&s).src.port;
+    e.set_server_health(0, 1, false);
+
+    // New: a service in front (every index moves), HL7-SNAT removed, a
+    // weight changed.
+    let mut new = parse_toml(&alloc::format!("{CONFIG}{EXTRA}")).unwrap();
+    let extra = new.virtual_services.pop().unwrap();
+    new.virtual_services.insert(0, extra);
+    new.virtual_services.retain(|v| v.label != "HL7-SNAT");
+    new.virtual_services[1].real_servers[0].weight = 7;
+    crate::config::validate(&new).unwrap();
+    let report = e.apply(&old, &new).unwrap();
+    assert_eq!(
+        report.plan.services,
+        [None, Some(0), Some(1), Some(3), Some(4)]
+    );
+    assert_eq!(report.draining, 1, "the SNAT flow drains");
+
+    // The DR flow keeps its server; counters and health came along.
+    assert_eq!(
+        forwarded_to(&mut e, EXT, tcp(CLIENT, 40000, DR_VIP, 104, ACK), t(10)),
+        Some(dr)
+    );
+    assert_eq!(e.service_stats(1).unwrap().service.connections, 1);
+    assert_eq!(e.server_state(1, 1).unwrap().health, Health::Down);
+    assert_eq!(e.server_state(1, 0).unwrap().weight, 7);
+    // The NAT client's persistence survived the renumbering.
+    let again = forwarded_to(&mut e, EXT, tcp(CLIENT, 40009, NAT_VIP, 104, SYN), t(11));
+    assert_eq!(again, Some(nat));
+    // The removed SNAT service's flow still runs both ways...
+    let reply = tcp(snat_rs, 2575, LB_INT, snat_port, SYN | ACK);
+    assert_eq!(forwarded_to(&mut e, INT, reply, t(12)), Some(GW));
+    assert_eq!(
+        forwarded_to(&mut e, EXT, tcp(CLIENT, 40002, SNAT_VIP, 2575, ACK), t(13)),
+        Some(snat_rs)
+    );
+    // ...but takes nothing new: the VIP is gone.
+    let mut f = tcp(CLIENT, 40003, SNAT_VIP, 2575, SYN);
+    assert_eq!(e.process(EXT, &mut f, t(14)), Decision::ToStack);
+    // The new service serves, its server not yet checked.
+    let x = forwarded_to(
+        &mut e,
+        EXT,
+        tcp(CLIENT, 40004, Ipv4Addr::new(192, 0, 2, 15), 104, SYN),
+        t(15),
+    );
+    assert_eq!(x, Some(Ipv4Addr::new(192, 0, 2, 31)));
+    assert_eq!(e.server_state(0, 0).unwrap().health, Health::Unknown);
+
+    // Once the drained flow is gone, the next apply lets the service go.
+    assert_eq!(e.services.len(), 6);
+    for _ in 0..50 {
+        e.expire(t(10_000_000), 1024);
+    }
+    e.apply(&new, &new).unwrap();
+    assert_eq!(e.services.len(), 5);
+}
+
+#[test]
+fn a_removed_server_drains_and_a_halted_one_is_cut() {
+    let old = config();
+    let mut e = engine();
+    let first = forwarded_to(&mut e, EXT, tcp(CLIENT, 40000, DR_VIP, 104, SYN), t(0)).unwrap();
+    let second = forwarded_to(&mut e, EXT, tcp(CLIENT, 40001, DR_VIP, 104, SYN), t(1)).unwrap();
+    assert_ne!(first, second);
+    let removed = DR_RS.iter().position(|a| *a == first).unwrap();
+    let mut new = old.clone();
+    new.virtual_services[0].real_servers.remove(removed);
+    let report = e.apply(&old, &new).unwrap();
+    assert_eq!(report.draining, 1);
+    // The removed server's flow continues; every new flow goes to the other.
+    assert_eq!(
+        forwarded_to(&mut e, EXT, tcp(CLIENT, 40000, DR_VIP, 104, ACK), t(2)),
+        Some(first)
+    );
+    for p in 0..10 {
+        let to = forwarded_to(&mut e, EXT, tcp(CLIENT, 41000 + p, DR_VIP, 104, SYN), t(3));
+        assert_eq!(to, Some(second));
+    }
+    // Halting the remaining server in the next config cuts its flows.
+    let mut halted = new.clone();
+    halted.virtual_services[0].real_servers[0].state = AdminState::Halt;
+    e.apply(&new, &halted).unwrap();
+    let mut f = tcp(CLIENT, 40001, DR_VIP, 104, ACK);
+    assert!(matches!(e.process(EXT, &mut f, t(4)), Decision::Drop(_)));
+    assert_eq!(e.server_state(0, 0).unwrap().active, 0);
+}
+
+proptest! {
+    /// Whatever subset of the services a new config keeps, in whatever
+    /// order: every flow open before the apply goes to the same place after
+    /// it, and every server's active count matches its flows.
+    #[test]
+    fn apply_never_moves_a_flow(keep in proptest::collection::vec(any::<bool>(), 5), rotate in 0usize..5) {
+        let old = config();
+        let mut e = engine();
+        let mut flows = Vec::new();
+        for (i, (vip, port)) in [(DR_VIP, 104), (NAT_VIP, 104), (SNAT_VIP, 2575)].into_iter().enumerate() {
+            for c in 0..4u16 {
+                let sp = 30000 + (i as u16) * 100 + c;
+                if let Some(to) = forwarded_to(&mut e, EXT, tcp(CLIENT, sp, vip, port, SYN), t(0)) {
+                    flows.push((vip, port, sp, to));
+                }
+            }
+        }
+        let mut new = old.clone();
+        let mut i = 0;
+        new.virtual_services.retain(|_| { i += 1; keep[i - 1] });
+        let n = new.virtual_services.len();
+        if n > 0 {
+            new.virtual_services.rotate_left(rotate % n);
+        }
+        e.apply(&old, &new).unwrap();
+        for (vip, port, sp, to) in flows {
+            prop_assert_eq!(forwarded_to(&mut e, EXT, tcp(CLIENT, sp, vip, port, ACK), t(1)), Some(to));
+        }
+        let tracked = e.conntrack().len() as u64;
+        let active: u64 = e.services.iter().flat_map(|s| s.servers.iter()).map(|s| u64::from(s.active)).sum();
+        prop_assert_eq!(tracked, active);
+    }
+}

@@ -10,6 +10,12 @@
 //! (`check_type = "none"`: always up; `"off"`: always down, maintenance)
 //! have no check: [`Board::new`] returns their fixed health as changes.
 //! The console reads each server's note (last reason, agent) from here.
+//!
+//! A live apply ([`Board::apply`]) builds the board of the new
+//! configuration keeping, for each real server that continues with the same
+//! polls, its schedules, streaks and verdicts. Poll identities
+//! ([`Job::index`]) are never reused, so a poll still running when the board
+//! was replaced finishes into nothing rather than into another server.
 
 use alloc::format;
 use alloc::string::String;
@@ -20,7 +26,8 @@ use super::{
     AgentReply, CheckKind, CheckParams, Health, ServerHealth, ServerVerdicts, Verdict,
     check_summary, check_target, fixed_verdict,
 };
-use crate::config::{AdminState, Config};
+use crate::config::diff::Plan;
+use crate::config::{AdminState, Config, VirtualService};
 use crate::time::Instant;
 
 /// What a poll is for.
@@ -35,6 +42,8 @@ enum Role {
 /// One poll schedule: a server's check or its agent.
 #[derive(Clone, Debug)]
 struct Target {
+    /// Stable across live applies (see [`Job::index`]).
+    id: usize,
     role: Role,
     /// Index into `Board::servers`.
     server: usize,
@@ -68,7 +77,7 @@ struct Server {
 /// A poll to run now.
 #[derive(Clone, Debug)]
 pub struct Job {
-    /// Which poll (for [`Board::finish`]).
+    /// Which poll (for [`Board::finish`]); never reused.
     pub index: usize,
     /// Sequence number for [`Dialog::new`](super::Dialog::new).
     pub seq: u32,
@@ -103,6 +112,17 @@ pub struct Board {
     first: Vec<usize>,
     /// Each service's check, for `status` (`check=https tls-verify=none`).
     checks: Vec<String>,
+    /// The next poll identity.
+    next_id: usize,
+}
+
+/// Whether the polls of a server of `old` and of `new` run the same way:
+/// same check (or fixed health), timing and agent.
+fn same_polling(old: &VirtualService, new: &VirtualService) -> bool {
+    check_summary(old) == check_summary(new)
+        && fixed_verdict(old) == fixed_verdict(new)
+        && (old.check_interval, old.check_rise, old.check_fall, old.check_timeout)
+            == (new.check_interval, new.check_rise, new.check_fall, new.check_timeout)
 }
 
 impl Board {
@@ -138,6 +158,7 @@ impl Board {
                     let seed = (u64::from(u32::from(rs.ip)) << 16) | u64::from(port);
                     let interval = vs.check_interval.duration();
                     b.targets.push(Target {
+                        id: b.targets.len(),
                         role: Role::Agent,
                         server: index,
                         ip: rs.ip,
@@ -161,6 +182,7 @@ impl Board {
                             b.servers[index].check_port = Some(port);
                         }
                         b.targets.push(Target {
+                            id: b.targets.len(),
                             role: Role::Check,
                             server: index,
                             ip,
@@ -183,7 +205,110 @@ impl Board {
                 }
             }
         }
+        b.next_id = b.targets.len();
         (b, fixed)
+    }
+
+    /// Replaces this board (of `old`) by the board of `new`, a live apply
+    /// matched by `plan`. A real server that continues and is polled the
+    /// same way keeps its schedules, streaks, verdicts and agent reply; any
+    /// other starts over (health unknown until checked). Returns the
+    /// changes for the caller to apply: fixed health of new or changed
+    /// servers, and the agent's weight or state where the configured one
+    /// changed under an agent that overrides it.
+    pub fn apply(&mut self, old: &Config, new: &Config, plan: &Plan, now: Instant) -> Vec<Change> {
+        let (mut b, fixed) = Board::new(new, now);
+        let mut prev = core::mem::take(self);
+        let mut next_id = prev.next_id;
+        let mut changes = Vec::new();
+        let mut kept_servers = Vec::new();
+        for ni in 0..b.servers.len() {
+            let (si, ri) = (b.servers[ni].service, b.servers[ni].server);
+            let continued = plan
+                .services
+                .get(si)
+                .copied()
+                .flatten()
+                .zip(plan.servers.get(si).and_then(|s| s.get(ri)).copied().flatten());
+            let kept = continued.and_then(|(os, or)| {
+                let same = old
+                    .virtual_services
+                    .get(os)
+                    .zip(new.virtual_services.get(si))
+                    .is_some_and(|(o, n)| same_polling(o, n));
+                let oi = prev.first.get(os)? + or;
+                let o = prev.servers.get(oi)?;
+                (same && (o.service, o.server) == (os, or)).then_some(oi)
+            });
+            // Each of its polls must match one of the old server's.
+            let matched: Option<Vec<(usize, usize)>> = kept.and_then(|oi| {
+                let olds = prev.targets.iter().filter(|o| o.server == oi).count();
+                let news: Vec<usize> = (0..b.targets.len())
+                    .filter(|&k| b.targets[k].server == ni)
+                    .collect();
+                let pairs: Option<Vec<_>> = news
+                    .iter()
+                    .map(|&k| {
+                        let t = &b.targets[k];
+                        let p = prev.targets.iter().position(|o| {
+                            o.server == oi
+                                && (o.role, o.ip, o.port, &o.params)
+                                    == (t.role, t.ip, t.port, &t.params)
+                        })?;
+                        Some((k, p))
+                    })
+                    .collect();
+                pairs.filter(|p| p.len() == olds)
+            });
+            let (Some(oi), Some(pairs)) = (kept, matched) else {
+                // New polls get identities never handed out before.
+                for t in b.targets.iter_mut().filter(|t| t.server == ni) {
+                    t.id = next_id;
+                    next_id += 1;
+                }
+                continue;
+            };
+            kept_servers.push(ni);
+            for (k, p) in pairs {
+                let o = &prev.targets[p];
+                b.targets[k].id = o.id;
+                b.targets[k].schedule = o.schedule.clone();
+            }
+            let o = &mut prev.servers[oi];
+            let s = &mut b.servers[ni];
+            s.verdicts = core::mem::take(&mut o.verdicts);
+            s.told = o.told;
+            s.told_reason = o.told_reason.take();
+            // The engine starts from the configured weight and state: tell
+            // it what the agent makes of them, quietly.
+            let weight = s.verdicts.weight(s.weight);
+            let admin = s.verdicts.admin(s.admin);
+            s.told_weight = weight;
+            s.told_admin = admin;
+            if weight != s.weight || admin != s.admin {
+                changes.push(Change {
+                    service: si,
+                    server: ri,
+                    up: None,
+                    weight: (weight != s.weight).then_some(weight),
+                    admin: (admin != s.admin).then_some(admin),
+                    lines: Vec::new(),
+                });
+            }
+        }
+        // Fixed health of servers that did not keep theirs.
+        changes.extend(fixed.into_iter().filter(|c| {
+            !kept_servers
+                .iter()
+                .any(|&k| (b.servers[k].service, b.servers[k].server) == (c.service, c.server))
+        }));
+        b.next_id = next_id;
+        *self = b;
+        changes
+    }
+
+    fn find(&self, id: usize) -> Option<usize> {
+        self.targets.iter().position(|t| t.id == id)
     }
 
     /// Number of polls (checks and agents).
@@ -207,7 +332,7 @@ impl Board {
         let t = &mut self.targets[index];
         let seq = t.schedule.begin(now)?;
         Some(Job {
-            index,
+            index: t.id,
             seq,
             ip: t.ip,
             port: t.port,
@@ -224,7 +349,8 @@ impl Board {
         agent: Option<&AgentReply>,
         now: Instant,
     ) -> Option<Change> {
-        let t = self.targets.get_mut(index)?;
+        let i = self.find(index)?;
+        let t = &mut self.targets[i];
         t.schedule.finish(now, verdict.clone());
         let (role, server, health) = (t.role, t.server, t.schedule.health());
         let s = self.servers.get_mut(server)?;
@@ -293,7 +419,7 @@ impl Board {
 
     /// (polls run, polls failed) of poll `index`.
     pub fn counts(&self, index: usize) -> Option<(u64, u64)> {
-        Some(self.targets.get(index)?.schedule.counts())
+        Some(self.targets[self.find(index)?].schedule.counts())
     }
 
     fn server(&self, service: usize, server: usize) -> Option<&Server> {
