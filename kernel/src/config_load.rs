@@ -21,6 +21,8 @@ const MODULE_MAX: u64 = 4 * 1024 * 1024 + envelope::HEADER_LEN as u64;
 pub struct Loaded {
     /// `None`: the blob was rejected; the appliance runs with no services.
     pub config: Option<Config>,
+    /// Where it came from, for the banner.
+    pub source: &'static str,
 }
 
 /// Copies the first boot module out of memory the loader left reserved.
@@ -56,13 +58,19 @@ pub fn load(info: &BootInfo, stored: Option<(Config, lb_core::store::Loaded)>) -
         );
         return Loaded {
             config: Some(config),
+            source: "the store",
         };
     }
     let mut log = Vec::new();
     let module = module_bytes(info);
+    let source = if module.is_some() {
+        "the boot module"
+    } else {
+        "the embedded default"
+    };
     let config = startup::load_config(module.as_deref(), EMBEDDED, &mut log);
     print(log);
-    Loaded { config }
+    Loaded { config, source }
 }
 
 /// eth0's address by precedence (see `lb_core::startup::eth0_setting`).

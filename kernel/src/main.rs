@@ -249,9 +249,39 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         println!("error: no supported NIC found; nothing to serve");
         idle_loop(None, nics, false);
     }
+    // Where each setting came from: `ip=` > store > boot module > default.
+    let from_cmdline = cmdline_ip && config_load::cmdline_valid(boot_info.cmdline());
+    let eth0_source = if from_cmdline {
+        "the kernel command line"
+    } else if loaded
+        .config
+        .as_ref()
+        .is_some_and(|c| !c.network.interfaces.is_empty())
+    {
+        loaded.source
+    } else {
+        "the factory default"
+    };
     match setting {
         Ipv4Setting::Dhcp => println!("eth0 address: dhcp (waiting for a lease)"),
-        s => println!("eth0 address: {s}"),
+        s => println!("eth0 address: {s} (from {eth0_source})"),
+    }
+    if let Some(c) = &loaded.config {
+        println!(
+            "hostname: {} (from {}); DNS servers: {}",
+            c.network.hostname,
+            loaded.source,
+            if c.network.dns.is_empty() {
+                alloc::string::String::from("none")
+            } else {
+                c.network
+                    .dns
+                    .iter()
+                    .map(|d| alloc::format!("{d}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
     }
 
     trace::mark("nics and address printed");
@@ -291,7 +321,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
         _ => fatal("cannot spawn the network tasks"),
     }
     netif::register(0, Some(stack), Some(setting));
-    netif::set_cmdline_override(cmdline_ip && config_load::cmdline_valid(boot_info.cmdline()));
+    netif::set_cmdline_override(from_cmdline);
     services::start(
         spawner,
         nics,

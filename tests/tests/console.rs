@@ -115,7 +115,7 @@ fn serial_wizard_sets_the_address_now_and_after_reboot() {
     .unwrap();
     answer(&mut vm, "lbtest1>", "log");
     vm.wait_for("the log", STEP, |l| {
-        l.contains("notice  config config: network settings applied")
+        l.contains("notice  config network settings applied")
     })
     .unwrap();
     // Line editing: Tab completes `show config`, ↑ repeats it.
