@@ -233,11 +233,8 @@ impl Engine {
             .any(|vs| vs.forwarding == Forwarding::Layer7);
         // The first layer 7 service gets the table its memory was kept for.
         if has_l7 && self.l7_table.is_empty() && self.l7_table.capacity() < self.l7_capacity {
-            self.l7_table = ConnTable::new(
-                self.l7_capacity,
-                Timeouts::from_l4(&new.l4),
-                self.l7_seed,
-            );
+            self.l7_table =
+                ConnTable::new(self.l7_capacity, Timeouts::from_l4(&new.l4), self.l7_seed);
         }
         self.persist.remap(|s, r| {
             let (ns, nr) = lookup(s, r)?;

@@ -839,3 +839,125 @@ fn a_connection_costs_a_table_entry() {
     // The kernel sizes the table with 256 bytes per connection.
     assert!(per <= 256, "{per}");
 }
+
+/// A live apply keeps layer 7 connections of what continues (bound to
+/// their server, or still waiting for data), drains those of a removed
+/// server, and serves a new layer 7 service at once.
+#[test]
+fn live_apply_keeps_layer7_connections() {
+    let old = config("", "");
+    let mut e = engine("", "");
+    let (a0, syn_a) = spliced(&mut e, 40000, 0);
+    let (a1, syn_b) = spliced(&mut e, 40001, 0);
+    assert_eq!((syn_a.dst.addr, syn_b.dst.addr), (RS[0], RS[1]));
+    // A third client's handshake is under way: no server yet.
+    let mut f = seg(
+        ep(CLIENT, 40002),
+        ep(VIP, 2575),
+        CISN,
+        None,
+        SYN,
+        64240,
+        linux_syn(),
+        &[],
+    );
+    assert_eq!(e.process(0, &mut f, t(0)), Decision::Consumed);
+    let a2 = outbox(&mut e)[0].seg.seq;
+
+    // New: a second layer 7 service first; HL7 loses B and gains C.
+    let mut new = old.clone();
+    new.virtual_services[0].real_servers.remove(1);
+    let mut c = new.virtual_services[0].real_servers[0].clone();
+    c.label = "C".into();
+    c.ip = Ipv4Addr::new(10, 1, 0, 43);
+    new.virtual_services[0].real_servers.push(c);
+    let mut extra = new.virtual_services[0].clone();
+    extra.label = "EXTRA".into();
+    extra.vip = Ipv4Addr::new(192, 0, 2, 15);
+    new.virtual_services.insert(0, extra);
+    crate::config::validate(&new).unwrap();
+    let report = e.apply(&old, &new).unwrap();
+    assert_eq!(report.plan.services, [None, Some(0)]);
+    assert_eq!(report.draining, 1, "B's connection drains");
+    assert_eq!(e.l7_connections().len(), 3);
+
+    // Data on each connection: A's and B's go on to their servers.
+    let data = |cport: u16, a: u32| {
+        seg(
+            ep(CLIENT, cport),
+            ep(VIP, 2575),
+            CISN.wrapping_add(1),
+            Some(a.wrapping_add(1)),
+            0x08,
+            502,
+            SynOptions::default(),
+            b"MSH|",
+        )
+    };
+    for (cport, a, server) in [(40000, a0, RS[0]), (40001, a1, RS[1])] {
+        let mut f = data(cport, a);
+        assert_eq!(
+            e.process(0, &mut f, t(10)),
+            Decision::Forward {
+                nic: 1,
+                next_hop: server
+            },
+            "client port {cport}"
+        );
+    }
+    // The half-open one completes and binds now, to a configured server
+    // (never B).
+    let mut f = seg(
+        ep(CLIENT, 40002),
+        ep(VIP, 2575),
+        CISN.wrapping_add(1),
+        Some(a2.wrapping_add(1)),
+        0,
+        502,
+        SynOptions::default(),
+        &[],
+    );
+    assert_eq!(e.process(0, &mut f, t(10)), Decision::Consumed);
+    let out = outbox(&mut e);
+    let syn = out.iter().find(|o| o.seg.flags.syn()).expect("SYN out");
+    assert_ne!(syn.dst.addr, RS[1]);
+    // B's connection never gets a successor: no new client reaches B.
+    for p in 0..4 {
+        handshake(&mut e, 41000 + p, 20);
+        let mut f = data(41000 + p, 0);
+        e.process(0, &mut f, t(20));
+        assert!(outbox(&mut e).iter().all(|o| o.dst.addr != RS[1]));
+    }
+    // The new service answers a SYN.
+    let mut f = seg(
+        ep(CLIENT, 42000),
+        ep(Ipv4Addr::new(192, 0, 2, 15), 2575),
+        1,
+        None,
+        SYN,
+        64240,
+        linux_syn(),
+        &[],
+    );
+    assert_eq!(e.process(0, &mut f, t(30)), Decision::Consumed);
+    let out = outbox(&mut e);
+    assert!(out[0].seg.flags.syn() && out[0].seg.flags.ack());
+}
+
+/// The first layer 7 service, added live, gets the table sized for it.
+#[test]
+fn live_apply_of_the_first_layer7_service_sizes_its_table() {
+    let with = config("", "");
+    let mut without = with.clone();
+    without.virtual_services.clear();
+    let mut caps = Capacities::from_config(&without);
+    caps.conntrack = 64;
+    caps.persistence = 64;
+    caps.l7_connections = 16;
+    let mut e = Engine::new(&without, caps).unwrap();
+    assert_eq!(e.l7_connections().capacity(), 1);
+    e.apply(&without, &with).unwrap();
+    assert_eq!(e.l7_connections().capacity(), 16);
+    let (_, syn) = spliced(&mut e, 40000, 0);
+    assert_eq!(syn.dst.addr, RS[0]);
+}

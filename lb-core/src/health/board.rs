@@ -121,8 +121,17 @@ pub struct Board {
 fn same_polling(old: &VirtualService, new: &VirtualService) -> bool {
     check_summary(old) == check_summary(new)
         && fixed_verdict(old) == fixed_verdict(new)
-        && (old.check_interval, old.check_rise, old.check_fall, old.check_timeout)
-            == (new.check_interval, new.check_rise, new.check_fall, new.check_timeout)
+        && (
+            old.check_interval,
+            old.check_rise,
+            old.check_fall,
+            old.check_timeout,
+        ) == (
+            new.check_interval,
+            new.check_rise,
+            new.check_fall,
+            new.check_timeout,
+        )
 }
 
 impl Board {
@@ -224,12 +233,13 @@ impl Board {
         let mut kept_servers = Vec::new();
         for ni in 0..b.servers.len() {
             let (si, ri) = (b.servers[ni].service, b.servers[ni].server);
-            let continued = plan
-                .services
-                .get(si)
-                .copied()
-                .flatten()
-                .zip(plan.servers.get(si).and_then(|s| s.get(ri)).copied().flatten());
+            let continued = plan.services.get(si).copied().flatten().zip(
+                plan.servers
+                    .get(si)
+                    .and_then(|s| s.get(ri))
+                    .copied()
+                    .flatten(),
+            );
             let kept = continued.and_then(|(os, or)| {
                 let same = old
                     .virtual_services
