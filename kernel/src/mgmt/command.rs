@@ -282,16 +282,33 @@ pub async fn synced(ctx: Ctx, serial: u64, envelope: &[u8]) {
     }
 }
 
-/// Stores and applies a whole new configuration.
+/// Stores a whole new configuration, then applies it live (the path the
+/// console's `config paste` takes): what continues keeps its connections,
+/// what was removed drains, what is new starts unchecked.
 async fn apply_config(
-    _ctx: Ctx,
-    _config: lb_core::config::Config,
-    _what: &str,
-    _who: &str,
+    ctx: Ctx,
+    config: lb_core::config::Config,
+    what: &str,
+    who: &str,
 ) -> Result<String, Rejection> {
-    Err(Rejection::new(
-        Kind::NotApplied,
-        "this build cannot apply a new configuration live yet",
+    let serial = config.management.serial;
+    let summary = crate::running::with(|old| lb_core::mgmt::diff::summary(old, &config));
+    let saved = store(&config).await?;
+    crate::apply::apply(
+        ctx.dp,
+        ctx.nics,
+        config,
+        &format!("{what} (serial {serial}, key {who})"),
+    )
+    .await
+    .map_err(|e| {
+        Rejection::new(
+            Kind::NotApplied,
+            format!("stored but not applied (it takes effect at the next boot): {e}"),
+        )
+    })?;
+    Ok(format!(
+        "{what} applied (serial {serial}, key {who}): {summary}{saved}"
     ))
 }
 
