@@ -42,6 +42,7 @@
 //! and "port unreachable" work through NAT and SNAT; for DR, errors from the
 //! client side about the server's packets are passed on to the server.
 
+mod apply;
 #[cfg(test)]
 mod aware_tests;
 mod l7;
@@ -49,7 +50,6 @@ mod l7;
 mod l7_sim;
 #[cfg(test)]
 mod l7_tests;
-mod apply;
 mod page;
 #[cfg(test)]
 mod page_tests;
@@ -79,9 +79,9 @@ use crate::schedule::{Health, RealServerState, Scheduler};
 use crate::time::{Duration, Instant};
 use alloc::string::String;
 
+pub use apply::ApplyReport;
 pub use l7::{L7Stats, MAX_PAIRS, OUTBOX_LIMIT, Outgoing, PairStats};
 pub use replica::{FlowRecord, ImportError, PersistRecord, Record, ReplicaStats};
-pub use apply::ApplyReport;
 pub use route::Routes;
 pub use stats::{Counters, ServiceStats};
 
