@@ -4,7 +4,9 @@
 //! ([`Wizard::answer`]): a bad value is explained and the same question
 //! asked again, never taken. In order: interface, DHCP, address with
 //! prefix, default gateway (eth0 only), DNS servers, hostname, console
-//! password (twice), and "apply and save?".
+//! password (twice), a management admin key to add (the first key that may
+//! sign uploads, pasted from `tools keygen`'s `.pub` file), and "apply and
+//! save?".
 //!
 //! The result is a [`Settings`] the caller applies to the running
 //! appliance and writes into its configuration ([`Settings::apply_to`]).
@@ -15,7 +17,8 @@ use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
 use crate::cmdline::{self, Ipv4Setting, Reason, is_host_address, mask};
-use crate::config::{Config, Interface, MAX_DNS, Network};
+use crate::config::{Config, Interface, MAX_ADMIN_KEYS, MAX_DNS, Network};
+use crate::mgmt::keys::PublicKey;
 
 /// Shortest console password accepted.
 pub const PASSWORD_MIN: usize = 8;
@@ -61,6 +64,9 @@ pub struct Settings {
     pub dns: Vec<Ipv4Addr>,
     pub hostname: String,
     pub password: PasswordChange,
+    /// A management admin key to add (`ed25519:` and 64 hex digits, as
+    /// `tools keygen` writes it): the first key that may sign uploads.
+    pub admin_key: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +79,7 @@ enum Step {
     Hostname,
     Password,
     PasswordAgain,
+    AdminKey,
     Confirm,
     Done,
 }
@@ -92,6 +99,9 @@ pub struct Wizard {
     dns: Vec<Ipv4Addr>,
     hostname: String,
     password: PasswordChange,
+    /// Admin keys the configuration holds.
+    admin_keys: Vec<String>,
+    admin_key: Option<String>,
 }
 
 fn yes_no(answer: &str) -> Option<bool> {
@@ -152,6 +162,8 @@ impl Wizard {
             hostname: network.hostname.clone(),
             password: PasswordChange::Keep,
             network,
+            admin_keys: config.management.admin_keys.clone(),
+            admin_key: None,
         };
         w.load_interface(0);
         w
@@ -232,6 +244,12 @@ impl Wizard {
                 text: String::from("console password again: "),
                 secret: true,
             }),
+            Step::AdminKey => plain(match self.admin_keys.len() {
+                0 => String::from(
+                    "management admin key (paste the line of tools keygen's .pub file; Enter for none): ",
+                ),
+                n => format!("management admin key to add (Enter keeps the {n} there are): "),
+            }),
             Step::Confirm => plain(String::from("apply and save? (y/n): ")),
             Step::Done => None,
         }
@@ -265,6 +283,14 @@ impl Wizard {
             }
             (PasswordChange::Keep, true) => "  console password: unchanged",
         }));
+        let keys = self.admin_keys.len() + usize::from(self.admin_key.is_some());
+        v.push(match &self.admin_key {
+            Some(k) => format!(
+                "  management admin keys: {keys} (new: {})",
+                k.get(..16).unwrap_or(k)
+            ),
+            None => format!("  management admin keys: {keys}"),
+        });
         v
     }
 
@@ -292,6 +318,7 @@ impl Wizard {
             Step::Hostname => self.on_hostname(a),
             Step::Password => self.on_password(a),
             Step::PasswordAgain => self.on_password_again(a),
+            Step::AdminKey => self.on_admin_key(a),
             Step::Confirm => return self.on_confirm(a),
             Step::Done => return Answer::Cancelled,
         };
@@ -432,11 +459,11 @@ impl Wizard {
     fn on_password(&mut self, a: &str) -> Result<Step, String> {
         if a.is_empty() {
             self.password = PasswordChange::Keep;
-            return Ok(Step::Confirm);
+            return Ok(Step::AdminKey);
         }
         if a == "-" {
             self.password = PasswordChange::Remove;
-            return Ok(Step::Confirm);
+            return Ok(Step::AdminKey);
         }
         if a.len() < PASSWORD_MIN {
             return Err(format!(
@@ -449,13 +476,35 @@ impl Wizard {
 
     fn on_password_again(&mut self, a: &str) -> Result<Step, String> {
         match &self.password {
-            PasswordChange::Set(p) if p == a => Ok(Step::Confirm),
+            PasswordChange::Set(p) if p == a => Ok(Step::AdminKey),
             _ => {
                 self.password = PasswordChange::Keep;
                 self.step = Step::Password;
                 Err(String::from("the two passwords differ; again"))
             }
         }
+    }
+
+    fn on_admin_key(&mut self, a: &str) -> Result<Step, String> {
+        if a.is_empty() {
+            self.admin_key = None;
+            return Ok(Step::Confirm);
+        }
+        let short = match a.get(..24) {
+            Some(s) if a.len() > 24 => format!("{s}..."),
+            _ => String::from(a),
+        };
+        PublicKey::parse(a).map_err(|e| format!("{short}: {e}"))?;
+        if self.admin_keys.iter().any(|k| k.trim() == a) {
+            return Err(format!("{short}: that key is already there"));
+        }
+        if self.admin_keys.len() >= MAX_ADMIN_KEYS {
+            return Err(format!(
+                "at most {MAX_ADMIN_KEYS} admin keys; remove one with a signed upload first"
+            ));
+        }
+        self.admin_key = Some(String::from(a));
+        Ok(Step::Confirm)
     }
 
     fn on_confirm(&mut self, a: &str) -> Answer {
@@ -487,6 +536,7 @@ impl Wizard {
             dns: self.dns.clone(),
             hostname: self.hostname.clone(),
             password: self.password.clone(),
+            admin_key: self.admin_key.clone(),
         }
     }
 }
@@ -541,6 +591,11 @@ impl Settings {
             PasswordChange::Keep => {}
             PasswordChange::Remove => net.management_password_hash = None,
             PasswordChange::Set(_) => net.management_password_hash = password_hash,
+        }
+        if let Some(k) = &self.admin_key
+            && !config.management.admin_keys.contains(k)
+        {
+            config.management.admin_keys.push(k.clone());
         }
     }
 }
@@ -616,6 +671,7 @@ mod tests {
                 "",
                 "10.77.0.2, 10.77.0.3",
                 "lbmed1",
+                "",
                 "",
                 "y",
             ],
@@ -704,6 +760,22 @@ mod tests {
         );
         assert!(matches!(w.answer("long enough"), Answer::Next));
         assert!(matches!(w.answer("long enough"), Answer::Next));
+        // The admin key: pasted as tools keygen wrote it, checked.
+        let key = crate::mgmt::keys::SigningKey::from_seed([5; 32])
+            .public()
+            .to_string();
+        let bad_hex = format!("{}x", &key[..key.len() - 1]);
+        for bad in ["ed25519:00", "ssh-ed25519 AAAA", bad_hex.as_str()] {
+            assert!(matches!(w.answer(bad), Answer::Rejected(_)), "{bad}");
+        }
+        assert!(matches!(w.answer(&key), Answer::Next));
+        assert!(
+            w.summary()
+                .iter()
+                .any(|l| l.starts_with("  management admin keys: 1 (new: ed25519:")),
+            "{:?}",
+            w.summary()
+        );
         assert!(matches!(w.answer("perhaps"), Answer::Rejected(_)));
         let Answer::Finished(s) = w.answer("yes") else {
             panic!()
@@ -723,6 +795,18 @@ mod tests {
             cfg.network.management_password_hash.as_deref(),
             Some("hash")
         );
+        assert_eq!(cfg.management.admin_keys, core::slice::from_ref(&key));
+        validate(&cfg).unwrap();
+        // A second wizard keeps it and refuses it twice.
+        let mut again = Wizard::new(nics(), running(&cfg), &cfg);
+        for a in ["", "", "", "", "", "", ""] {
+            again.answer(a);
+        }
+        assert_eq!(
+            again.prompt().unwrap().text,
+            "management admin key to add (Enter keeps the 1 there are): "
+        );
+        assert!(matches!(again.answer(&key), Answer::Rejected(_)));
         assert!(w.is_done() && w.prompt().is_none());
     }
 
@@ -730,11 +814,11 @@ mod tests {
     fn dhcp_skips_the_address_and_may_leave_dns_to_the_server() {
         let c = factory();
         let mut w = Wizard::new(nics(), running(&c), &c);
-        let (rejected, end) = run(&mut w, &["", "y", "", "", "", "n"]);
+        let (rejected, end) = run(&mut w, &["", "y", "", "", "", "", "n"]);
         assert!(rejected.is_empty(), "{rejected:?}");
         assert_eq!(end, Some(Answer::Cancelled));
         let mut w = Wizard::new(nics(), running(&c), &c);
-        let (_, end) = run(&mut w, &["", "y", "", "", "", "y"]);
+        let (_, end) = run(&mut w, &["", "y", "", "", "", "", "y"]);
         let Some(Answer::Finished(s)) = end else {
             panic!()
         };
@@ -750,7 +834,7 @@ mod tests {
         let mut w = Wizard::new(nics(), running(&c), &c);
         let (rejected, end) = run(
             &mut w,
-            &["eth1", "n", "10.12.2.1/24", "10.12.1.2", "", "", "y"],
+            &["eth1", "n", "10.12.2.1/24", "10.12.1.2", "", "", "", "y"],
         );
         assert!(rejected.is_empty(), "{rejected:?}");
         let Some(Answer::Finished(s)) = end else {

@@ -136,6 +136,10 @@ fn iso_boots_and_takes_the_wizard_on_the_keyboard(boot: Boot, name: &str, screen
         ("DNS servers, separated by commas:", "10.205.0.1\n"),
         ("hostname [lbmed]:", "lbscreen\n"),
         ("console password (Enter for none):", "\n"),
+        (
+            "management admin key (paste the line of tools keygen's .pub file; Enter for none):",
+            "\n",
+        ),
         ("apply and save? (y/n):", "y\n"),
     ] {
         vm.wait_prompt(prompt, step).unwrap();

@@ -78,6 +78,14 @@ fn serial_wizard_sets_the_address_now_and_after_reboot() {
         "hospital-lb1",
     );
     answer(&mut vm, "console password again:", "hospital-lb1");
+    // The first management key, pasted from `tools keygen`'s .pub file.
+    let (_, public) = tools::mgmt_cmd::keygen(&tmp.path().join("admin")).unwrap();
+    let admin_pub = std::fs::read_to_string(&public).unwrap();
+    let admin_pub = admin_pub.trim();
+    let key_prompt =
+        "management admin key (paste the line of tools keygen's .pub file; Enter for none):";
+    refused(&mut vm, key_prompt, "ed25519:0123", "64 hex digits");
+    answer(&mut vm, key_prompt, admin_pub);
     answer(&mut vm, "apply and save? (y/n):", "y");
     vm.wait_for("the save", STEP, |l| {
         l.starts_with("config: saved to slot A sequence 1")
@@ -133,6 +141,11 @@ fn serial_wizard_sets_the_address_now_and_after_reboot() {
         l == "gateway = \"10.77.0.1\""
     })
     .unwrap();
+    assert!(
+        vm.console()
+            .contains(&format!("admin_keys = [\"{admin_pub}\"]")),
+        "the pasted key is in the configuration"
+    );
     drop(vm);
 
     // Reboot from the same disk, no ip=: the stored address, no wizard,

@@ -201,6 +201,7 @@ pub fn to_toml(config: &Config) -> String {
 mod tests {
     use super::*;
     use crate::config::from_toml;
+    use alloc::string::ToString;
 
     const MEDICAL: &str = include_str!("../../configs/medical.toml");
 
@@ -310,6 +311,21 @@ state = "halt"
         let c = Config::empty();
         let out = to_toml(&c);
         assert_eq!(out, "[network]\nhostname = \"lbmed\"\n");
+        assert_eq!(from_toml(&out).unwrap(), c);
+    }
+
+    #[test]
+    fn admin_keys_print_as_one_line() {
+        let mut c = Config::empty();
+        let key = crate::mgmt::keys::SigningKey::from_seed([5; 32])
+            .public()
+            .to_string();
+        c.management.admin_keys.push(key.clone());
+        let out = to_toml(&c);
+        assert!(
+            out.contains(&alloc::format!("[management]\nadmin_keys = [\"{key}\"]\n")),
+            "{out}"
+        );
         assert_eq!(from_toml(&out).unwrap(), c);
     }
 }
