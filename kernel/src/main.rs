@@ -278,7 +278,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
                     .dns
                     .iter()
                     .map(|d| alloc::format!("{d}"))
-                    .collect::<Vec<_>>()
+                    .collect::<alloc::vec::Vec<_>>()
                     .join(", ")
             }
         );
