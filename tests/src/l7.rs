@@ -429,10 +429,10 @@ impl L7Lab {
         let t = Duration::from_secs(20);
         let drops = self
             .vm
-            .wait_for_after(mark, "status drops line", t, |l| l.starts_with("drops:"))?;
+            .wait_from(mark, "status drops line", t, |l| l.starts_with("drops:"))?;
         let l7 = self
             .vm
-            .wait_for_after(mark, "status l7 line", t, |l| l.starts_with("l7:"))?;
+            .wait_from(mark, "status l7 line", t, |l| l.starts_with("l7:"))?;
         Ok(format!("{drops}\n{l7}"))
     }
 
