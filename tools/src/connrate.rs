@@ -113,6 +113,18 @@ fn one(target: SocketAddr) -> bool {
 
 /// Runs `workers` connection loops against `target` for `seconds`.
 pub fn client(target: SocketAddr, workers: usize, seconds: f64) -> Counts {
+    repeat(target, workers, seconds, one)
+}
+
+/// Runs `workers` threads that call `attempt` on `target` back to back for
+/// `seconds`, and counts the attempts that succeeded and failed (the
+/// connection-rate clients of `bench l4` and `bench l7` alike).
+pub fn repeat(
+    target: SocketAddr,
+    workers: usize,
+    seconds: f64,
+    attempt: fn(SocketAddr) -> bool,
+) -> Counts {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -122,7 +134,7 @@ pub fn client(target: SocketAddr, workers: usize, seconds: f64) -> Counts {
             let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if one(target) {
+                    if attempt(target) {
                         done.fetch_add(1, Ordering::Relaxed);
                     } else {
                         failed.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -97,34 +97,8 @@ fn exchange(target: SocketAddr) -> Result<Duration> {
 /// Short connections as fast as `concurrency` clients can make them for
 /// `seconds`; prints `conns=N errors=E secs=S`.
 pub fn rate(target: SocketAddr, seconds: f64, concurrency: usize) -> Result<()> {
-    let ok = Arc::new(AtomicU64::new(0));
-    let err = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let (ok, err, stop) = (ok.clone(), err.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match exchange(target) {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => err.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    stop.store(true, Ordering::Relaxed);
-    let counted = ok.load(Ordering::Relaxed);
-    let secs = start.elapsed().as_secs_f64();
-    for w in workers {
-        let _ = w.join();
-    }
-    println!(
-        "conns={counted} errors={} secs={secs:.3}",
-        err.load(Ordering::Relaxed)
-    );
+    let c = crate::connrate::repeat(target, concurrency, seconds, |t| exchange(t).is_ok());
+    println!("conns={} errors={} secs={:.3}", c.done, c.failed, c.seconds);
     Ok(())
 }
 
