@@ -23,6 +23,9 @@ use tools::qemu::{Backend, Boot, Machine, Nic};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const APPLIANCE: &str = "10.30.0.1";
 const VIP: &str = "10.30.0.100";
+const DICOM_VIP: &str = "10.30.0.101";
+/// The service an upload adds.
+const NEW_VIP: &str = "10.30.0.102";
 /// Health checks: every second, down after two failures.
 const INTERVAL_S: u64 = 1;
 const FALL: u64 = 2;
@@ -35,7 +38,10 @@ fn peer(name: &str) -> String {
         .to_string()
 }
 
-fn config(admin_pub: &str) -> String {
+/// The appliance's config: a web service, a DICOM service, and `extra`
+/// (more TOML after the services); WEB1 with `web1` settings added (e.g.
+/// its weight).
+fn config(admin_pub: &str, web1: &str, extra: &str) -> String {
     format!(
         r#"
 [network]
@@ -61,12 +67,28 @@ check_fall = {FALL}
 label = "WEB1"
 ip = "10.30.0.21"
 port = 8080
+{web1}
 
 [[virtual_service.real_server]]
 label = "WEB2"
 ip = "10.30.0.22"
 port = 8080
 
+[[virtual_service]]
+label = "DICOM"
+vip = "{DICOM_VIP}"
+ports = 104
+forwarding = "snat"
+check_type = "dicom_echo"
+check_called_ae = "PACS"
+check_interval = 2
+check_timeout = 2
+
+[[virtual_service.real_server]]
+label = "PACS1"
+ip = "10.30.0.21"
+port = 11112
+{extra}
 [management]
 allow = ["10.30.0.0/28"]
 admin_keys = ["{admin_pub}"]
@@ -85,6 +107,8 @@ struct Rig {
     web: Vec<Option<Process>>,
     tmp: TempDir,
     key: PathBuf,
+    admin_pub: String,
+    _pacs: Process,
     disk: PathBuf,
     module: PathBuf,
     vm: Option<Appliance>,
@@ -237,11 +261,13 @@ fn rig() -> Rig {
     let (key, public) = tools::mgmt_cmd::keygen(&tmp.path().join("admin")).unwrap();
     let admin_pub = std::fs::read_to_string(&public).unwrap();
     let toml = tmp.path().join("lbtest.toml");
-    std::fs::write(&toml, config(admin_pub.trim())).unwrap();
+    std::fs::write(&toml, config(admin_pub.trim(), "", "")).unwrap();
     let module = tmp.path().join("lbtest.bin");
     tools::config_cmd::compile(&toml, &module).unwrap();
     let disk = tmp.path().join("config.img");
     tools::disk_cmd::create(&disk, 4).unwrap();
+    let store = tmp.sub("pacs").unwrap();
+    let pacs = tests::peers::storescp(&rs[0], 11112, &store, &tmp.path().join("pacs.log")).unwrap();
     let mut rig = Rig {
         lab,
         admin,
@@ -250,6 +276,8 @@ fn rig() -> Rig {
         web: vec![None, None],
         tmp,
         key,
+        admin_pub: admin_pub.trim().to_string(),
+        _pacs: pacs,
         disk,
         module,
         vm: None,
@@ -478,6 +506,83 @@ fn management_plane_end_to_end() {
         "{v}"
     );
 
+    // --- an upload while a DICOM association sits idle ----------------------
+    r.vm()
+        .wait_for("PACS1 up", Duration::from_secs(30), |l| {
+            l.starts_with("health: DICOM/PACS1 ") && l.contains(" up")
+        })
+        .unwrap();
+    let idle_log = r.tmp.path().join("idle.log");
+    let mut idle = Process::spawn(
+        &r.admin,
+        &[
+            "python3",
+            &peer("dicom_idle_echo.py"),
+            DICOM_VIP,
+            "104",
+            "--idle",
+            "20",
+        ],
+        &idle_log,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let upload = r.tmp.path().join("changed.toml");
+    let new_service = format!(
+        r#"
+[[virtual_service]]
+label = "WEB-NEW"
+vip = "{NEW_VIP}"
+ports = 80
+forwarding = "snat"
+check_port = 8080
+check_interval = {INTERVAL_S}
+check_timeout = 1
+
+[[virtual_service.real_server]]
+label = "NEW1"
+ip = "10.30.0.21"
+port = 8080
+"#
+    );
+    std::fs::write(
+        &upload,
+        config(
+            &r.admin_pub,
+            "weight = 200\nstate = \"drain\"",
+            &new_service,
+        ),
+    )
+    .unwrap();
+    let key = r.key.display().to_string();
+    let up = upload.display().to_string();
+    let (ok, text) = r.tool(&r.admin, &["upload", "--to", APPLIANCE, "--key", &key, &up]);
+    assert!(ok, "{text}");
+    assert!(text.contains("WEB/WEB1: weight 100 -> 200"), "{text}");
+    assert!(
+        text.contains("virtual service WEB-NEW added (10.30.0.102:80)"),
+        "{text}"
+    );
+    let st = r.status();
+    assert_eq!(Rig::server(&st, "WEB1").weight, 200);
+    assert_eq!(st.services.len(), 3);
+    // The new service answers once its server is checked.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.curl(&r.admin, &format!("http://{NEW_VIP}/")).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the uploaded service never answered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The idle association on the unchanged service still works.
+    let status = idle.wait_timeout(Duration::from_secs(60)).unwrap();
+    assert!(
+        status.success(),
+        "the idle association did not survive the upload: {}",
+        std::fs::read_to_string(&idle_log).unwrap_or_default()
+    );
+
     // Every rejection was counted under its reason.
     let samples = r.metrics();
     let rejected = |kind| {
@@ -625,11 +730,22 @@ fn management_plane_end_to_end() {
     assert_eq!(Rig::server(&st, "WEB1").admin, "drain");
     assert_eq!(Rig::server(&st, "WEB2").admin, "online");
     assert!(st.serial > serial + 100);
+    assert_eq!(Rig::server(&st, "WEB1").weight, 200, "the uploaded config");
+    assert!(st.services.iter().any(|s| s.label == "WEB-NEW"));
     let (ok, text) = r.send(&once);
     assert!(
         !ok && text.contains("old serial"),
         "a replay after reboot: {text}"
     );
+
+    // Rollback: the config stored before the upload, applied again.
+    let key = r.key.display().to_string();
+    let (ok, text) = r.tool(&r.admin, &["rollback", "--to", APPLIANCE, "--key", &key]);
+    assert!(ok, "{text}");
+    assert!(text.contains("virtual service WEB-NEW removed"), "{text}");
+    let st = r.status();
+    assert_eq!(st.services.len(), 2);
+    assert_eq!(Rig::server(&st, "WEB1").weight, 100);
 }
 
 fn hex(s: &str) -> Vec<u8> {
