@@ -792,9 +792,10 @@ fn keepalived_peer_both_ways() {
 /// The takeover benchmark's appliance side (`cargo run -p tools -- test
 /// --long --test ha`): 20 kills, alternating which appliance is master
 /// (preemption off, so the rebooted one stays backup). Each round: 10
-/// DICOM associations through the NAT VIP, each a C-ECHO, 4 s idle, a
+/// DICOM associations through the NAT VIP, each a C-ECHO, 6 s idle, a
 /// second C-ECHO on the same association, and a ping every 10 ms at the DR
-/// VIP; the master is killed 1 s into the idle time. Prints takeover
+/// VIP; the master is killed once every association has had its first
+/// echo answered (established flows are what must survive). Prints takeover
 /// (longest ping gap) min/median/max and the associations that survived.
 #[test]
 #[ignore = "long: 20 kills of the master, about 10 minutes"]
@@ -817,7 +818,7 @@ fn takeover_twenty_kills() {
             st.starts_with("pair: backup") && st.contains("copy complete")
         });
         let ping_log = pair.tmp.path().join(format!("ping-{round}.log"));
-        let mut ping = pinger(&pair.p, VIP_DR, 6, &ping_log);
+        let mut ping = pinger(&pair.p, VIP_DR, 10, &ping_log);
         let mut flows: Vec<Process> = (0..FLOWS)
             .map(|i| {
                 Process::spawn(
@@ -828,20 +829,37 @@ fn takeover_twenty_kills() {
                         VIP_NAT,
                         "104",
                         "--idle",
-                        "4",
+                        "6",
                     ],
                     &pair.tmp.path().join(format!("flow-{round}-{i}.log")),
                 )
                 .unwrap()
             })
             .collect();
-        std::thread::sleep(Duration::from_secs(2));
+        // Established flows are what must survive: every association has
+        // had its first echo answered before the master dies.
+        let logs: Vec<PathBuf> = (0..FLOWS)
+            .map(|i| pair.tmp.path().join(format!("flow-{round}-{i}.log")))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !logs.iter().all(|l| {
+            std::fs::read_to_string(l).is_ok_and(|t| t.contains("echo 1: PDU 0x4 status 0"))
+        }) {
+            assert!(Instant::now() < deadline, "associations not established");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         drop([&mut pair.a, &mut pair.b][m].take());
-        for f in &mut flows {
+        for (f, log) in flows.iter_mut().zip(&logs) {
             if f.wait_timeout(Duration::from_secs(60))
                 .is_ok_and(|st| st.success())
             {
                 survived += 1;
+            } else {
+                eprintln!(
+                    "ha: kill {}: association lost: {}",
+                    round + 1,
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
             }
         }
         let _ = ping.wait_timeout(Duration::from_secs(20));
