@@ -102,14 +102,25 @@ const PAIR_POLL_MS: u64 = 10;
 
 /// The clustered pair (`[ha]`): the election's timers, gratuitous ARP
 /// repeats after a takeover and the sync link, at their deadline and at
-/// least every [`PAIR_POLL_MS`]. Offers the running config to the peer;
-/// a config the master sent is handed to [`crate::mgmt::command::synced`].
+/// least every [`PAIR_POLL_MS`], and the links it watches. Offers the
+/// running config to the peer; a config the master sent is handed to
+/// [`crate::mgmt::command::synced`].
 #[embassy_executor::task]
 pub async fn pair_task(dp: &'static RefCell<Datapath>, nics: &'static Nics) {
     offer_running_config(dp);
+    // Link states as the pair last heard them (the link task reads them
+    // from the cards); a watched link down makes this appliance resign.
+    let mut links: alloc::vec::Vec<bool> = alloc::vec![true; nics.len()];
     loop {
         let (next, synced) = {
             let mut dp = dp.borrow_mut();
+            for (i, known) in links.iter_mut().enumerate() {
+                let up = nics.with(i, |n| n.link_up());
+                if up != *known {
+                    *known = up;
+                    dp.set_link(i, up, now(), &mut NicTx(nics));
+                }
+            }
             let next = dp.poll_pair(now(), &mut NicTx(nics));
             print_log(&mut dp);
             (next, dp.take_synced_config())
