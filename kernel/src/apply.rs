@@ -77,6 +77,8 @@ pub async fn apply(
     }
     dp.borrow_mut().announce_vips(&mut NicTx(nics));
     running::set(new);
+    // The backup of a pair follows the master's config.
+    datapath::offer_running_config(dp);
     let draining = if report.draining > 0 {
         format!("; {} connection(s) draining", report.draining)
     } else {
