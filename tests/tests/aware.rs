@@ -292,21 +292,31 @@ fn dicom_and_hl7_awareness() {
             l.starts_with("aware pair: PACS-Aware called=NOBODY calling=MOD0")
         })
         .unwrap();
-    assert!(line.ends_with("routed=0 refused=1"), "{line}");
+    assert!(line.contains(" routed=0 refused=1 bytes=0"), "{line}");
     let line = lab
         .vm
         .wait_for("aware pair line", t, |l| {
             l.starts_with("aware pair: PACS-Aware called=PACS_B calling=MOD1")
         })
         .unwrap();
-    assert!(line.ends_with("routed=3 refused=0"), "{line}");
+    assert!(line.contains(" routed=3 refused=0 bytes="), "{line}");
+    let bytes: u64 = line.rsplit("bytes=").next().unwrap().parse().unwrap();
+    let mod1: usize = per_ae
+        .iter()
+        .filter(|(k, _)| *k == 0)
+        .flat_map(|(_, sts)| sts.iter().map(|st| st.dataset.len()))
+        .sum();
+    assert!(
+        bytes > mod1 as u64,
+        "MOD1's {mod1} bytes of data sets: {line}"
+    );
     let line = lab
         .vm
         .wait_for("aware pair line", t, |l| {
             l.starts_with("aware pair: HL7-Aware called=PHARM")
         })
         .unwrap();
-    assert!(line.ends_with("routed=0 refused=1"), "{line}");
+    assert!(line.contains(" routed=0 refused=1 bytes=0"), "{line}");
     let line = lab
         .vm
         .wait_for("aware line", t, |l| l.starts_with("aware: "))

@@ -300,6 +300,10 @@ fn idle_association_ends_with_a_abort_to_both_sides() {
     );
     assert_eq!(to_server.seg.ack, s_isn + 1 + ac.len() as u32);
     assert_eq!(e.l7_stats().aborts_sent, 1);
+    // The pair's bytes: the request one way, the answer the other.
+    let p = e.l7_pairs()[0];
+    assert_eq!((p.routed, p.refused), (1, 0));
+    assert!(p.bytes >= (ECHOSCU.len() + ac.len()) as u64, "{p:?}");
 }
 
 #[test]

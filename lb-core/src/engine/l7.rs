@@ -118,6 +118,8 @@ pub struct PairStats {
     pub pair: Option<crate::aware::Pair>,
     pub routed: u64,
     pub refused: u64,
+    /// Bytes relayed both ways for the pair's routed connections.
+    pub bytes: u64,
 }
 
 /// Per-service layer 7 settings.
@@ -214,8 +216,14 @@ impl L7 {
         }
     }
 
-    /// Counts a routed or refused connection of `pair`.
-    fn count_pair(&mut self, service: u16, pair: crate::aware::Pair, refused: bool) {
+    /// Counts a routed or refused connection of `pair`; the counter's
+    /// index, unless the pair table is full.
+    fn count_pair(
+        &mut self,
+        service: u16,
+        pair: crate::aware::Pair,
+        refused: bool,
+    ) -> Option<usize> {
         let i = match self
             .pairs
             .iter()
@@ -232,7 +240,7 @@ impl L7 {
             }
             None => {
                 self.pairs_full += 1;
-                return;
+                return None;
             }
         };
         if refused {
@@ -240,6 +248,7 @@ impl L7 {
         } else {
             self.pairs[i].routed += 1;
         }
+        Some(i)
     }
 
     fn push(&mut self, out: Outgoing) {
@@ -1069,6 +1078,12 @@ impl Engine {
                         c.forwarded(packets, bytes);
                     }
                 }
+                if let Some(p) = usize::from(flow.ext.pair)
+                    .checked_sub(1)
+                    .and_then(|i| self.l7.pairs.get_mut(i))
+                {
+                    p.bytes += bytes;
+                }
                 Ok(d)
             }
             Err(r) => Err(self.count_drop(svc, Some(srv), r)),
@@ -1325,7 +1340,8 @@ impl Engine {
                     self.l7_rewrite_called(id, &c, &ae);
                 }
                 self.l7.stats.aware_routed += 1;
-                self.l7.count_pair(flow.service, pair, false);
+                let counter = self.l7.count_pair(flow.service, pair, false);
+                c.pair = counter.map_or(0, |i| i as u16 + 1);
                 c.route_exclude = !servers;
                 c.identity = identity.unwrap_or(0);
                 c.dicom = is_dicom;

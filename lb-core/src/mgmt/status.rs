@@ -930,8 +930,8 @@ fn aware_status(dp: &Datapath, st: &mut Status) {
             .map_or("?", |vs| vs.label.as_str());
         let (called, calling) = (pair.called.display(), pair.calling.display());
         st.details.push(format!(
-            "aware pair: {service} called={called} calling={calling} routed={} refused={}",
-            p.routed, p.refused
+            "aware pair: {service} called={called} calling={calling} routed={} refused={} bytes={}",
+            p.routed, p.refused, p.bytes
         ));
         for (outcome, v) in [("routed", p.routed), ("refused", p.refused)] {
             st.metrics.push(Sample::new(
@@ -945,6 +945,15 @@ fn aware_status(dp: &Datapath, st: &mut Status) {
                 v,
             ));
         }
+        st.metrics.push(Sample::new(
+            "lbmed_aware_bytes_total",
+            &[
+                ("service", service),
+                ("called", &called),
+                ("calling", &calling),
+            ],
+            p.bytes,
+        ));
     }
 }
 

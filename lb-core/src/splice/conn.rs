@@ -106,6 +106,9 @@ pub struct Conn {
     /// an A-ABORT can be put between two PDUs.
     pub dicom: bool,
     pub pdus: [PduCursor; 2],
+    /// Protocol-aware: the (called, calling) pair's counter, index + 1
+    /// (0: none).
+    pub pair: u16,
 }
 
 impl Conn {
