@@ -420,10 +420,9 @@ fn memory(vm: &mut Appliance, side: Side) -> Result<Memory> {
             // The answer to this status, not an earlier one's.
             let mark = vm.mark();
             vm.send_line("status")?;
-            let line =
-                vm.wait_for_after(mark, "status memory line", Duration::from_secs(20), |l| {
-                    l.starts_with("mem:")
-                })?;
+            let line = vm.wait_from(mark, "status memory line", Duration::from_secs(20), |l| {
+                l.starts_with("mem:")
+            })?;
             let nums: Vec<f64> = line
                 .split_whitespace()
                 .filter_map(|w| w.parse().ok())
@@ -437,10 +436,9 @@ fn memory(vm: &mut Appliance, side: Side) -> Result<Memory> {
             // A line logged after now, with a number (the guest logs one
             // every 2 s).
             let mark = vm.mark();
-            let line =
-                vm.wait_for_after(mark, "a fresh rss line", Duration::from_secs(20), |l| {
-                    rss_kib(l).is_some()
-                })?;
+            let line = vm.wait_from(mark, "a fresh rss line", Duration::from_secs(20), |l| {
+                rss_kib(l).is_some()
+            })?;
             let kb = rss_kib(&line).context("rss line")?;
             Ok(Memory {
                 heap: kb * 1024.0,
