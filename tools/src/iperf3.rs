@@ -73,9 +73,13 @@ pub fn client(client: &Host, args: &[&str], seconds: u32, scratch: &Path) -> Res
         std::thread::sleep(Duration::from_millis(100));
     };
     let json = std::fs::read_to_string(scratch)?;
-    if !status.success() {
-        let why = json_string(&json, "error").unwrap_or_else(|| status.to_string());
+    // iperf3 3.12 exits 0 with `-J` when it cannot connect: its report's
+    // "error" is what says the test failed.
+    if let Some(why) = json_string(&json, "error") {
         bail!("iperf3 {}: {why}", args.join(" "));
+    }
+    if !status.success() {
+        bail!("iperf3 {}: {status}", args.join(" "));
     }
     Ok(json)
 }
