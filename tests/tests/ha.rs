@@ -18,7 +18,9 @@
 //!    its first one did (persistence copied over the sync link).
 //! 3. A boots again: it becomes backup, receives the copy, then preempts
 //!    (preempt on, 2 s delay) while an HL7 stream runs: no message lost.
-//! 4. A's sync link is cut: both stay as they were (A master, B backup: no
+//! 4. A signed config upload to A (a new NAT service) reaches B, which
+//!    applies it: both report the same serial, and the new VIP serves.
+//! 5. A's sync link is cut: both stay as they were (A master, B backup: no
 //!    split brain over the VIPs) and both report the silent sync peer.
 
 use std::collections::HashMap;
@@ -38,6 +40,8 @@ const VIP_DR: &str = "10.240.0.100";
 const VIP_NAT: &str = "10.240.0.101";
 const VIP_SNAT: &str = "10.240.0.102";
 const GATEWAY: &str = "10.240.1.1";
+/// The VIP of the service a config upload adds.
+const VIP_NEW: &str = "10.240.0.104";
 const KEY: &str = "5f3c2a1b00112233445566778899aabbccddeeff0123456789abcdef01234567";
 
 /// One appliance of the pair: its name, priority, host octet, MAC prefix.
@@ -66,8 +70,11 @@ impl Unit {
         format!("{}:{nic:02x}", self.mac)
     }
 
-    fn config(&self, peer: &Unit, preempt: bool) -> String {
-        let mut t = format!("[network]\nhostname = \"ha-{}\"\n", self.name);
+    fn config(&self, peer: &Unit, preempt: bool, admin: &str) -> String {
+        let mut t = format!(
+            "[management]\nadmin_keys = [\"{admin}\"]\n\n[network]\nhostname = \"ha-{}\"\n",
+            self.name
+        );
         for (i, (net, role)) in [(EXT, "external"), (INT, "internal"), (SYNC, "internal")]
             .iter()
             .enumerate()
@@ -146,6 +153,9 @@ struct Pair {
     /// Each appliance's taps (ext, int, sync) and config blob.
     taps: Vec<Vec<String>>,
     blobs: Vec<PathBuf>,
+    /// The administrator's signing key and its public half (in both configs).
+    key: PathBuf,
+    admin: String,
     tmp: TempDir,
     lab: Lab,
 }
@@ -258,10 +268,12 @@ impl Pair {
             client("p", 13),
             client("h", 14),
         );
+        let (key, public) = tools::mgmt_cmd::keygen(&tmp.path().join("admin")).unwrap();
+        let admin = std::fs::read_to_string(&public).unwrap().trim().to_string();
         let mut blobs = Vec::new();
         for (unit, peer) in [(&A, &B), (&B, &A)] {
             let toml = tmp.path().join(format!("{}.toml", unit.name));
-            std::fs::write(&toml, unit.config(peer, preempt)).unwrap();
+            std::fs::write(&toml, unit.config(peer, preempt, &admin)).unwrap();
             let blob = tmp.path().join(format!("{}.bin", unit.name));
             tools::config_cmd::compile(&toml, &blob).unwrap();
             blobs.push(blob);
@@ -281,6 +293,8 @@ impl Pair {
             b: Some(b),
             taps,
             blobs,
+            key,
+            admin,
             tmp,
             lab,
         }
@@ -604,7 +618,58 @@ fn pair_fails_over_with_flows_intact_and_preempts_back() {
         pair.context()
     );
 
-    // 4. Only the sync link cut: no split brain, both report it.
+    // 4. Config sync: an upload to the master (a new NAT service) reaches the
+    // backup, which applies it with its own network and pair settings.
+    let mut next = A.config(&B, true, &pair.admin);
+    next += &format!(
+        "\n[[virtual_service]]\nlabel = \"DICOM-NEW\"\nvip = \"{VIP_NEW}\"\nports = \"104\"\nforwarding = \"nat\"\n\
+         check_type = \"connect\"\ncheck_interval = 1\ncheck_timeout = 1\ncheck_rise = 1\ncheck_fall = 2\n\
+         \n[[virtual_service.real_server]]\nlabel = \"S1\"\nip = \"{}\"\n",
+        int_server(0)
+    );
+    let next_toml = pair.tmp.path().join("a-next.toml");
+    std::fs::write(&next_toml, next).unwrap();
+    let out = pair
+        .c0
+        .command(&[
+            &tests::tools_bin().display().to_string(),
+            "upload",
+            "--to",
+            &format!("{EXT}.{}", A.octet),
+            "--key",
+            &pair.key.display().to_string(),
+            &next_toml.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "upload to the master: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a_status = status(pair.a.as_mut().unwrap());
+    let serial: u64 = a_status
+        .split("config serial ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("a serial in A's status: {a_status}"));
+    assert!(serial > 0, "{a_status}");
+    let agree = format!("config serial {serial} here, {serial} there (agree)");
+    wait_status(pair.b(), "B runs the uploaded config", |s| {
+        s.contains(&agree)
+    });
+    wait_status(pair.a.as_mut().unwrap(), "A sees the agreement", |s| {
+        s.contains(&agree)
+    });
+    assert!(
+        pair.b().console().contains("sync applied"),
+        "B applied the master's config; {}",
+        pair.context()
+    );
+    pair.wait_service(&pair.c1, VIP_NEW);
+
+    // 5. Only the sync link cut: no split brain, both report it.
     pair.lab
         .exec(&["ip", "link", "set", &pair.taps[0][2], "down"])
         .unwrap();
