@@ -114,25 +114,20 @@ impl Engine {
             let ack = seg.end();
             let chunks = response.chunks(mss);
             let last = chunks.len().saturating_sub(1);
-            let frames: Vec<Originate> = chunks
-                .enumerate()
-                .map(|(i, chunk)| {
-                    let o = Originate {
-                        src: vip,
-                        dst: client,
-                        seq,
-                        ack: Some(ack),
-                        control: if i == last { TcpFlags::FIN } else { 0x08 },
-                        window: WINDOW,
-                        syn: SynOptions::default(),
-                        payload: chunk,
-                    };
-                    seq = seq.wrapping_add(chunk.len() as u32);
-                    o
-                })
-                .collect();
-            for o in &frames {
-                self.l7.send(&self.routes, o);
+            for (i, chunk) in chunks.enumerate() {
+                let segment = Originate {
+                    src: vip,
+                    dst: client,
+                    seq,
+                    ack: Some(ack),
+                    control: if i == last { TcpFlags::FIN } else { 0x08 },
+                    window: WINDOW,
+                    syn: SynOptions::default(),
+                    payload: chunk,
+                };
+                // `response` borrows `services`; the outbox is another field.
+                self.l7.send(&self.routes, &segment);
+                seq = seq.wrapping_add(chunk.len() as u32);
             }
             self.services[svc].stats.fallback_pages += 1;
             return Some(Ok(Decision::Consumed));
