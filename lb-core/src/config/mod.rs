@@ -489,6 +489,7 @@ pub const MAX_ROUTES: usize = 64;
 /// Where associations to a called AE title go: `called_ae` is a title,
 /// a prefix ending in `*`, or `*` (any).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AeRoute {
     pub called_ae: String,
     /// Labels of the service's real servers.
@@ -503,6 +504,7 @@ pub struct AeRoute {
 /// application and MSH-6 facility go (each a value, a prefix ending in `*`,
 /// or `*`, the default).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Hl7Route {
     #[serde(default = "any")]
     pub receiving_application: String,

@@ -772,6 +772,26 @@ fn protocol_awareness_is_validated() {
 }
 
 #[test]
+fn misspelt_keys_inside_routes_are_refused_not_dropped() {
+    let good = include_str!("../../testdata/aware/services.toml");
+    for (right, wrong) in [
+        (
+            "called_ae = \"PACS_A\"",
+            "called_ae = \"PACS_A\"\nrewrite_caled_ae = \"X\"",
+        ),
+        (
+            "receiving_application = \"LAB\"",
+            "receiving_application = \"LAB\"\nreceiving_facilty = \"ER\"",
+        ),
+    ] {
+        assert!(good.contains(right));
+        let err = parse_toml(&good.replacen(right, wrong, 1)).unwrap_err();
+        let text = alloc::format!("{err}");
+        assert!(text.contains("unknown field"), "{text}");
+    }
+}
+
+#[test]
 fn presets_fill_the_guide_values_and_explicit_fields_win() {
     let text = |preset: &str, extra: &str| {
         alloc::format!(
