@@ -24,6 +24,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Accepts connections for `lifetime`, answering each with one byte.
 pub fn serve(port: u16, lifetime: Duration) -> Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port)).context("binding the connection server")?;
+    serve_on(listener, lifetime)
+}
+
+/// [`serve`] on a listener already bound (so a caller can connect as soon
+/// as this returns from `bind`, with no start-up race).
+pub fn serve_on(listener: TcpListener, lifetime: Duration) -> Result<()> {
     listener.set_nonblocking(true)?;
     let end = Instant::now() + lifetime;
     while Instant::now() < end {
@@ -173,10 +179,12 @@ mod tests {
 
     #[test]
     fn loopback_client_and_server_agree() {
-        let port = 47000 + (std::process::id() % 1000) as u16;
-        let server = std::thread::spawn(move || serve(port, Duration::from_secs(3)));
-        std::thread::sleep(Duration::from_millis(200));
-        let c = client(SocketAddr::from(([127, 0, 0, 1], port)), 2, 0.5);
+        // Bound before the client starts (port 0: no clash with other
+        // runs), so no connection can be refused by a late server.
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let target = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || serve_on(listener, Duration::from_secs(3)));
+        let c = client(target, 2, 0.5);
         assert!(c.done > 10, "{c:?}");
         assert_eq!(c.failed, 0, "{c:?}");
         server.join().unwrap().unwrap();
