@@ -206,6 +206,9 @@ type Outcome = std::result::Result<Figures, String>;
 /// A table row's figure: its name, how to read it and how to print it.
 type FigureSpec = (&'static str, fn(&Figures) -> f64, fn(f64) -> String);
 
+/// The row of the figure measured only with `--flood-seconds` above 0.
+const FLOOD_FIGURE: &str = "new TCP connections served under a spoofed SYN flood";
+
 /// What `tools bench l4` was asked for.
 pub struct Options {
     pub kernel: PathBuf,
@@ -799,11 +802,7 @@ fn report(
     let figures: [FigureSpec; 4] = [
         ("UDP 64 B received packets/s", |f| f.pps, kpps),
         ("TCP throughput", |f| f.gbps, gbit),
-        (
-            "new TCP connections served under a spoofed SYN flood",
-            |f| f.served,
-            percent,
-        ),
+        (FLOOD_FIGURE, |f| f.served, percent),
         ("TCP connections/s", |f| f.cps, per_second),
     ];
     let mut failures: Vec<String> = partial.to_vec();
@@ -826,6 +825,10 @@ fn report(
     }
     for r in rows {
         for (name, figure, fmt) in figures {
+            // `--flood-seconds 0` measured no flood: no row of NaNs.
+            if opts.flood_seconds == 0 && name == FLOOD_FIGURE {
+                continue;
+            }
             let ipvs = match &r.ipvs {
                 Some(o) => cell(o, figure, fmt),
                 None => "n/a".into(),

@@ -11,9 +11,13 @@
 //! - Gbit/s: one iperf3 TCP stream through the VIP;
 //! - p50/p99 latency of a short connection at a fixed rate below both
 //!   maxima (`--rate`), measured from each connection's scheduled start;
-//! - memory per idle connection: `--hold` idle connections through the VIP;
-//!   the appliance's preallocated table bytes per connection plus its heap
-//!   growth, and HAProxy's resident memory growth.
+//! - memory per idle connection: `--hold` idle connections through the VIP,
+//!   each side booted afresh for it (the appliance in `--hold-memory`,
+//!   64 MiB by default; HAProxy in `--haproxy-hold-memory`, so that its
+//!   kernel's socket memory is not the limit); the appliance's
+//!   preallocated table bytes per connection plus its heap growth, and
+//!   HAProxy's resident memory growth (its guest kernel's slab growth
+//!   beside it).
 
 use crate::bench_l4::{cpu_model, host_kernel, iperf3_tcp, load_average, median, wait_path};
 use crate::console::Appliance;
@@ -27,9 +31,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// The request/response port and the idle-connection port.
+/// The request/response port and the idle-connection ports.
 const ECHO_PORT: u16 = 7000;
-const HOLD_PORT: u16 = 7001;
+/// One holder process and one sink per port: this host allows a process
+/// 20 000 descriptors and no more (no CAP_SYS_RESOURCE), so 50 000 idle
+/// connections need several of each.
+const HOLD_PORTS: [u16; 4] = [7001, 7002, 7003, 7004];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What `tools bench l7` was asked for.
@@ -44,6 +51,10 @@ pub struct Options {
     pub rate: u32,
     /// Idle connections of the memory run.
     pub hold: usize,
+    /// The appliance's memory for the memory run.
+    pub hold_memory_mib: u32,
+    /// HAProxy's VM's memory for the memory run.
+    pub haproxy_hold_memory_mib: u32,
     pub command: String,
 }
 
@@ -69,8 +80,14 @@ struct Figures {
     gbps: f64,
     p50_us: f64,
     p99_us: f64,
-    /// Bytes per idle connection.
+    /// Bytes per idle connection (appliance: table entry and heap growth;
+    /// HAProxy: resident memory growth).
     bytes_per_conn: f64,
+    /// Idle connections open at once in the memory run.
+    held: f64,
+    /// HAProxy: its guest kernel's slab growth per idle connection (the
+    /// two sockets of each); the appliance has no kernel besides itself.
+    kernel_bytes_per_conn: f64,
 }
 
 const EXT: &str = "10.233.7";
@@ -96,20 +113,27 @@ fn server_addr2() -> String {
 
 fn appliance_toml() -> String {
     format!(
-        "[network]\nhostname = \"l7bench\"\n\n[[network.interface]]\nname = \"eth0\"\naddress = \"{}\"\nprefix = 24\n\n[[virtual_service]]\nlabel = \"bench\"\nvip = \"{v}\"\nports = \"{ECHO_PORT},{IPERF_PORT}\"\nforwarding = \"layer7\"\npersistence_timeout = 3600\nclient_timeout = 3600\nserver_timeout = 3600\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{s1}\"\n\n[[virtual_service]]\nlabel = \"idle\"\nvip = \"{v}\"\nports = \"{HOLD_PORT}\"\nforwarding = \"layer7\"\nclient_timeout = 3600\nserver_timeout = 3600\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{s1}\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1b\"\nip = \"{s2}\"\n",
+        "[network]\nhostname = \"l7bench\"\n\n[[network.interface]]\nname = \"eth0\"\naddress = \"{}\"\nprefix = 24\n\n[[virtual_service]]\nlabel = \"bench\"\nvip = \"{v}\"\nports = \"{ECHO_PORT},{IPERF_PORT}\"\nforwarding = \"layer7\"\npersistence_timeout = 3600\nclient_timeout = 3600\nserver_timeout = 3600\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{s1}\"\n\n[[virtual_service]]\nlabel = \"idle\"\nvip = \"{v}\"\nports = \"{h}\"\nforwarding = \"layer7\"\nclient_timeout = 3600\nserver_timeout = 3600\ncheck_type = \"none\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1\"\nip = \"{s1}\"\n\n[[virtual_service.real_server]]\nlabel = \"RS1b\"\nip = \"{s2}\"\n",
         balancer(),
         v = vip(),
         s1 = server_addr(),
         s2 = server_addr2(),
+        h = hold_ports(),
     )
+}
+
+fn hold_ports() -> String {
+    let p: Vec<String> = HOLD_PORTS.iter().map(|p| p.to_string()).collect();
+    p.join(",")
 }
 
 fn haproxy_cmdline() -> String {
     format!(
-        "console=ttyS0 quiet panic=-1 bench_ip=eth0={}/24,eth0={}/32 bench_haproxy={}:{ECHO_PORT}+{HOLD_PORT}+{IPERF_PORT}:{}",
+        "console=ttyS0 quiet panic=-1 bench_ip=eth0={}/24,eth0={}/32 bench_haproxy={}:{ECHO_PORT}+{}+{IPERF_PORT}:{}",
         balancer(),
         vip(),
         vip(),
+        hold_ports().replace(',', "+"),
         server_addr()
     )
 }
@@ -130,13 +154,15 @@ pub fn run(opts: &Options) -> Result<String> {
             let r = measure(opts, &debian, &work, side).map_err(|e| format!("{e:#}"));
             match &r {
                 Ok(f) => eprintln!(
-                    "  {}: {:.0} conn/s, {:.3} Gbit/s, p50 {:.0} µs, p99 {:.0} µs, {:.0} B/conn ({:.0} s)",
+                    "  {}: {:.0} conn/s, {:.3} Gbit/s, p50 {:.0} µs, p99 {:.0} µs, {:.0} idle held, {:.0} B/conn (+{:.0} B kernel) ({:.0} s)",
                     side.name(),
                     f.conns_per_s,
                     f.gbps,
                     f.p50_us,
                     f.p99_us,
+                    f.held,
                     f.bytes_per_conn,
+                    f.kernel_bytes_per_conn,
                     t.elapsed().as_secs_f64()
                 ),
                 Err(e) => eprintln!("  {} failed: {}", side.name(), first_line(e)),
@@ -251,8 +277,7 @@ fn measure(opts: &Options, debian: &DebianGuest, work: &Path, side: Side) -> Res
             "net.ipv4.ip_local_port_range=1024 65000",
         ])?;
     }
-    let secs = (opts.seconds + 120).to_string();
-    let lifetime = (u64::from(opts.seconds) * 6 + 600).to_string();
+    let lifetime = (u64::from(opts.seconds) * 6 + 900).to_string();
     let _echo = Peer::spawn(
         &server,
         &[
@@ -264,40 +289,21 @@ fn measure(opts: &Options, debian: &DebianGuest, work: &Path, side: Side) -> Res
         ],
         &work.join("serve.log"),
     )?;
-    let _sink = Peer::spawn(
-        &server,
-        &[
-            "sink",
-            "--port",
-            &HOLD_PORT.to_string(),
-            "--lifetime",
-            &lifetime,
-        ],
-        &work.join("sink.log"),
-    )?;
+    let _sinks = HOLD_PORTS
+        .iter()
+        .map(|p| {
+            Peer::spawn(
+                &server,
+                &["sink", "--port", &p.to_string(), "--lifetime", &lifetime],
+                &work.join(format!("sink-{p}.log")),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
     let _iperf = Iperf3Server::start(&server, None)?;
-    let mut vm = boot(opts, debian, work, side, &lab, &tap)?;
     let v = vip();
     let echo = format!("{v}:{ECHO_PORT}");
-    // The path works (ARP, the VM settled).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = peer_run(
-            &client,
-            &["rate", &echo, "--seconds", "0.5", "--concurrency", "1"],
-            Duration::from_secs(30),
-        )?;
-        if field(&out, "conns").unwrap_or(0.0) > 0.0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "no connection through {echo}: {out}; console:\n{}",
-                vm.console()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let mut vm = boot(opts, debian, work, side, &lab, &tap, opts.memory_mib)?;
+    wait_connect(&client, &echo, &mut vm)?;
     let s = opts.seconds.to_string();
     let out = peer_run(
         &client,
@@ -338,98 +344,219 @@ fn measure(opts: &Options, debian: &DebianGuest, work: &Path, side: Side) -> Res
     let scratch = work.join(format!("{}-iperf3.json", side.name()));
     wait_path(&client, &v, &scratch)?;
     let gbps = iperf3_tcp(&client, &v, opts.seconds, &scratch)?;
-    // Memory: a failure here costs only this figure.
-    let bytes_per_conn = match idle_memory(opts, &mut vm, side, &client, work, &v, &secs) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!(
-                "  {}: memory per idle connection failed: {e:#}",
-                side.name()
-            );
-            f64::NAN
-        }
+    drop(vm);
+    // Memory: a VM of its own, and a failure here costs only these figures.
+    let hold_mib = match side {
+        Side::Appliance => opts.hold_memory_mib,
+        Side::Haproxy => opts.haproxy_hold_memory_mib,
     };
+    let idle = boot(opts, debian, work, side, &lab, &tap, hold_mib).and_then(|mut vm| {
+        wait_connect(&client, &echo, &mut vm)?;
+        idle_memory(opts, &mut vm, side, &client, &server, work, &v)
+    });
+    let idle = idle.unwrap_or_else(|e| {
+        eprintln!(
+            "  {}: memory per idle connection failed: {}",
+            side.name(),
+            first_line(&format!("{e:#}"))
+        );
+        Idle {
+            bytes_per_conn: f64::NAN,
+            held: f64::NAN,
+            kernel_bytes_per_conn: f64::NAN,
+        }
+    });
     Ok(Figures {
         conns_per_s,
         gbps,
         p50_us,
         p99_us,
-        bytes_per_conn,
+        bytes_per_conn: idle.bytes_per_conn,
+        held: idle.held,
+        kernel_bytes_per_conn: idle.kernel_bytes_per_conn,
     })
 }
 
-/// Bytes per idle connection: memory before and while `--hold` idle
-/// connections are open through the VIP.
+/// Waits until a short connection through `echo` works (ARP, the VM
+/// settled).
+fn wait_connect(client: &Host, echo: &str, vm: &mut Appliance) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = peer_run(
+            client,
+            &["rate", echo, "--seconds", "0.5", "--concurrency", "1"],
+            Duration::from_secs(30),
+        )?;
+        if field(&out, "conns").unwrap_or(0.0) > 0.0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no connection through {echo}: {out}; console:\n{}",
+                vm.console()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The memory run's figures.
+struct Idle {
+    bytes_per_conn: f64,
+    held: f64,
+    kernel_bytes_per_conn: f64,
+}
+
+/// Memory before and while `--hold` idle connections are open through the
+/// VIP, spread over [`HOLD_PORTS`] with one holder process each. Whatever
+/// a side cannot hold (HAProxy's VM out of memory, the appliance's table
+/// full) is reported as the count it held.
 fn idle_memory(
     opts: &Options,
     vm: &mut Appliance,
     side: Side,
     client: &Host,
+    server: &Host,
     work: &Path,
     v: &str,
-    secs: &str,
-) -> Result<f64> {
+) -> Result<Idle> {
     let before = memory(vm, side)?;
-    let hold_log = work.join("hold.log");
-    let _hold = Peer::spawn(
-        client,
-        &[
-            "hold",
-            &format!("{v}:{HOLD_PORT}"),
-            "--count",
-            &opts.hold.to_string(),
-            "--seconds",
-            secs,
-        ],
-        &hold_log,
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let per_port = opts.hold.div_ceil(HOLD_PORTS.len()).to_string();
+    // Held until this run's figures are read; the holders are killed on
+    // drop.
+    let secs = "900";
+    let logs: Vec<PathBuf> = HOLD_PORTS
+        .iter()
+        .map(|p| work.join(format!("hold-{p}.log")))
+        .collect();
+    let _holders = HOLD_PORTS
+        .iter()
+        .zip(&logs)
+        .map(|(p, log)| {
+            Peer::spawn(
+                client,
+                &[
+                    "hold",
+                    &format!("{v}:{p}"),
+                    "--count",
+                    &per_port,
+                    "--seconds",
+                    secs,
+                ],
+                log,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let deadline = Instant::now() + Duration::from_secs(420);
     let held = loop {
-        let t = std::fs::read_to_string(&hold_log).unwrap_or_default();
-        if let Some(n) = field(&t, "held") {
-            break n;
+        let counts: Vec<Option<f64>> = logs
+            .iter()
+            .map(|l| field(&std::fs::read_to_string(l).unwrap_or_default(), "held"))
+            .collect();
+        if counts.iter().all(Option::is_some) {
+            break counts.into_iter().flatten().sum::<f64>();
         }
         if Instant::now() > deadline {
             bail!("idle connections not opened in time");
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    if held < 1.0 {
+        bail!("no idle connection held");
+    }
     if held < opts.hold as f64 * 0.99 {
-        bail!("held only {held} of {} idle connections", opts.hold);
+        eprintln!(
+            "  {}: held {held} of {} idle connections",
+            side.name(),
+            opts.hold
+        );
     }
     std::thread::sleep(Duration::from_secs(3));
     let during = memory(vm, side)?;
+    if side == Side::Appliance && during.connections < held * 0.99 {
+        bail!(
+            "the appliance counts {} connections, the holders {held}",
+            during.connections
+        );
+    }
+    // Each held connection is spliced to the real server, not only
+    // accepted (HAProxy in TCP mode connects at once too).
+    let at_server = established_at(server, &HOLD_PORTS)?;
+    if at_server < held * 0.99 {
+        bail!("the real server has {at_server} of the {held} idle connections");
+    }
+    let grown = |a: f64, b: f64| (b - a).max(0.0) / held;
     Ok(match side {
         // The table is preallocated: every connection costs its entry
         // whether or not it exists; the heap grows only by what else a
         // connection takes.
-        Side::Appliance => during.table_bytes + (during.heap - before.heap).max(0.0) / held,
-        Side::Haproxy => (during.heap - before.heap).max(0.0) / held,
+        Side::Appliance => Idle {
+            bytes_per_conn: during.table_bytes + grown(before.used, during.used),
+            held,
+            kernel_bytes_per_conn: 0.0,
+        },
+        Side::Haproxy => Idle {
+            bytes_per_conn: grown(before.used, during.used),
+            held,
+            kernel_bytes_per_conn: grown(before.kernel, during.kernel),
+        },
     })
 }
 
+/// Established TCP connections in `host` to one of `ports`.
+fn established_at(host: &Host, ports: &[u16]) -> Result<f64> {
+    let out = host.exec(&["ss", "-Htn", "state", "established"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter(|l| {
+            // Recv-Q Send-Q Local:Port Peer:Port
+            l.split_whitespace()
+                .nth(2)
+                .and_then(|local| local.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some_and(|p| ports.contains(&p))
+        })
+        .count() as f64)
+}
+
 struct Memory {
-    /// Appliance: heap bytes used; HAProxy: resident bytes.
-    heap: f64,
+    /// Appliance: heap bytes used; HAProxy: resident bytes of its processes.
+    used: f64,
+    /// Appliance: preallocated bytes per layer 7 connection.
     table_bytes: f64,
+    /// Appliance: layer 7 connections open.
+    connections: f64,
+    /// HAProxy: its guest kernel's slab bytes.
+    kernel: f64,
 }
 
 fn memory(vm: &mut Appliance, side: Side) -> Result<Memory> {
+    // `mem: heap 123 bytes used, 456 free; l7 table 237 bytes ...` and
+    // `l7: 10 connections (max 62506, ...`: the whole words that are
+    // numbers.
+    let numbers = |line: &str| -> Vec<f64> {
+        line.split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
     match side {
         Side::Appliance => {
             // The answer to this status, not an earlier one's.
             let mark = vm.mark();
             vm.send_line("status")?;
-            let line = vm.wait_from(mark, "status memory line", Duration::from_secs(20), |l| {
-                l.starts_with("mem:")
+            let l7 = vm.wait_from(mark, "status l7 line", Duration::from_secs(20), |l| {
+                l.trim_start().starts_with("l7:")
             })?;
-            let nums: Vec<f64> = line
-                .split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect();
+            let line = vm.wait_from(mark, "status memory line", Duration::from_secs(20), |l| {
+                l.trim_start().starts_with("mem:")
+            })?;
+            let nums = numbers(&line);
             Ok(Memory {
-                heap: *nums.first().context("mem line")?,
+                used: *nums.first().context("mem line")?,
                 table_bytes: *nums.get(2).context("mem line")?,
+                connections: *numbers(&l7).first().context("l7 line")?,
+                kernel: 0.0,
             })
         }
         Side::Haproxy => {
@@ -437,21 +564,30 @@ fn memory(vm: &mut Appliance, side: Side) -> Result<Memory> {
             // every 2 s).
             let mark = vm.mark();
             let line = vm.wait_from(mark, "a fresh rss line", Duration::from_secs(20), |l| {
-                rss_kib(l).is_some()
+                rss_slab_kib(l).is_some()
             })?;
-            let kb = rss_kib(&line).context("rss line")?;
+            let (rss, slab) = rss_slab_kib(&line).context("rss line")?;
             Ok(Memory {
-                heap: kb * 1024.0,
+                used: rss * 1024.0,
                 table_bytes: 0.0,
+                connections: 0.0,
+                kernel: slab * 1024.0,
             })
         }
     }
 }
 
-/// `[   12.345678] rss 51234` -> 51234 (kB).
-fn rss_kib(line: &str) -> Option<f64> {
+/// `[   12.345678] rss 51234 slab 20480` -> (51234, 20480) (kB); a zero
+/// resident size (no haproxy process) is no reading.
+fn rss_slab_kib(line: &str) -> Option<(f64, f64)> {
     let at = line.find("] rss ")?;
-    line[at + 6..].trim().parse().ok()
+    let mut w = line[at + 6..].split_whitespace();
+    let rss: f64 = w.next()?.parse().ok()?;
+    let slab: f64 = match (w.next(), w.next()) {
+        (Some("slab"), Some(s)) => s.parse().ok()?,
+        _ => return None,
+    };
+    (rss > 0.0).then_some((rss, slab))
 }
 
 fn boot(
@@ -461,6 +597,7 @@ fn boot(
     side: Side,
     lab: &Lab,
     tap: &str,
+    memory_mib: u32,
 ) -> Result<Appliance> {
     let boot = match side {
         Side::Appliance => {
@@ -482,7 +619,7 @@ fn boot(
     };
     let mut machine = Machine::new(boot);
     machine.accel = opts.accel;
-    machine.memory_mib = opts.memory_mib;
+    machine.memory_mib = memory_mib;
     machine.nics.push(Nic::virtio(Backend::Tap {
         ifname: tap.to_string(),
     }));
@@ -519,27 +656,35 @@ fn report(
             .collect();
         (!v.is_empty()).then(|| median(v))
     };
-    type Spec = (&'static str, fn(&Figures) -> f64, &'static str, bool);
-    let rows: [Spec; 5] = [
+    // Name, figure, and whether more is better (None: no ratio).
+    type Spec = (&'static str, fn(&Figures) -> f64, Option<bool>);
+    let rows: [Spec; 7] = [
         (
             "connections/s (64 B request, 64 B response)",
             |f| f.conns_per_s,
-            "",
-            true,
+            Some(true),
         ),
         (
             "TCP throughput, Gbit/s (one iperf3 stream)",
             |f| f.gbps,
-            "",
-            true,
+            Some(true),
         ),
-        ("latency p50, µs", |f| f.p50_us, "", false),
-        ("latency p99, µs", |f| f.p99_us, "", false),
+        ("latency p50, µs", |f| f.p50_us, Some(false)),
+        ("latency p99, µs", |f| f.p99_us, Some(false)),
         (
-            "memory per idle connection, bytes",
+            "idle connections held at once (memory run)",
+            |f| f.held,
+            None,
+        ),
+        (
+            "memory per idle connection, bytes (appliance: table entry + heap growth; HAProxy: resident memory growth)",
             |f| f.bytes_per_conn,
-            "",
-            false,
+            Some(false),
+        ),
+        (
+            "memory per idle connection with the guest kernel's slab growth, bytes",
+            |f| f.bytes_per_conn + f.kernel_bytes_per_conn,
+            Some(false),
         ),
     ];
     let mut md = String::new();
@@ -550,7 +695,7 @@ fn report(
         opts.accel.name()
     )?;
     writeln!(md, "|---|---|---|---|")?;
-    for (name, f, _, higher_better) in rows {
+    for (name, f, higher_better) in rows {
         let (a, h) = (med(0, f), med(1, f));
         let fmt = |v: Option<f64>| match v {
             Some(v) if v >= 100.0 => format!("{v:.0}"),
@@ -558,9 +703,11 @@ fn report(
             None => "failed¹".into(),
         };
         let ratio = match (a, h) {
-            (Some(a), Some(h)) if a > 0.0 && h > 0.0 => {
-                format!("{:.2}", if higher_better { a / h } else { h / a })
-            }
+            (Some(a), Some(h)) if a > 0.0 && h > 0.0 => match higher_better {
+                Some(true) => format!("{:.2}", a / h),
+                Some(false) => format!("{:.2}", h / a),
+                None => "—".into(),
+            },
             _ => "—".into(),
         };
         writeln!(md, "| {name} | {} | {} | {ratio} |", fmt(a), fmt(h))?;
@@ -574,19 +721,28 @@ fn report(
     )?;
     writeln!(
         md,
-        "- Both VMs: 1 vCPU, {} MiB, virtio-net-pci on a tap in a network-namespace lab (QEMU q35, {}); one arm: client, VIP and real server on one /24. The appliance: release kernel {} ({} KiB), one layer 7 service (ports {ECHO_PORT}, {IPERF_PORT}), persistence 1 h, timeouts 1 h, and one for the idle connections (port {HOLD_PORT}, round robin over the server's two addresses: one real server address gives the appliance 48 128 source ports). HAProxy: Debian 12's package on Debian's kernel {}, `mode tcp`, `balance source`, `timeout client/server 1h`, `timeout connect 3s`, `retries 2`, `option redispatch`, `nbthread 1`.",
+        "- Both VMs: 1 vCPU, {} MiB, virtio-net-pci on a tap in a network-namespace lab (QEMU q35, {}); one arm: client, VIP and real server on one /24. The appliance: release kernel {} ({} KiB), one layer 7 service (ports {ECHO_PORT}, {IPERF_PORT}), persistence 1 h, timeouts 1 h, and one for the idle connections (ports {}, round robin over the server's two addresses: one real server address gives the appliance 48 128 source ports). HAProxy: Debian 12's package on Debian's kernel {}, `mode tcp`, `balance source`, `timeout client/server 1h`, `timeout connect 3s`, `retries 2`, `option redispatch`, `nbthread 1`.",
         opts.memory_mib,
         opts.accel.name(),
         opts.kernel.display(),
         std::fs::metadata(&opts.kernel)
             .map(|m| m.len() / 1024)
             .unwrap_or(0),
+        hold_ports(),
         debian.version
     )?;
     writeln!(
         md,
-        "- Traffic (`tools peer`, from a client namespace to a server namespace): connections/s from {} concurrent clients for {} s; latency of connections started at {}/s for {} s (open loop, from each scheduled start); throughput one iperf3 stream for {} s; memory with {} idle connections held: the appliance's preallocated table bytes per connection plus its heap growth per connection (console `status`), HAProxy's resident-memory growth per connection (VmRSS).",
-        opts.concurrency, opts.seconds, opts.rate, opts.seconds, opts.seconds, opts.hold
+        "- Traffic (`tools peer`, from a client namespace to a server namespace): connections/s from {} concurrent clients for {} s; latency of connections started at {}/s for {} s (open loop, from each scheduled start); throughput one iperf3 stream for {} s; memory: each side booted afresh (the appliance with {} MiB, HAProxy's VM with {} MiB so that its kernel's socket memory is not the limit), {} idle connections asked for, opened by {} holder processes (one per port) and checked established at the real server: the appliance's preallocated table bytes per connection plus its heap growth per connection (console `status`), HAProxy's resident-memory growth per connection (VmRSS of its processes) and its guest kernel's slab growth (`/proc/meminfo`).",
+        opts.concurrency,
+        opts.seconds,
+        opts.rate,
+        opts.seconds,
+        opts.seconds,
+        opts.hold_memory_mib,
+        opts.haproxy_hold_memory_mib,
+        opts.hold,
+        HOLD_PORTS.len()
     )?;
     writeln!(
         md,
@@ -647,10 +803,16 @@ mod tests {
             Some(2400.0)
         );
         assert_eq!(field("held=100 failures=0", "held"), Some(100.0));
-        assert_eq!(rss_kib("[   12.345678] rss 51234"), Some(51234.0));
-        assert_eq!(rss_kib("[   12.345678] rss "), None);
+        assert_eq!(
+            rss_slab_kib("[   12.345678] rss 51234 slab 20480"),
+            Some((51234.0, 20480.0))
+        );
+        assert_eq!(rss_slab_kib("[   12.345678] rss  slab 20480"), None);
+        assert_eq!(rss_slab_kib("[   12.345678] rss 0 slab 20480"), None);
+        assert_eq!(rss_slab_kib("[   12.345678] rss 51234"), None);
         assert!(
-            haproxy_cmdline().contains("bench_haproxy=10.233.7.100:7000+7001+5201:10.233.7.21")
+            haproxy_cmdline()
+                .contains("bench_haproxy=10.233.7.100:7000+7001+7002+7003+7004+5201:10.233.7.21")
         );
     }
 }

@@ -80,8 +80,9 @@ pub const L7: GuestSpec = GuestSpec {
 ///   guide's appliance runs it for layer 7 SNAT (`balance source`, 1 h
 ///   client/server timeouts, 3 s connect timeout, `retries 2`,
 ///   `option redispatch`), one frontend bound to VIP on each port, one real
-///   server (the client's port); its resident memory is logged every 2 s as
-///   `rss <kB>`.
+///   server (the client's port); the resident memory of every haproxy
+///   process and the kernel's slab memory are logged every 2 s as
+///   `rss <kB> slab <kB>`.
 ///
 /// It logs `ready` through the kernel log, so the line carries the kernel's
 /// own time since boot, or `bench-failed: ...` when a step fails.
@@ -133,6 +134,7 @@ if [ -n "$hap" ]; then
     echo "  nbthread 1"
     echo "defaults"
     echo "  mode tcp"
+    echo "  maxconn 200000"
     echo "  timeout connect 3s"
     echo "  timeout client 1h"
     echo "  timeout server 1h"
@@ -146,8 +148,14 @@ if [ -n "$hap" ]; then
     echo "  server rs1 $3"
   } > /etc/haproxy.cfg
   /usr/sbin/haproxy -f /etc/haproxy.cfg -D -p /run/haproxy.pid || fail "haproxy"
+  # /proc/PID/status separates "VmRSS:" from its number with a tab.
   (while :; do
-     echo "<1>rss $($B sed -n 's/^VmRSS: *\([0-9]*\).*/\1/p' /proc/$($B cat /run/haproxy.pid)/status)" > /dev/kmsg
+     r=0
+     for p in $($B pidof haproxy); do
+       v=$($B awk '/^VmRSS:/ { print $2 }' /proc/$p/status)
+       r=$((r + ${v:-0}))
+     done
+     echo "<1>rss $r slab $($B awk '/^Slab:/ { print $2 }' /proc/meminfo)" > /dev/kmsg
      $B sleep 2
    done) &
 fi

@@ -173,15 +173,18 @@ pub fn hold(targets: &[SocketAddr], count: usize, seconds: f64) -> Result<()> {
     }
     let mut held = Vec::with_capacity(count);
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut failures = 0;
-    while held.len() < count && Instant::now() < deadline {
+    // A side that cannot take more (out of memory, table full) stops the
+    // run after a few failures in a row, each up to IO_TIMEOUT.
+    let (mut failures, mut in_a_row) = (0, 0);
+    while held.len() < count && Instant::now() < deadline && in_a_row < 10 {
         match TcpStream::connect_timeout(&targets[held.len() % targets.len()], IO_TIMEOUT) {
-            Ok(s) => held.push(s),
+            Ok(s) => {
+                held.push(s);
+                in_a_row = 0;
+            }
             Err(_) => {
                 failures += 1;
-                if failures > 100 {
-                    break;
-                }
+                in_a_row += 1;
             }
         }
     }

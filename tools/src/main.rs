@@ -349,9 +349,19 @@ enum BenchCmd {
         /// Connections per second of the latency run.
         #[arg(long, default_value_t = 100)]
         rate: u32,
-        /// Idle connections of the memory run.
-        #[arg(long, default_value_t = 10_000)]
+        /// Idle connections of the memory run (spread over four ports and
+        /// as many holder processes: this host allows 20 000 descriptors
+        /// per process).
+        #[arg(long, default_value_t = 50_000)]
         hold: usize,
+        /// Memory of the appliance's VM in MiB for the memory run (booted
+        /// afresh for it): the "50 000 connections in 64 MiB".
+        #[arg(long, default_value_t = 64)]
+        hold_memory: u32,
+        /// Memory of HAProxy's VM in MiB for the memory run: enough that
+        /// its kernel's socket memory is not the limit.
+        #[arg(long, default_value_t = 1024)]
+        haproxy_hold_memory: u32,
         /// Appliance kernel ELF to measure instead of building one.
         #[arg(long)]
         kernel: Option<PathBuf>,
@@ -558,6 +568,8 @@ fn main() -> Result<()> {
                     concurrency,
                     rate,
                     hold,
+                    hold_memory,
+                    haproxy_hold_memory,
                     kernel,
                 },
         } => {
@@ -578,6 +590,8 @@ fn main() -> Result<()> {
                 concurrency,
                 rate,
                 hold,
+                hold_memory_mib: hold_memory,
+                haproxy_hold_memory_mib: haproxy_hold_memory,
                 command,
             })?;
             write_report("l7.md", &report)?;
