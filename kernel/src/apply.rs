@@ -13,6 +13,7 @@ use crate::mgmt::events;
 use crate::{Nics, netif, println, running, storage};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::cell::RefCell;
 use lb_core::cmdline::Ipv4Setting;
 use lb_core::config::Config;
@@ -48,13 +49,14 @@ pub fn addressing(dp: &RefCell<Datapath>, nics: &'static Nics, nic: usize, setti
 }
 
 /// Applies `new` (validated) in place of the configuration in force.
-/// `source` says where it came from, for the log.
+/// `source` says where it came from, for the log. Returns the settings
+/// that changed but take effect only at the next boot.
 pub async fn apply(
     dp: &RefCell<Datapath>,
     nics: &'static Nics,
     new: Config,
     source: &str,
-) -> Result<(), String> {
+) -> Result<Vec<&'static str>, String> {
     let summary = running::with(|old| diff::summary(old, &new));
     let report = {
         let mut d = dp.borrow_mut();
@@ -89,7 +91,7 @@ pub async fn apply(
         Category::Config,
         format!("applied from {source}: {summary}{draining}"),
     );
-    Ok(())
+    Ok(report.at_next_boot)
 }
 
 /// Stores the configuration in force on the config disk, and says so.

@@ -616,7 +616,8 @@ impl Session {
             },
             Confirm::Apply(config) if matches!(answer, "y" | "yes") => {
                 match crate::apply::apply(self.dp, self.nics, *config, "the console").await {
-                    Ok(()) => self.save().await,
+                    // The data path's log already said what waits for a boot.
+                    Ok(_) => self.save().await,
                     Err(e) => println!("error: config: {e}; nothing changed"),
                 }
             }

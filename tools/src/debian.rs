@@ -68,12 +68,27 @@ pub const L7: GuestSpec = GuestSpec {
     programs: &["usr/sbin/haproxy"],
 };
 
+/// The clustered-pair benchmark's guest: keepalived (Debian's package) for
+/// VRRP, IPVS with round robin, persistence and its connection sync daemon.
+pub const HA: GuestSpec = GuestSpec {
+    name: "ha",
+    modules: &["ip_vs", "ip_vs_rr"],
+    packages: &["ipvsadm", "keepalived"],
+    programs: &["sbin/ipvsadm", "usr/sbin/keepalived"],
+};
+
 /// `/init`. Settings come from the kernel command line (no spaces inside):
 /// - `bench_ip=ADDR/LEN` (on eth0) or `bench_ip=IF=ADDR/LEN,IF=ADDR/LEN,...`
 /// - `bench_route=DEST@GATEWAY,...`
 /// - `bench_forward=1`: IPv4 forwarding on, ICMP redirects off
 /// - `bench_ipvs=PROTO:VIP:PORT:SERVER:METHOD,...` with PROTO `t` or `u` and
 ///   METHOD `g` (direct routing) or `m` (NAT), round robin.
+/// - `bench_ipvs_persist=SECS`: the `bench_ipvs` services are persistent.
+/// - `bench_syncd=IF`: IPVS's connection sync daemon, master and backup
+///   both (sync ID 51, multicast on IF), so the state flows either way.
+/// - `bench_vrrp=VRID:PRIORITY:ADVERT:IF:ADDR@DEV+ADDR@DEV...`: keepalived
+///   (VRRPv3, `advert_int` ADVERT seconds, `nopreempt`, starting as
+///   backup) on IF owning the ADDRs; it logs to the console.
 /// - `bench_masq=IF`: masquerade what leaves on IF (IPVS NAT made SNAT;
 ///   `vs/conntrack=1` lets netfilter NAT see IPVS connections).
 /// - `bench_haproxy=VIP:PORT+PORT...:SERVER`: HAProxy in TCP mode as the
@@ -111,7 +126,8 @@ fi
 for s in $(arg bench_ipvs | $B tr , ' '); do
   set -- $(echo "$s" | $B tr : ' ')
   [ $# = 5 ] || fail "ipvs rule $s"
-  /sbin/ipvsadm -L -n -$1 "$2:$3" > /dev/null 2>&1 || /sbin/ipvsadm -A -$1 "$2:$3" -s rr || fail "ipvs service $s"
+  persist=$(arg bench_ipvs_persist)
+  /sbin/ipvsadm -L -n -$1 "$2:$3" > /dev/null 2>&1 || /sbin/ipvsadm -A -$1 "$2:$3" -s rr ${persist:+-p $persist} || fail "ipvs service $s"
   /sbin/ipvsadm -a -$1 "$2:$3" -r "$4" -$5 || fail "ipvs server $s"
 done
 masq=$(arg bench_masq)
@@ -122,6 +138,36 @@ if [ -n "$masq" ]; then
   /usr/sbin/nft add rule ip bench post oifname "$masq" masquerade || fail "nft masquerade"
 fi
 [ -z "$(arg bench_ipvs)" ] || /sbin/ipvsadm -L -n
+syncd=$(arg bench_syncd)
+if [ -n "$syncd" ]; then
+  for role in master backup; do
+    /sbin/ipvsadm --start-daemon $role --mcast-interface "$syncd" --syncid 51 || fail "sync daemon $role"
+  done
+fi
+vrrp=$(arg bench_vrrp)
+if [ -n "$vrrp" ]; then
+  set -- $(echo "$vrrp" | $B tr : ' ')
+  [ $# = 5 ] || fail "vrrp setting $vrrp"
+  $B mkdir -p /etc /run /tmp /var
+  $B ln -sf /run /var/run
+  {
+    echo "global_defs {"
+    echo " vrrp_version 3"
+    echo "}"
+    echo "vrrp_instance VI_1 {"
+    echo " state BACKUP"
+    echo " interface $4"
+    echo " virtual_router_id $1"
+    echo " priority $2"
+    echo " advert_int $3"
+    echo " nopreempt"
+    echo " virtual_ipaddress {"
+    for a in $(echo "$5" | $B tr + ' '); do echo "  ${a%@*} dev ${a#*@}"; done
+    echo " }"
+    echo "}"
+  } > /etc/keepalived.conf
+  /usr/sbin/keepalived -n -l -D -f /etc/keepalived.conf -p /run/keepalived.pid > /dev/console 2>&1 &
+fi
 hap=$(arg bench_haproxy)
 if [ -n "$hap" ]; then
   set -- $(echo "$hap" | $B tr : ' ')

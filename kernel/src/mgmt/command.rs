@@ -294,7 +294,7 @@ async fn apply_config(
     let serial = config.management.serial;
     let summary = crate::running::with(|old| lb_core::mgmt::diff::summary(old, &config));
     let saved = store(&config).await?;
-    crate::apply::apply(
+    let later = crate::apply::apply(
         ctx.dp,
         ctx.nics,
         config,
@@ -307,8 +307,13 @@ async fn apply_config(
             format!("stored but not applied (it takes effect at the next boot): {e}"),
         )
     })?;
+    let later = if later.is_empty() {
+        String::new()
+    } else {
+        format!("; at the next boot: {}", later.join(", "))
+    };
     Ok(format!(
-        "{what} applied (serial {serial}, key {who}): {summary}{saved}"
+        "{what} applied (serial {serial}, key {who}): {summary}{saved}{later}"
     ))
 }
 

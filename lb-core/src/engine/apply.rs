@@ -14,7 +14,7 @@
 //! The indices of the new configuration are the engine's identities from
 //! now on; flows and persistence entries are renumbered in one pass over
 //! each table (an administrative event, not per packet). Table sizes cannot
-//! change live ([`ApplyReport::at_next_boot`]); network settings are applied
+//! change live, nor does `[ha]` ([`ApplyReport::at_next_boot`]); network settings are applied
 //! separately ([`Engine::set_interface_address`], [`Engine::set_gateway`]).
 
 use alloc::vec;
@@ -265,6 +265,10 @@ impl Engine {
         }
         if new.l4.persistence_capacity != old.l4.persistence_capacity {
             at_next_boot.push("l4.persistence_capacity");
+        }
+        // The pair (election, owned addresses, sync link) is built at boot.
+        if new.ha != old.ha {
+            at_next_boot.push("ha");
         }
         Ok(ApplyReport {
             plan,

@@ -1335,6 +1335,27 @@ fn a_removed_server_drains_and_a_halted_one_is_cut() {
     assert_eq!(e.server_state(0, 0).unwrap().active, 0);
 }
 
+#[test]
+fn a_changed_pair_waits_for_the_next_boot() {
+    let old = config();
+    let mut e = engine();
+    let with_pair = |priority: u8| {
+        let c = parse_toml(&alloc::format!(
+            "{CONFIG}\n[ha]\nvrid = 51\npriority = {priority}\n"
+        ))
+        .unwrap();
+        crate::config::validate(&c).unwrap();
+        c
+    };
+    let paired = with_pair(150);
+    assert_eq!(e.apply(&old, &paired).unwrap().at_next_boot, ["ha"]);
+    assert!(e.apply(&paired, &paired).unwrap().at_next_boot.is_empty());
+    assert_eq!(
+        e.apply(&paired, &with_pair(100)).unwrap().at_next_boot,
+        ["ha"]
+    );
+}
+
 proptest! {
     /// Whatever subset of the services a new config keeps, in whatever
     /// order: every flow open before the apply goes to the same place after
