@@ -346,8 +346,22 @@ impl<X: Copy + Default> ConnTable<X> {
     /// stopped (examines at most [`EARLY_DROP_SCAN`] entries). Returns
     /// whether one was evicted.
     fn early_drop(&mut self, on_remove: &mut impl FnMut(&Flow<X>)) -> bool {
+        self.early_drop_where(EARLY_DROP_SCAN, |_| true, on_remove)
+    }
+
+    /// Evicts one half-open flow that `pred` accepts, sweeping on from
+    /// where the last sweep stopped (examines at most `scan` entries):
+    /// an early drop aimed at what a new flow lacks, e.g. a SNAT source
+    /// port towards one real server. Counted in `stats.early_drop`.
+    /// Returns whether one was evicted.
+    pub fn early_drop_where(
+        &mut self,
+        scan: usize,
+        pred: impl Fn(&Flow<X>) -> bool,
+        on_remove: &mut impl FnMut(&Flow<X>),
+    ) -> bool {
         let end = self.high_water.min(self.flows.len());
-        for _ in 0..EARLY_DROP_SCAN.min(end) {
+        for _ in 0..scan.min(end) {
             let e = if self.evict_cursor >= end {
                 0
             } else {
@@ -355,7 +369,7 @@ impl<X: Copy + Default> ConnTable<X> {
             };
             self.evict_cursor = e + 1;
             let f = &self.flows[e];
-            if f.in_use() && f.state == TcpState::Handshake {
+            if f.in_use() && f.state == TcpState::Handshake && pred(f) {
                 self.remove_entry(e as u32, on_remove);
                 self.stats.early_drop += 1;
                 return true;

@@ -644,8 +644,7 @@ impl Engine {
                 let Some(own) = self.routes.snat_source(out_nic) else {
                     return Err(self.count_drop(svc, Some(srv), DropReason::NoRoute));
                 };
-                let alloc = service.snat_allocator[srv].and_then(|i| self.snat_ports.get_mut(i));
-                let Some(port) = alloc.and_then(PortAllocator::allocate) else {
+                let Some(port) = self.snat_port(svc, srv, pkt.key.proto, server.addr) else {
                     return Err(self.count_drop(svc, Some(srv), DropReason::PortsExhausted));
                 };
                 Some(FlowKey {
@@ -655,7 +654,7 @@ impl Engine {
                 })
             }
         };
-        let timeout = service.established_timeout;
+        let timeout = self.services[svc].established_timeout;
         // Reclaim a little every time a flow starts, so tables and SNAT
         // ports are recycled even if the caller's expiry tick is late.
         let Engine {
@@ -1176,6 +1175,59 @@ fn persistence_allows(s: &RealServerState) -> bool {
 }
 
 /// Bookkeeping when the connection table lets go of a flow.
+/// Most slab entries a SNAT port's early drop examines (see
+/// [`Engine::snat_port`]).
+const SNAT_EARLY_DROP_SCAN: usize = 4 * crate::conntrack::EARLY_DROP_SCAN;
+
+impl Engine {
+    /// A source port for a new SNAT flow of `proto` to the real server
+    /// `srv` (at `server`) of service `svc`. When every port towards that
+    /// server is taken, a TCP flow evicts a half-open SNAT flow to the same
+    /// server (counted as an early drop) and takes its port: a spoofed SYN
+    /// flood at a SNAT VIP holds a port per fake handshake, and without
+    /// this it would refuse real clients until the handshakes time out,
+    /// long before the table's half-open cap is reached.
+    fn snat_port(
+        &mut self,
+        svc: usize,
+        srv: usize,
+        proto: Protocol,
+        server: Ipv4Addr,
+    ) -> Option<u16> {
+        let i = self.services[svc].snat_allocator[srv]?;
+        if let Some(port) = self.snat_ports.get_mut(i)?.allocate() {
+            return Some(port);
+        }
+        if proto != Protocol::Tcp {
+            return None;
+        }
+        let Engine {
+            services,
+            conntrack,
+            snat_ports,
+            ..
+        } = self;
+        // A SNAT flow's replies come from the server to the appliance (a
+        // NAT flow's go to the client): the allocator is per (protocol,
+        // server address).
+        let evicted = conntrack.early_drop_where(
+            SNAT_EARLY_DROP_SCAN,
+            |f| {
+                f.has_reply_key()
+                    && f.original.proto == proto
+                    && f.reply.src.addr == server
+                    && f.reply.dst.addr != f.original.src.addr
+            },
+            &mut |f: &Flow| on_flow_removed(services, snat_ports, f),
+        );
+        if evicted {
+            snat_ports.get_mut(i)?.allocate()
+        } else {
+            None
+        }
+    }
+}
+
 fn on_flow_removed(services: &mut [ServiceRuntime], snat_ports: &mut [PortAllocator], flow: &Flow) {
     let Some(service) = services.get_mut(usize::from(flow.service)) else {
         return;

@@ -253,19 +253,26 @@ fn snat_port_exhaustion_is_counted() {
     let mut e = engine_with(|c| c.snat_ports = 5000..=5001);
     let mut forwarded = 0;
     let mut exhausted = 0;
-    // Round robin alternates servers: each has two ports.
+    // Round robin alternates servers: each has two ports. Every handshake
+    // completes, so no port can be taken back from a half-open flow.
     for i in 0..6u16 {
         let mut f = tcp(CLIENT, 1000 + i, SNAT_VIP, 2575, SYN);
         match e.process(EXT, &mut f, t(u64::from(i))) {
             Decision::Forward { .. } => {
                 forwarded += 1;
                 assert!((5000..=5001).contains(&key(&f).src.port));
+                let mut ack = tcp(CLIENT, 1000 + i, SNAT_VIP, 2575, ACK);
+                assert!(matches!(
+                    e.process(EXT, &mut ack, t(u64::from(i))),
+                    Decision::Forward { .. }
+                ));
             }
             Decision::Drop(DropReason::PortsExhausted) => exhausted += 1,
             d => panic!("{d:?}"),
         }
     }
     assert_eq!((forwarded, exhausted), (4, 2));
+    assert_eq!(e.conntrack().stats.early_drop, 0);
     assert_eq!(e.drops().get(DropReason::PortsExhausted), 2);
     assert_eq!(
         e.service_stats(2)
@@ -275,6 +282,58 @@ fn snat_port_exhaustion_is_counted() {
             .get(DropReason::PortsExhausted),
         2
     );
+}
+
+/// A spoofed SYN flood at a SNAT VIP takes a source port per fake
+/// handshake; once a server's ports are all taken, a new flow takes one
+/// back from a half-open flow to that server, so real clients still get
+/// through and established flows keep theirs.
+#[test]
+fn snat_ports_taken_by_a_syn_flood_go_back_to_real_clients() {
+    let mut e = engine_with(|c| c.snat_ports = 5000..=5063);
+    // A real client, established on one server (round robin: the next
+    // SYN goes to the other one).
+    let mut f = tcp(CLIENT, 40000, SNAT_VIP, 2575, SYN);
+    let Decision::Forward { next_hop, .. } = e.process(EXT, &mut f, t(0)) else {
+        panic!()
+    };
+    let srv = SNAT_RS.iter().position(|a| *a == next_hop).unwrap();
+    let established = key(&f).src.port;
+    let mut ack = tcp(CLIENT, 40000, SNAT_VIP, 2575, ACK);
+    assert!(matches!(
+        e.process(EXT, &mut ack, t(0)),
+        Decision::Forward { .. }
+    ));
+    // 1 000 spoofed SYNs: far more than both servers' 128 ports.
+    for n in 0..1000u32 {
+        let src = Ipv4Addr::from(0x0b00_0000 + n);
+        let mut syn = tcp(src, 1024 + n as u16, SNAT_VIP, 2575, SYN);
+        assert!(
+            matches!(e.process(EXT, &mut syn, t(1)), Decision::Forward { .. }),
+            "{n}: a port is taken back from a half-open flow"
+        );
+    }
+    assert_eq!(e.snat_ports(2, srv).unwrap().in_use(), 64);
+    assert!(e.conntrack().stats.early_drop >= 1000 - 127);
+    assert_eq!(e.drops().get(DropReason::PortsExhausted), 0);
+    // The established flow kept its port and still forwards.
+    assert!(e.snat_ports(2, srv).unwrap().is_allocated(established));
+    let mut data = tcp(CLIENT, 40000, SNAT_VIP, 2575, PSH_ACK);
+    assert!(matches!(
+        e.process(EXT, &mut data, t(2)),
+        Decision::Forward { .. }
+    ));
+    assert_eq!(key(&data).src.port, established);
+    // New real clients get through, to either server.
+    for port in 41000..41010 {
+        let mut f = tcp(CLIENT, port, SNAT_VIP, 2575, SYN);
+        assert!(matches!(
+            e.process(EXT, &mut f, t(3)),
+            Decision::Forward { .. }
+        ));
+    }
+    // Every port but the established flow's is held by a handshake.
+    assert_eq!(e.conntrack().half_open(), 127);
 }
 
 #[test]
