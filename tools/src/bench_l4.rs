@@ -461,11 +461,13 @@ impl Ctx<'_> {
         wait_path(&client, &target, &scratch)?;
         let gbps = iperf3_tcp(&client, &target, self.opts.seconds, &scratch)?;
         let pps = iperf3_udp(&client, &target, self.opts.seconds, &scratch)?;
+        // Connections/s before the flood: what a flood leaves behind
+        // (half-open entries, SNAT ports held) is not in the clean figure.
+        let cps = connections(&client, &target, self.opts.seconds)?;
         let served = match self.opts.flood_seconds {
             0 => f64::NAN,
             secs => served_under_flood(&client, &flooder, &target, secs)?,
         };
-        let cps = connections(&client, &target, self.opts.seconds)?;
         Ok(Figures {
             pps,
             gbps,
@@ -912,7 +914,7 @@ fn report(
     if opts.flood_seconds > 0 {
         writeln!(
             md,
-            "- Under flood: after the iperf3 runs, a third namespace on the client's segment runs `nice -n 19 hping3 --flood --rand-source -S -p {PORT}` (niced: it shares the host's CPUs with the VM) at the same target for {} s (as fast as it can send; random spoofed sources) while the client opens new TCP connections to that port, one every 50 ms, each given 1 s to complete its handshake; the figure is the share that did. The appliance's SYN-flood policy (half-open cap with early drop, per-source limit) against IPVS with its defaults.",
+            "- Under flood: after the iperf3 and connection runs, a third namespace on the client's segment runs `nice -n 19 hping3 --flood --rand-source -S -p {PORT}` (niced: it shares the host's CPUs with the VM) at the same target for {} s (as fast as it can send; random spoofed sources) while the client opens new TCP connections to that port, one every 50 ms, each given 1 s to complete its handshake; the figure is the share that did. The appliance's SYN-flood policy (half-open cap with early drop, per-source limit) against IPVS with its defaults.",
             opts.flood_seconds
         )?;
     }
