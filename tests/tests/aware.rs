@@ -17,6 +17,11 @@
 //!    A-ABORT to both peers: the client reads the A-ABORT PDU, storescp
 //!    logs "Association Aborted" (no reset).
 //! 6. `status` counts the pairs (routed and refused) and the clean abort.
+//! 7. Outbound SNAT: dcmqrscp on RS2 behind a NAT service with
+//!    `outbound_snat`; studies stored into it through the VIP, then
+//!    `movescu` asks it to move them to a storescp on a client. They arrive
+//!    byte-identical, and the destination saw every association come from
+//!    the VIP (its record of each caller's address), never from RS2.
 
 use std::time::Duration;
 use tests::dicom::{received, studies, write_studies};
@@ -79,12 +84,39 @@ server_timeout = 5
 [[virtual_service.real_server]]
 label = "RS2"
 ip = "{rs2}"
+
+[[virtual_service]]
+label = "QR-NAT"
+vip = "{qr}"
+ports = "{QR_PORT}"
+forwarding = "nat"
+outbound_snat = true
+check_type = "dicom_echo"
+check_called_ae = "QRSCP"
+check_interval = 1
+check_timeout = 1
+check_rise = 1
+check_fall = 2
+[[virtual_service.real_server]]
+label = "RS2"
+ip = "{rs2}"
 "#,
+        qr = qr_vip(plan),
         pacs = pacs_vip(plan),
         hl7 = hl7_vip(plan),
         short = short_vip(plan),
         rs2 = plan.server(2),
     )
+}
+
+/// dcmqrscp's port on RS2 (NAT service `QR-NAT`) and the move
+/// destination's on client 2.
+const QR_PORT: u16 = 11113;
+const DEST_PORT: u16 = 11114;
+
+/// Layer 4 NAT with outbound SNAT: dcmqrscp on RS2.
+fn qr_vip(plan: &Plan) -> String {
+    format!("{}.113", plan.ext)
 }
 
 /// DICOM-aware with 5 s timeouts, RS2 only.
@@ -245,6 +277,9 @@ fn dicom_and_hl7_awareness() {
     assert_eq!(ids(1), ["AW-RIS-1"]);
     assert!(ids(2).is_empty());
 
+    // 7. C-MOVE through outbound SNAT.
+    let moved = c_move(&lab);
+
     // 5. Idle past the timeouts: A-ABORT to both peers.
     let storescp_log = lab.tmp.path().join("rs2-storescp-104.log");
     let aborted_before = std::fs::read_to_string(&storescp_log)
@@ -322,4 +357,167 @@ fn dicom_and_hl7_awareness() {
         .wait_for("aware line", t, |l| l.starts_with("aware: "))
         .unwrap();
     assert!(line.contains(" aborts-sent=1 "), "{line}");
+    let line = lab
+        .vm
+        .wait_for("outbound line", t, |l| l.starts_with("outbound: QR-NAT"))
+        .unwrap();
+    let flows: usize = line
+        .split(" flows=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        flows >= moved,
+        "one sub-association per move at least: {line}"
+    );
+}
+
+/// Scenario 7: stores studies into dcmqrscp (RS2, through the NAT VIP),
+/// moves each to a storescp on client 2 and checks what arrived and from
+/// where. Returns the number of moves.
+fn c_move(lab: &L7Lab) -> usize {
+    use tests::peers::{Process, wait_listening};
+    let tmp = lab.tmp.path();
+    let (vip, dest) = (qr_vip(&lab.plan), lab.plan.client(2));
+    let db = tmp.join("qr-db");
+    let out = tmp.join("move-dest");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let cfg = tmp.join("dcmqrscp.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "NetworkTCPPort = {QR_PORT}\nMaxPDUSize = 16384\nMaxAssociations = 16\n\
+             HostTable BEGIN\nmovedest = (MOVEDEST, {dest}, {DEST_PORT})\nHostTable END\n\
+             VendorTable BEGIN\nVendorTable END\n\
+             AETable BEGIN\nQRSCP {} RW (20, 200mb) ANY\nAETable END\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let rs2 = &lab.servers[2].host;
+    let _qr = Process::spawn(
+        rs2,
+        &["dcmqrscp", "-v", "-c", &cfg.display().to_string()],
+        &tmp.join("dcmqrscp.log"),
+    )
+    .unwrap();
+    wait_listening(rs2, QR_PORT, Duration::from_secs(10)).unwrap();
+    let peers = tmp.join("move-dest-peers.txt");
+    let record = format!("echo #r #f >> {}", peers.display());
+    let client = &lab.clients[2];
+    let _dest = Process::spawn(
+        client,
+        &[
+            "storescp",
+            "-v",
+            "-dhl",
+            "-aet",
+            "MOVEDEST",
+            "+B",
+            "-od",
+            &out.display().to_string(),
+            "-xcr",
+            &record,
+            &DEST_PORT.to_string(),
+        ],
+        &tmp.join("move-dest.log"),
+    )
+    .unwrap();
+    wait_listening(client, DEST_PORT, Duration::from_secs(10)).unwrap();
+
+    // Into the archive through the VIP (inbound NAT), retried while the
+    // check brings RS2 up in this service.
+    let st = studies(3, 2, 130);
+    let files = write_studies(&tmp.join("qr-in"), &st).unwrap();
+    let mut argv = vec!["storescu", "-aec", "QRSCP", "-to", "5", "-ta", "30"];
+    argv.push(&vip);
+    let port = QR_PORT.to_string();
+    argv.push(&port);
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    argv.extend(names.iter().map(String::as_str));
+    let mut stored = None;
+    for _ in 0..20 {
+        let o = client.command(&argv).output().unwrap();
+        if o.status.success() {
+            stored = Some(o);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    check_sent(
+        stored.unwrap_or_else(|| panic!("storescu to dcmqrscp via NAT\n{}", lab.context())),
+        "storescu -aec QRSCP",
+    )
+    .unwrap();
+
+    // Each study moved to MOVEDEST: dcmqrscp opens the association back
+    // to client 2 itself, through the appliance.
+    for s in &st {
+        let uid = study_uid(&s.dataset);
+        let o = client
+            .command(&[
+                "movescu",
+                "-v",
+                "-aet",
+                "MOVESCU",
+                "-aec",
+                "QRSCP",
+                "-aem",
+                "MOVEDEST",
+                "-to",
+                "30",
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                &format!("StudyInstanceUID={uid}"),
+                &vip,
+                &port,
+            ])
+            .output()
+            .unwrap();
+        let said = text(&o);
+        assert!(
+            o.status.success() && said.contains("Final Move Response (Success)"),
+            "movescu {uid}: {said}\n{}",
+            std::fs::read_to_string(tmp.join("dcmqrscp.log")).unwrap_or_default()
+        );
+    }
+    let arrived = received(&[&out]).unwrap();
+    for s in &st {
+        assert_eq!(
+            arrived.get(&s.dataset),
+            Some(&1),
+            "study {} arrives once, byte-identical",
+            s.sop_instance_uid
+        );
+    }
+    assert_eq!(arrived.values().sum::<usize>(), st.len());
+    let callers = std::fs::read_to_string(&peers).unwrap();
+    let lines: Vec<&str> = callers.lines().collect();
+    assert_eq!(lines.len(), st.len(), "{callers}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.split(' ').next() == Some(vip.as_str())),
+        "the destination sees only the VIP, never {}: {callers}",
+        lab.plan.server(2)
+    );
+    st.len()
+}
+
+/// The Study Instance UID (0020,000D) of a data set written by
+/// [`tests::dicom::Study`] (explicit VR little endian).
+fn study_uid(ds: &[u8]) -> String {
+    let tag = [0x20, 0x00, 0x0D, 0x00, b'U', b'I'];
+    let at = ds
+        .windows(tag.len())
+        .position(|w| w == tag)
+        .expect("a Study Instance UID");
+    let len = usize::from(u16::from_le_bytes([ds[at + 6], ds[at + 7]]));
+    String::from_utf8_lossy(&ds[at + 8..at + 8 + len])
+        .trim_end_matches('\0')
+        .to_string()
 }

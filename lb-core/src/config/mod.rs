@@ -439,6 +439,11 @@ pub struct VirtualService {
     /// (the servers must route their replies through the appliance).
     #[serde(default)]
     pub l7_transparent: bool,
+    /// Layer 4 NAT: connections the real servers open themselves (a PACS's
+    /// C-MOVE or C-STORE back to a modality) leave with the VIP as their
+    /// source, connection-tracked, replies translated back.
+    #[serde(default)]
+    pub outbound_snat: bool,
     /// Layer 7: read the client's first protocol unit (DICOM
     /// A-ASSOCIATE-RQ, HL7 MSH) before choosing the real server.
     #[serde(default)]

@@ -73,6 +73,9 @@ pub enum ErrorKind {
     /// A protocol-aware route (AE title or HL7) that cannot match or names
     /// no real server of its service.
     BadRoute,
+    /// `outbound_snat` on a service that is not NAT, or a real server in
+    /// two services whose outbound SNAT would give it two sources.
+    BadOutboundSnat,
 }
 
 /// One problem found in a configuration.
@@ -141,6 +144,8 @@ pub fn validate(config: &Config) -> Result<(), Vec<ValidationError>> {
     // (vip, port, protocol) -> label of the first service that claimed it.
     let mut claimed: BTreeMap<(Ipv4Addr, u16, Protocol), (usize, &str)> = BTreeMap::new();
     let mut labels: BTreeMap<&str, ()> = BTreeMap::new();
+    // Real server -> the VIP its own connections leave from.
+    let mut outbound: BTreeMap<Ipv4Addr, (Ipv4Addr, &str)> = BTreeMap::new();
     for (i, vs) in config.virtual_services.iter().enumerate() {
         let path = item_path("virtual_service", &vs.label, i);
         if !vs.label.is_empty() && labels.insert(&vs.label, ()).is_some() {
@@ -170,6 +175,21 @@ pub fn validate(config: &Config) -> Result<(), Vec<ValidationError>> {
             }
         }
         check_service(vs, &path, has_internal, &own, &mut errs);
+        if vs.outbound_snat && vs.forwarding == Forwarding::Nat {
+            for rs in &vs.real_servers {
+                match outbound.insert(rs.ip, (vs.vip, &vs.label)) {
+                    Some((vip, other)) if vip != vs.vip => errs.push(
+                        format!("{path}.outbound_snat"),
+                        ErrorKind::BadOutboundSnat,
+                        format!(
+                            "real server {} also sends from {vip} (outbound_snat of `{other}`): its own connections can have one source only",
+                            rs.ip
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
+        }
     }
     if errs.0.is_empty() {
         Ok(())
@@ -539,6 +559,14 @@ fn check_service(
                 );
             }
         }
+    }
+
+    if vs.outbound_snat && vs.forwarding != Forwarding::Nat {
+        errs.push(
+            format!("{path}.outbound_snat"),
+            ErrorKind::BadOutboundSnat,
+            "only NAT services route their real servers' own connections through the appliance",
+        );
     }
 
     check_awareness(vs, path, errs);

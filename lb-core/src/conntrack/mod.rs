@@ -148,6 +148,8 @@ impl Timeouts {
 
 const IN_USE: u8 = 1;
 const REPLY_INDEXED: u8 = 2;
+/// Opened by the real server itself (outbound SNAT), not by a client.
+const OUTBOUND: u8 = 4;
 
 /// One tracked flow, with `X`: whatever else its user keeps per flow (the
 /// L4 engine nothing, the L7 splice relay its sequence-number state).
@@ -191,6 +193,13 @@ impl<X> Flow<X> {
     /// Whether replies are looked up by `reply`.
     pub fn has_reply_key(&self) -> bool {
         self.flags & REPLY_INDEXED != 0
+    }
+
+    /// Whether the real server opened this flow (outbound SNAT): the
+    /// original key is then `RIP:port → far end`, the reply key
+    /// `far end → VIP:allocated port`.
+    pub fn is_outbound(&self) -> bool {
+        self.flags & OUTBOUND != 0
     }
 
     fn in_use(&self) -> bool {
@@ -727,6 +736,14 @@ impl<X: Copy + Default> ConnTable<X> {
 
     /// Removes every flow to `server` of `service` (the server was halted).
     /// O(capacity): an administrative event, not per packet.
+    /// Marks a flow just inserted as opened by its real server (see
+    /// [`Flow::is_outbound`]).
+    pub fn set_outbound(&mut self, id: FlowId) {
+        if let Some(f) = self.flows.get_mut(id.index()).filter(|f| f.in_use()) {
+            f.flags |= OUTBOUND;
+        }
+    }
+
     pub fn remove_server(
         &mut self,
         service: u16,

@@ -135,6 +135,7 @@ impl Engine {
                 service_map[oi] = Some(ni as u16);
                 rt.stats.service = ort.stats.service.clone();
                 rt.stats.fallback_refused = ort.stats.fallback_refused;
+                rt.stats.outbound = ort.stats.outbound;
                 let mut pairs: Vec<(usize, usize)> = plan.servers[ni]
                     .iter()
                     .enumerate()
@@ -195,6 +196,11 @@ impl Engine {
             }
             // No new bindings: persistence belongs to configured services.
             ort.persistence = None;
+            // Its outbound flows drain too; their allocators follow the VIP.
+            let vip = ort.vip.addr;
+            ort.outbound = ort
+                .outbound
+                .map(|_| [Protocol::Tcp, Protocol::Udp].map(|p| snat.index((p, vip))));
             ort.fallback = FallbackRuntime::None;
             draining += active;
             services.push(ort);
@@ -212,8 +218,19 @@ impl Engine {
                 .copied()
                 .flatten()
         };
-        // A flow whose server has no live count cannot exist; drop it if one does.
-        self.conntrack.remap(lookup, &mut |_| {});
+        // A flow whose server has no live count cannot exist; drop it if
+        // one does. Outbound flows of a removed server end here: their
+        // port goes back to the VIP's allocator, if it remains.
+        let (keys, ports) = (&self.snat_keys, &mut self.snat_ports);
+        self.conntrack.remap(lookup, &mut |f| {
+            if f.is_outbound()
+                && let Some(i) = keys
+                    .iter()
+                    .position(|k| *k == (f.original.proto, f.reply.dst.addr))
+            {
+                ports[i].free(f.reply.dst.port);
+            }
+        });
         // Likewise for layer 7 connections: bound ones follow their server,
         // unbound ones their service.
         self.l7_table.remap(
@@ -280,6 +297,8 @@ impl Engine {
     /// The VIP and NAT-server lookups of the configured services.
     fn rebuild_lookups(&mut self, config: &Config) {
         (self.vips, self.nat_servers) = lookups(config, &self.services);
+        let configured = config.virtual_services.len().min(self.services.len());
+        self.outbound_servers = super::outbound::servers(&self.services[..configured]);
     }
 
     /// Table sizes the engine was built with: (flows, persistence entries).

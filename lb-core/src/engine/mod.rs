@@ -50,6 +50,9 @@ mod l7;
 mod l7_sim;
 #[cfg(test)]
 mod l7_tests;
+mod outbound;
+#[cfg(test)]
+mod outbound_tests;
 mod page;
 #[cfg(test)]
 mod page_tests;
@@ -163,6 +166,9 @@ struct ServiceRuntime {
     l7: Option<l7::L7Service>,
     /// Protocol-aware layer 7: what the client's first bytes decide.
     aware: Option<crate::aware::Awareness>,
+    /// `outbound_snat`: indices into `Engine::snat_ports` of the VIP's
+    /// outbound port allocators (TCP, UDP); see [`outbound`].
+    outbound: Option<[usize; 2]>,
     stats: ServiceStats,
     /// What new flows get while no real server may take them.
     fallback: FallbackRuntime,
@@ -207,6 +213,9 @@ pub struct Engine {
     /// Addresses of NAT/SNAT real servers, sorted (to recognise their
     /// fragments).
     nat_servers: Vec<Ipv4Addr>,
+    /// Real servers whose own connections leave from their VIP, sorted,
+    /// with their (service, server) (see [`outbound`]).
+    outbound_servers: Vec<(Ipv4Addr, u16, u16)>,
     routes: Routes,
     conntrack: ConnTable,
     persist: PersistTable,
@@ -252,6 +261,7 @@ impl Engine {
             .map(|vs| ServiceRuntime::build(vs, config, &mut snat))
             .collect();
         let (vips, nat_servers) = lookups(config, &services);
+        let outbound_servers = outbound::servers(&services);
         let timeouts = Timeouts::from_l4(&config.l4);
         let has_l7 = config
             .virtual_services
@@ -262,6 +272,7 @@ impl Engine {
             services,
             vips,
             nat_servers,
+            outbound_servers,
             routes: Routes::from_network(&config.network),
             conntrack: ConnTable::new(
                 capacities.conntrack,
@@ -418,6 +429,7 @@ impl Engine {
             }
             let service = &self.services[svc];
             if dir == Direction::Original
+                && !flow.is_outbound()
                 && let Some((mask, timeout)) = service.persistence
             {
                 let client = flow.original.src.addr;
@@ -454,7 +466,9 @@ impl Engine {
                 self.l7_new(frame, pkt, offload.checksum, svc, now)
             }
             Some(svc) => self.new_flow(nic, frame, pkt, offload.checksum, sent, svc, now),
-            None => Ok(Decision::ToStack),
+            None => self
+                .outbound_new(nic, frame, pkt, offload.checksum, sent, now)
+                .unwrap_or(Ok(Decision::ToStack)),
         }
     }
 
@@ -865,7 +879,7 @@ impl Engine {
             // About a reply sent towards the client: tell the server, about
             // the packet it sent.
             (fwd, Direction::Original, Some(reply)) => IcmpTranslation {
-                outer_src: if fwd == Forwarding::Snat {
+                outer_src: if fwd == Forwarding::Snat || flow.is_outbound() {
                     reply.dst.addr
                 } else {
                     err.ip.src
@@ -1011,6 +1025,13 @@ impl Engine {
         &self.persist
     }
 
+    /// The ports of `service`'s outbound flows (`outbound_snat`) for
+    /// `proto`.
+    pub fn outbound_ports(&self, service: usize, proto: Protocol) -> Option<&PortAllocator> {
+        let idx = self.services.get(service)?.outbound?;
+        self.snat_ports.get(idx[outbound::slot(proto)])
+    }
+
     /// SNAT ports in use towards a real server of a SNAT service.
     pub fn snat_ports(&self, service: usize, server: usize) -> Option<&PortAllocator> {
         let i = (*self.services.get(service)?.snat_allocator.get(server)?)?;
@@ -1083,7 +1104,9 @@ impl ServiceRuntime {
             .iter()
             .map(|rs| proxied.then(|| snat.index((vs.protocol, rs.ip))))
             .collect();
-        ServiceRuntime::from_config(vs, config, servers, allocators)
+        let mut rt = ServiceRuntime::from_config(vs, config, servers, allocators);
+        rt.outbound = outbound::allocators(vs, snat);
+        rt
     }
 
     fn from_config(
@@ -1116,12 +1139,14 @@ impl ServiceRuntime {
             servers: servers.iter().map(RealServerState::from_config).collect(),
             l7: l7::L7Service::from_config(vs),
             aware: crate::aware::Awareness::from_config(vs),
+            outbound: None,
             stats: ServiceStats {
                 service: Counters::default(),
                 servers: alloc::vec![Counters::default(); servers.len()],
                 fallback_refused: 0,
                 fallback_syns: 0,
                 fallback_pages: 0,
+                outbound: 0,
             },
             server_config: servers,
             snat_allocator,
@@ -1229,6 +1254,11 @@ impl Engine {
 }
 
 fn on_flow_removed(services: &mut [ServiceRuntime], snat_ports: &mut [PortAllocator], flow: &Flow) {
+    if flow.is_outbound() {
+        // Not a connection of the server's: only its port to give back.
+        outbound::free_port(services, snat_ports, flow);
+        return;
+    }
     let Some(service) = services.get_mut(usize::from(flow.service)) else {
         return;
     };

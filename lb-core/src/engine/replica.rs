@@ -235,7 +235,9 @@ impl Engine {
 
     /// The record of a live flow (none for half-open or expired ones).
     fn flow_record(&self, f: &Flow, now: Instant) -> Option<FlowRecord> {
-        if f.state == TcpState::Handshake || f.expires <= now {
+        // Outbound SNAT flows stay on this appliance (their record would
+        // name no VIP the backup could find them by).
+        if f.state == TcpState::Handshake || f.expires <= now || f.is_outbound() {
             return None;
         }
         let svc = self.services.get(usize::from(f.service))?;

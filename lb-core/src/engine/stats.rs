@@ -42,4 +42,6 @@ pub struct ServiceStats {
     pub fallback_syns: u64,
     /// Requests answered with the fallback page.
     pub fallback_pages: u64,
+    /// Flows the real servers opened themselves (`outbound_snat`).
+    pub outbound: u64,
 }

@@ -553,6 +553,7 @@ impl Status {
                 .push(Sample::new("lbmed_l7_total", &[("event", name)], v));
         }
         aware_status(dp, &mut st);
+        outbound_status(dp, &mut st);
         st.metrics.push(Sample::new(
             "lbmed_table_entries",
             &[("table", "arp")],
@@ -770,6 +771,9 @@ fn help(name: &str) -> &'static str {
         "lbmed_server_weight" => "Scheduling weight of the real server.",
         "lbmed_server_state" => "Administrative state of the real server (1 for the current one).",
         "lbmed_drops_total" => "Frames dropped, by reason.",
+        "lbmed_outbound_connections_total" => {
+            "Connections the service's real servers opened themselves, sent from the VIP."
+        }
         "lbmed_table_entries" => "Entries in use in a bounded table.",
         "lbmed_table_capacity" => "Capacity of a bounded table.",
         "lbmed_nic_frames_total" => "Frames through a network card, by direction and outcome.",
@@ -899,6 +903,34 @@ pub(crate) fn sample_status() -> Status {
         )],
         details: alloc::vec!["conntrack: 8 flows".into()],
         pair: None,
+    }
+}
+
+/// Services with `outbound_snat`: their servers' own flows and the VIP's
+/// source ports (TCP).
+fn outbound_status(dp: &Datapath, st: &mut Status) {
+    let e = &dp.engine;
+    for (si, vs) in dp.config.virtual_services.iter().enumerate() {
+        let (Some(stats), Some(ports)) = (
+            e.service_stats(si),
+            e.outbound_ports(si, crate::flow::Protocol::Tcp),
+        ) else {
+            continue;
+        };
+        st.details.push(format!(
+            "outbound: {} from {} flows={} tcp-ports={} (max {}) ports-exhausted={}",
+            vs.label,
+            vs.vip,
+            stats.outbound,
+            ports.in_use(),
+            ports.capacity(),
+            ports.exhausted()
+        ));
+        st.metrics.push(Sample::new(
+            "lbmed_outbound_connections_total",
+            &[("service", vs.label.as_str())],
+            stats.outbound,
+        ));
     }
 }
 
@@ -1055,6 +1087,54 @@ mod tests {
         assert!(text.contains("\ndrops: truncated-ethernet=0"), "{text}");
         assert!(text.contains("\npersistence: 0 clients"), "{text}");
         assert_eq!(st.services.len(), 5);
+    }
+
+    #[test]
+    fn outbound_snat_flows_are_shown_and_counted() {
+        use crate::datapath::{Recorder, Setup, Verdict};
+        use crate::flow::Endpoint;
+        use crate::frame::build;
+        let mut cfg = from_toml(include_str!("../../configs/medical.toml")).unwrap();
+        cfg.virtual_services[2].outbound_snat = true;
+        let mut dp = Datapath::new(Setup {
+            config: Some(cfg),
+            macs: alloc::vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]],
+            addrs: alloc::vec![
+                Some((Ipv4Addr::new(10, 12, 1, 21), 24)),
+                Some((Ipv4Addr::new(10, 12, 2, 1), 24))
+            ],
+            gateway: None,
+            hash_seed: 1,
+            memory: 64 << 20,
+            now: crate::time::Instant(0),
+            boot_id: 1,
+        });
+        let mut tx = Recorder::default();
+        // XDS1 opens a connection to a workstation on the client side.
+        let mut f = build::tcp(
+            Endpoint::new(Ipv4Addr::new(10, 12, 2, 150), 40000),
+            Endpoint::new(Ipv4Addr::new(10, 12, 1, 60), 104),
+            0x02,
+            &[],
+        );
+        let v = dp.on_frame(1, &mut f, crate::time::Instant(1), &mut tx);
+        assert!(
+            matches!(v, Verdict::Transmit(0) | Verdict::Consumed),
+            "{v:?}"
+        );
+        let st = Status::from_datapath(&dp);
+        assert_eq!(
+            st.metric(
+                "lbmed_outbound_connections_total",
+                &[("service", "XDS-Registry")]
+            ),
+            1
+        );
+        let text = st.to_text();
+        assert!(
+            text.contains("\noutbound: XDS-Registry from 10.12.1.40 flows=1 tcp-ports=1"),
+            "{text}"
+        );
     }
 
     #[test]
