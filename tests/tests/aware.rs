@@ -17,6 +17,11 @@
 //!    A-ABORT to both peers: the client reads the A-ABORT PDU, storescp
 //!    logs "Association Aborted" (no reset).
 //! 6. `status` counts the pairs (routed and refused) and the clean abort.
+//! 8. Drain and halt during a 30-study association (the modality's link
+//!    shaped to 8 Mbit/s so the association lasts): drained, it completes
+//!    byte-identical on its server while `status` shows it remaining
+//!    (`active=1`); halted, it ends at the next PDU boundary with an
+//!    A-ABORT that storescu and storescp both log — no reset.
 //! 7. Outbound SNAT: dcmqrscp on RS2 behind a NAT service with
 //!    `outbound_snat`; studies stored into it through the VIP, then
 //!    `movescu` asks it to move them to a storescp on a client. They arrive
@@ -318,6 +323,9 @@ fn dicom_and_hl7_awareness() {
     }
     assert_eq!(aborted, aborted_before + 1, "storescp logs the abort");
 
+    // 8. Drain, then halt, during a 30-study association.
+    drain_and_halt(&mut lab);
+
     // 6. The counters.
     lab.vm.send_line("status").unwrap();
     let t = Duration::from_secs(20);
@@ -356,7 +364,7 @@ fn dicom_and_hl7_awareness() {
         .vm
         .wait_for("aware line", t, |l| l.starts_with("aware: "))
         .unwrap();
-    assert!(line.contains(" aborts-sent=1 "), "{line}");
+    assert!(line.contains(" aborts-sent=2 "), "{line}");
     let line = lab
         .vm
         .wait_for("outbound line", t, |l| l.starts_with("outbound: QR-NAT"))
@@ -371,6 +379,143 @@ fn dicom_and_hl7_awareness() {
         flows >= moved,
         "one sub-association per move at least: {line}"
     );
+}
+
+/// Associations RS0's storescp on port 104 has logged.
+fn associations_rs0(lab: &L7Lab) -> usize {
+    std::fs::read_to_string(lab.tmp.path().join("rs0-storescp-104.log"))
+        .unwrap_or_default()
+        .matches("Association Received")
+        .count()
+}
+
+/// The `rs SERVER` line of `vs SERVICE` in a fresh `status`.
+fn rs_line(lab: &mut L7Lab, service: &str, server: &str) -> String {
+    let from = lab.vm.mark();
+    lab.vm.send_line("status").unwrap();
+    lab.vm
+        .wait_from(from, "status", Duration::from_secs(20), |l| {
+            l.starts_with("conntrack:")
+        })
+        .unwrap();
+    let text = lab.vm.console();
+    let lines: Vec<&str> = text.lines().skip(from).collect();
+    let vs = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("vs {service} ")))
+        .unwrap_or_else(|| panic!("no vs {service} line: {text}"));
+    lines[vs + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with("vs "))
+        .find(|l| l.trim_start().starts_with(&format!("rs {server} ")))
+        .unwrap_or_else(|| panic!("no rs {server} line under {service}"))
+        .to_string()
+}
+
+/// Runs a 30-study storescu to PACS_A (RS0) in the background; returns
+/// once RS0 has logged its association.
+fn long_store(
+    lab: &L7Lab,
+    dir: &str,
+    seed: u64,
+) -> (
+    Vec<tests::dicom::Study>,
+    std::thread::JoinHandle<std::process::Output>,
+) {
+    let long = studies(30, 3, seed);
+    let files = write_studies(&lab.tmp.path().join(dir), &long).unwrap();
+    let before = associations_rs0(lab);
+    let mut argv: Vec<String> = [
+        "storescu", "-v", "-aet", "MODLONG", "-aec", "PACS_A", "-to", "30", "-ta", "30", "-td",
+        "60",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.push(pacs_vip(&lab.plan));
+    argv.push("104".into());
+    argv.extend(files.iter().map(|f| f.display().to_string()));
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut cmd = lab.clients[0].command(&refs);
+    let running = std::thread::spawn(move || cmd.output().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while associations_rs0(lab) == before {
+        assert!(
+            std::time::Instant::now() < deadline && !running.is_finished(),
+            "the long store never reached RS0"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (long, running)
+}
+
+/// Scenario 8.
+fn drain_and_halt(lab: &mut L7Lab) {
+    let shape = [
+        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "32kbit",
+        "latency", "400ms",
+    ];
+    lab.clients[0].exec(&shape).unwrap();
+
+    // Drain: the association runs to its end while status shows it.
+    let (long, running) = long_store(lab, "long-drain", 150);
+    lab.vm.send_line("drain PACS-Aware/RS0").unwrap();
+    let line = rs_line(lab, "PACS-Aware", "RS0");
+    assert!(
+        !running.is_finished(),
+        "the association outlived the status"
+    );
+    assert!(
+        line.contains(" drain ") && line.contains(" active=1 "),
+        "status shows the drained server's remaining association: {line}"
+    );
+    let out = running.join().unwrap();
+    check_sent(out, "storescu during the drain").unwrap();
+    let got = received(&[&lab.servers[0].dicom]).unwrap();
+    for s in &long {
+        assert_eq!(
+            got.get(&s.dataset),
+            Some(&1),
+            "study {} on RS0 once, byte for byte",
+            s.sop_instance_uid
+        );
+    }
+    let line = rs_line(lab, "PACS-Aware", "RS0");
+    assert!(line.contains(" active=0 "), "{line}");
+    lab.vm.send_line("online PACS-Aware/RS0").unwrap();
+
+    // Halt: an A-ABORT at the next PDU boundary, to both peers.
+    let log = lab.tmp.path().join("rs0-storescp-104.log");
+    let aborted = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("Association Aborted")
+            .count()
+    };
+    let before = aborted(&log);
+    let (_, running) = long_store(lab, "long-halt", 160);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.vm.send_line("halt PACS-Aware/RS0").unwrap();
+    let out = running.join().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("Peer aborted Association") && !said.to_lowercase().contains("reset"),
+        "storescu reads an A-ABORT, not a reset: {said}"
+    );
+    let mut now = before;
+    for _ in 0..40 {
+        now = aborted(&log);
+        if now > before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(now, before + 1, "storescp logs the abort");
+    lab.vm.send_line("online PACS-Aware/RS0").unwrap();
+    lab.clients[0]
+        .exec(&["tc", "qdisc", "del", "dev", "eth0", "root"])
+        .unwrap();
 }
 
 /// Scenario 7: stores studies into dcmqrscp (RS2, through the NAT VIP),

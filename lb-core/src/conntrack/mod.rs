@@ -798,7 +798,8 @@ impl<X: Copy + Default> ConnTable<X> {
         self.flows.iter().filter(|f| f.in_use() && pred(f)).count()
     }
 
-    fn remove_where(
+    /// Removes every flow `pred` picks.
+    pub fn remove_where(
         &mut self,
         pred: impl Fn(&Flow<X>) -> bool,
         on_remove: &mut impl FnMut(&Flow<X>),

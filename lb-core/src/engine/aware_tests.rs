@@ -327,6 +327,115 @@ fn halt_mid_pdu_or_unacknowledged_resets_instead() {
     assert_eq!(e.l7_stats().aborts_sent, 0);
 }
 
+/// The client's bytes `data` at offset `at` of its stream (after the
+/// A-ASSOCIATE-RQ of [`associated`]), acknowledging the server's first
+/// `seen` bytes; the engine's decision.
+fn client_data(e: &mut Engine, a: u32, at: u32, seen: u32, data: &[u8], now: u64) -> Decision {
+    let rq = ECHOSCU.len() as u32;
+    let mut f = seg(
+        ep(CLIENT, 40000),
+        ep(VIP, 2575),
+        CISN.wrapping_add(1 + rq + at),
+        Some(a.wrapping_add(1 + seen)),
+        0,
+        502,
+        SynOptions::default(),
+        data,
+    );
+    e.process(0, &mut f, t(now))
+}
+
+/// The server's acknowledgement of the client's first `upto` bytes after
+/// the request, its stream at `at` (after its first `at` bytes).
+fn server_ack(e: &mut Engine, syn: &Out, s_isn: u32, at: u32, upto: u32, now: u64) -> Decision {
+    let rq = ECHOSCU.len() as u32;
+    let mut f = seg(
+        syn.dst,
+        syn.src,
+        s_isn + 1 + at,
+        Some(CISN.wrapping_add(1 + rq + upto)),
+        0,
+        65535,
+        SynOptions::default(),
+        &[],
+    );
+    e.process(1, &mut f, t(now))
+}
+
+#[test]
+fn halt_mid_pdu_finishes_the_pdu_then_aborts_both_sides() {
+    let mut e = engine(DICOM, "");
+    let ac = pdu(2, 90);
+    let (a, syn, s_isn) = associated(&mut e, &ac, true);
+    let seen = ac.len() as u32;
+    // Half of a P-DATA PDU is on its way when PACS_B's server is halted.
+    let data = pdu(4, 100);
+    let forwarded = |d: Decision| matches!(d, Decision::Forward { .. });
+    assert!(forwarded(client_data(&mut e, a, 0, seen, &data[..50], 5)));
+    e.set_server_admin(0, 1, AdminState::Halt);
+    assert!(outbox(&mut e).is_empty(), "no reset in the middle of a PDU");
+    // The rest of the PDU still goes through; the next PDU is held back,
+    // each time the client sends it.
+    assert!(forwarded(client_data(&mut e, a, 50, seen, &data[50..], 6)));
+    let next = pdu(4, 10);
+    for now in [7, 8] {
+        assert_eq!(
+            client_data(&mut e, a, data.len() as u32, seen, &next, now),
+            Decision::Consumed
+        );
+    }
+    assert!(outbox(&mut e).is_empty());
+    assert_eq!(e.l7_stats().halt_held, 2);
+    // The server acknowledges the whole PDU: both directions are between
+    // PDUs, so both get an A-ABORT and FIN where their next PDU belongs.
+    assert!(forwarded(server_ack(
+        &mut e,
+        &syn,
+        s_isn,
+        seen,
+        data.len() as u32,
+        9
+    )));
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let abort = [7, 0, 0, 0, 0, 4, 0, 0, 2, 0];
+    let to_client = out.iter().find(|o| o.dst == ep(CLIENT, 40000)).unwrap();
+    assert_eq!(to_client.payload, abort);
+    assert!(to_client.seg.flags.fin() && !to_client.seg.flags.rst());
+    assert_eq!(to_client.seg.seq, a.wrapping_add(1 + seen));
+    let to_server = out.iter().find(|o| o.dst == syn.dst).unwrap();
+    assert_eq!(to_server.payload, abort);
+    assert!(to_server.seg.flags.fin() && !to_server.seg.flags.rst());
+    assert_eq!(
+        to_server.seg.seq,
+        CISN.wrapping_add(1 + (ECHOSCU.len() + data.len()) as u32)
+    );
+    let st = e.l7_stats();
+    assert_eq!((st.aborts_sent, st.halted), (1, 1));
+    assert_eq!(e.l7_connections().len(), 0);
+}
+
+#[test]
+fn halt_that_never_reaches_a_boundary_resets_after_the_grace() {
+    let mut e = engine(DICOM, "");
+    let ac = pdu(2, 90);
+    let (a, _syn, _) = associated(&mut e, &ac, true);
+    let data = pdu(4, 100);
+    client_data(&mut e, a, 0, ac.len() as u32, &data[..50], 5);
+    e.set_server_admin(0, 1, AdminState::Halt);
+    assert!(outbox(&mut e).is_empty());
+    // Nothing more comes: within the grace the association waits...
+    e.expire(t(5 + HALT_GRACE.millis() - 1), 64);
+    assert!(outbox(&mut e).is_empty());
+    // ...then it is reset, as a halt in the middle of a PDU always was.
+    e.expire(t(5 + HALT_GRACE.millis() + 1), 64);
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out.iter().all(|o| o.seg.flags.rst()), "{out:?}");
+    let st = e.l7_stats();
+    assert_eq!((st.aborts_sent, st.halted), (0, 1));
+}
+
 #[test]
 fn rewrite_called_ae_changes_those_16_bytes_only() {
     let extra = DICOM.replace(

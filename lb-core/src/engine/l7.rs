@@ -47,6 +47,10 @@ pub(super) const UNBOUND: u16 = u16::MAX;
 const FIRST_RTO_MS: u32 = 1000;
 const PROXY_RTO_MS: u32 = 300;
 const MAX_RTO_MS: u32 = 8000;
+/// How long a DICOM association whose server was halted in the middle of
+/// a PDU may take, from its last segment, to reach a PDU boundary (then it
+/// ends with an A-ABORT) before it is reset.
+pub const HALT_GRACE: Duration = Duration::from_secs(10);
 
 /// A frame the engine originated: send it on `nic` to the MAC of
 /// `next_hop` (the caller writes both MAC addresses, as for forwards).
@@ -105,6 +109,9 @@ pub struct L7Stats {
     /// DICOM-aware connections ended (halt, idle timeout) with an A-ABORT
     /// to both sides instead of resets.
     pub aborts_sent: u64,
+    /// Segments that began a new PDU of an association being halted, held
+    /// back until it ends between PDUs.
+    pub halt_held: u64,
 }
 
 /// Most AE title (or HL7 application) pairs counted; later pairs are
@@ -320,7 +327,7 @@ fn on_l7_removed(
         Phase::SynReceived => l7.half_open = l7.half_open.saturating_sub(1),
         Phase::Closed => {}
         Phase::AwaitingData | Phase::Connecting | Phase::Spliced | Phase::Answered => {
-            if l7.halting {
+            if l7.halting || c.halting {
                 l7.stats.halted += 1;
             } else {
                 l7.stats.idle_closed += 1;
@@ -446,6 +453,7 @@ impl Engine {
             return Err(DropReason::NoFlow);
         };
         if flow.server != UNBOUND
+            && !flow.ext.halting
             && self
                 .services
                 .get(usize::from(flow.service))
@@ -975,6 +983,14 @@ impl Engine {
                     return Err(self.count_drop(svc, None, DropReason::NoFlow));
                 }
                 if let Some(s) = self.l7_service(svc) {
+                    if c.holds_for_halt(true, seg.seq, seg.len) {
+                        // Only what it acknowledges counts.
+                        let f = crate::frame::TcpFlags(f.0 & !crate::frame::TcpFlags::FIN);
+                        c.saw_client(seg.seq, f.ack().then_some(seg.ack), f, seg.window, now);
+                        self.l7_after_segment(id, &mut c, false, &s, now);
+                        self.l7.stats.halt_held += 1;
+                        return Ok(Decision::Consumed);
+                    }
                     let key = persistence_key(&c, client.addr);
                     self.l7_refresh_persistence(svc, key, c.last_client, now);
                     c.follow_pdus(true, seg.seq, seg.payload(frame));
@@ -1039,6 +1055,13 @@ impl Engine {
                     return Ok(Decision::Consumed);
                 }
                 if let Some(s) = self.l7_service(svc) {
+                    if c.holds_for_halt(false, seg.seq, seg.len) {
+                        let f = crate::frame::TcpFlags(f.0 & !crate::frame::TcpFlags::FIN);
+                        c.saw_server(seg.seq, f.ack().then_some(seg.ack), f, now);
+                        self.l7_after_segment(id, &mut c, false, &s, now);
+                        self.l7.stats.halt_held += 1;
+                        return Ok(Decision::Consumed);
+                    }
                     c.follow_pdus(false, seg.seq, seg.payload(frame));
                     c.saw_server(seg.end(), f.ack().then_some(seg.ack), f, now);
                     self.l7_after_segment(id, &mut c, f.rst(), &s, now);
@@ -1105,6 +1128,20 @@ impl Engine {
             (TcpState::Reset, now.add(self.l7.linger))
         } else if c.phase == Phase::Closed {
             (TcpState::Reset, now.add(self.l7.linger))
+        } else if c.halting {
+            if c.quiet_between_pdus() {
+                // Both directions between PDUs: the A-ABORTs go now.
+                self.l7_store(id, *c);
+                self.l7.halting = true;
+                let (table, mut cb) = self.l7_remove_cb();
+                table.remove(id, &mut cb);
+                drop(cb);
+                self.l7.halting = false;
+                return;
+            }
+            // The halt's deadline stands.
+            let expires = self.l7_table.flow(id).map_or(now, |f| f.expires);
+            (TcpState::Established, expires)
         } else {
             let idle = c
                 .last_client
@@ -1468,10 +1505,39 @@ impl Engine {
     }
 
     /// Halting a server resets its layer 7 connections on both sides.
+    /// Ends the connections of a halted server: at once (A-ABORT when
+    /// DICOM-aware and quiet between PDUs, else RST), except DICOM-aware
+    /// associations in the middle of a PDU, which finish it and end with
+    /// an A-ABORT at the next boundary, within [`HALT_GRACE`] of their
+    /// last segment (then they are reset).
     pub(super) fn l7_halt(&mut self, service: usize, server: usize) {
+        let (svc, srv) = (service as u16, server as u16);
+        for i in 0..self.l7_table.slab_len() {
+            let Some((id, f)) = self.l7_table.flow_at(i) else {
+                continue;
+            };
+            let c = f.ext;
+            if f.service != svc
+                || f.server != srv
+                || !c.dicom
+                || c.phase != Phase::Spliced
+                || c.quiet_between_pdus()
+                || c.pdus.iter().any(|p| p.is_lost())
+            {
+                continue;
+            }
+            let deadline = c.last_client.max(c.last_server).add(HALT_GRACE);
+            if let Some(x) = self.l7_table.ext_mut(id) {
+                x.halting = true;
+            }
+            self.l7_table.set_state(id, TcpState::Established, deadline);
+        }
         self.l7.halting = true;
         let (table, mut cb) = self.l7_remove_cb();
-        table.remove_server(service as u16, server as u16, &mut cb);
+        table.remove_where(
+            |f| f.service == svc && f.server == srv && !f.ext.halting,
+            &mut cb,
+        );
         drop(cb);
         self.l7.halting = false;
     }

@@ -83,7 +83,7 @@ use crate::time::{Duration, Instant};
 use alloc::string::String;
 
 pub use apply::ApplyReport;
-pub use l7::{L7Stats, MAX_PAIRS, OUTBOX_LIMIT, Outgoing, PairStats};
+pub use l7::{HALT_GRACE, L7Stats, MAX_PAIRS, OUTBOX_LIMIT, Outgoing, PairStats};
 pub use replica::{FlowRecord, ImportError, PersistRecord, Record, ReplicaStats};
 pub use route::Routes;
 pub use stats::{Counters, ServiceStats};

@@ -106,6 +106,11 @@ pub struct Conn {
     /// an A-ABORT can be put between two PDUs.
     pub dicom: bool,
     pub pdus: [PduCursor; 2],
+    /// DICOM-aware, its server halted in the middle of a PDU: each
+    /// direction finishes the PDU it is in, its next one is held back, and
+    /// the association ends with an A-ABORT once both are between PDUs
+    /// (see [`Conn::holds_for_halt`]).
+    pub halting: bool,
     /// Protocol-aware: the (called, calling) pair's counter, index + 1
     /// (0: none).
     pub pair: u16,
@@ -207,6 +212,15 @@ impl Conn {
                 self.client_acked,
                 self.server_next.wrapping_add(self.offset()),
             )
+    }
+
+    /// Halting: whether `len` bytes at `seq` from the client
+    /// (`from_client`) or the server begin a new PDU, and so are held back
+    /// (not relayed, not counted as sent: the sender's TCP sends them again
+    /// until the association ends).
+    pub fn holds_for_halt(&self, from_client: bool, seq: u32, len: u32) -> bool {
+        let cursor = &self.pdus[usize::from(!from_client)];
+        self.halting && len > 0 && cursor.at_boundary() && seq_ge(seq, cursor.next())
     }
 
     /// `payload` (an A-ABORT) and FIN to the client, after the server's
