@@ -307,6 +307,66 @@ fn idle_association_ends_with_a_abort_to_both_sides() {
 }
 
 #[test]
+fn a_lost_a_abort_is_sent_again_until_acknowledged() {
+    let mut e = engine(DICOM, "");
+    let ac = pdu(2, 90);
+    let (a, syn, s_isn) = associated(&mut e, &ac, true);
+    e.expire(t(6_000), 64);
+    let first = outbox(&mut e);
+    assert_eq!(first.len(), 2, "{first:?}");
+    // Both A-ABORTs are lost: after the retransmission timeout both are
+    // sent again, the same bytes at the same sequence numbers.
+    e.expire(t(7_100), 64);
+    let again = outbox(&mut e);
+    assert_eq!(again.len(), 2, "{again:?}");
+    for o in &again {
+        let was = first.iter().find(|f| f.dst == o.dst).unwrap();
+        assert_eq!((o.seg.seq, &o.payload), (was.seg.seq, &was.payload));
+        assert!(o.seg.flags.fin());
+    }
+    // The client acknowledges its A-ABORT and FIN and sends its own FIN:
+    // the appliance acknowledges that FIN; from now on only the server's
+    // A-ABORT is resent.
+    let c_end = a.wrapping_add(1 + ac.len() as u32 + 10 + 1);
+    let rq_end = CISN.wrapping_add(1 + ECHOSCU.len() as u32);
+    let mut f = seg(
+        ep(CLIENT, 40000),
+        ep(VIP, 2575),
+        rq_end,
+        Some(c_end),
+        FIN,
+        502,
+        SynOptions::default(),
+        &[],
+    );
+    assert_eq!(e.process(0, &mut f, t(7_200)), Decision::Consumed);
+    let acks = outbox(&mut e);
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].dst, ep(CLIENT, 40000));
+    assert_eq!((acks[0].seg.seq, acks[0].seg.ack), (c_end, rq_end.wrapping_add(1)));
+    e.expire(t(9_300), 64);
+    let third = outbox(&mut e);
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert_eq!(third[0].dst, syn.dst);
+    // The server acknowledges too: nothing more is sent.
+    let mut f = seg(
+        syn.dst,
+        syn.src,
+        s_isn + 1 + ac.len() as u32,
+        Some(rq_end.wrapping_add(10 + 1)),
+        0,
+        65535,
+        SynOptions::default(),
+        &[],
+    );
+    assert_eq!(e.process(1, &mut f, t(9_400)), Decision::Consumed);
+    e.expire(t(20_000), 64);
+    assert!(outbox(&mut e).is_empty());
+    let st = e.l7_stats();
+    assert_eq!((st.aborts_sent, st.abort_retransmits), (1, 2));
+}
+
+#[test]
 fn halt_mid_pdu_or_unacknowledged_resets_instead() {
     // The server's answer is not acknowledged by the client yet: an
     // A-ABORT after it could not be delivered, so both get a RST.

@@ -47,6 +47,14 @@ pub(super) const UNBOUND: u16 = u16::MAX;
 const FIRST_RTO_MS: u32 = 1000;
 const PROXY_RTO_MS: u32 = 300;
 const MAX_RTO_MS: u32 = 8000;
+/// Most aborted associations whose A-ABORTs are resent at once (beyond,
+/// the A-ABORT is sent once).
+pub const MAX_ABORTING: usize = 1024;
+/// How long an aborted association's entry stays to resend its A-ABORTs.
+const ABORT_LINGER: Duration = Duration::from_secs(30);
+/// Length of the A-ABORT PDU.
+const ABORT_LEN: u32 = crate::wire::dicom::SHORT_PDU_LEN as u32;
+
 /// How long a DICOM association whose server was halted in the middle of
 /// a PDU may take, from its last segment, to reach a PDU boundary (then it
 /// ends with an A-ABORT) before it is reset.
@@ -112,6 +120,8 @@ pub struct L7Stats {
     /// Segments that began a new PDU of an association being halted, held
     /// back until it ends between PDUs.
     pub halt_held: u64,
+    /// A-ABORTs sent again (the first was not acknowledged).
+    pub abort_retransmits: u64,
 }
 
 /// Most AE title (or HL7 application) pairs counted; later pairs are
@@ -194,6 +204,9 @@ pub(super) struct L7 {
     halting: bool,
     /// Answers the appliance sent clients itself, kept for resending.
     answers: Vec<Held>,
+    /// Connections just aborted, to be tracked again (phase `Aborted`) so
+    /// their A-ABORTs are resent until acknowledged.
+    aborted: Vec<Flow<Conn>>,
     pub(super) pairs: Vec<PairStats>,
     pub(super) pairs_full: u64,
     /// Numbers the control IDs of HL7 rejects.
@@ -217,10 +230,16 @@ impl L7 {
             handshake: timeouts.handshake,
             halting: false,
             answers: Vec::new(),
+            aborted: Vec::new(),
             pairs: Vec::new(),
             pairs_full: 0,
             rejects: 0,
         }
+    }
+
+    /// Whether connections just aborted wait to be tracked again.
+    pub(super) fn has_aborted(&self) -> bool {
+        !self.aborted.is_empty()
     }
 
     /// Counts a routed or refused connection of `pair`; the counter's
@@ -325,7 +344,7 @@ fn on_l7_removed(
     let c = &flow.ext;
     match c.phase {
         Phase::SynReceived => l7.half_open = l7.half_open.saturating_sub(1),
-        Phase::Closed => {}
+        Phase::Closed | Phase::Aborted => {}
         Phase::AwaitingData | Phase::Connecting | Phase::Spliced | Phase::Answered => {
             if l7.halting || c.halting {
                 l7.stats.halted += 1;
@@ -339,6 +358,14 @@ fn on_l7_removed(
                 l7.stats.aborts_sent += 1;
                 l7.send(routes, &c.abort_client(client, vip, &abort));
                 l7.send(routes, &c.abort_server(&abort));
+                if l7.aborted.len() < MAX_ABORTING {
+                    // Tracked again (keeping its server and port) until
+                    // both acknowledge; see `Engine::l7_track_aborted`.
+                    let mut again = *flow;
+                    again.ext.phase = Phase::Aborted;
+                    l7.aborted.push(again);
+                    return;
+                }
                 unbind(services, snat_ports, flow);
                 return;
             }
@@ -454,6 +481,7 @@ impl Engine {
         };
         if flow.server != UNBOUND
             && !flow.ext.halting
+            && flow.ext.phase != Phase::Aborted
             && self
                 .services
                 .get(usize::from(flow.service))
@@ -900,6 +928,7 @@ impl Engine {
         let f = seg.flags;
         let svc = usize::from(flow.service);
         match c.phase {
+            Phase::Aborted => Ok(self.l7_aborted_segment(id, &flow, seg, true, now)),
             Phase::SynReceived => {
                 if f.rst() {
                     self.l7_close(id, now);
@@ -1018,6 +1047,7 @@ impl Engine {
         let f = seg.flags;
         let svc = usize::from(flow.service);
         match c.phase {
+            Phase::Aborted => Ok(self.l7_aborted_segment(id, &flow, seg, false, now)),
             Phase::Connecting => {
                 let answers = f.ack() && seg.ack == c.syn_isn().wrapping_add(1);
                 if f.rst() && (answers || !f.ack()) {
@@ -1250,7 +1280,8 @@ impl Engine {
             let proxy_pending = c.phase == Phase::Spliced && c.proxy_len > 0 && !c.proxy_acked();
             let answer_pending =
                 c.phase == Phase::Answered && !seq_ge(c.client_acked, c.answer_end());
-            if c.phase != Phase::Connecting && !proxy_pending && !answer_pending {
+            let abort_pending = c.phase == Phase::Aborted && c.abort_acked(ABORT_LEN) != (true, true);
+            if c.phase != Phase::Connecting && !proxy_pending && !answer_pending && !abort_pending {
                 self.l7.timers.swap_remove(i);
                 continue;
             }
@@ -1275,6 +1306,17 @@ impl Engine {
             if c.phase == Phase::Connecting {
                 self.l7.stats.syn_retransmits += 1;
                 self.l7.send(&self.routes, &c.syn());
+            } else if abort_pending {
+                let (client_done, server_done) = c.abort_acked(ABORT_LEN);
+                let abort = AbortRepr::BY_PROVIDER.emit();
+                if !client_done {
+                    let (client, vip) = (flow.original.src, flow.original.dst);
+                    self.l7.send(&self.routes, &c.abort_client(client, vip, &abort));
+                }
+                if !server_done {
+                    self.l7.send(&self.routes, &c.abort_server(&abort));
+                }
+                self.l7.stats.abort_retransmits += 1;
             } else if answer_pending {
                 let (client, vip) = (flow.original.src, flow.original.dst);
                 let seg = self
@@ -1327,7 +1369,86 @@ impl Engine {
     pub(super) fn l7_expire(&mut self, now: Instant, budget: usize) -> usize {
         self.l7_tick(now);
         let (table, mut cb) = self.l7_remove_cb();
-        table.expire(now, budget, &mut cb)
+        let n = table.expire(now, budget, &mut cb);
+        drop(cb);
+        self.l7_track_aborted(now);
+        n
+    }
+
+    /// Tracks the connections just aborted again, in phase `Aborted`, so
+    /// their A-ABORTs are resent until both sides acknowledge them (or
+    /// [`ABORT_LINGER`] passes). A connection that finds no room is let go.
+    pub(super) fn l7_track_aborted(&mut self, now: Instant) {
+        for flow in core::mem::take(&mut self.l7.aborted) {
+            let reply = flow.has_reply_key().then_some(flow.reply);
+            let mut ext = flow.ext;
+            ext.timer = now.add(Duration::from_millis(u64::from(FIRST_RTO_MS)));
+            ext.rto_ms = FIRST_RTO_MS;
+            let (table, mut cb) = self.l7_remove_cb();
+            let inserted = table.insert_with(
+                flow.original,
+                reply,
+                (flow.service, flow.server),
+                ABORT_LINGER,
+                ext,
+                now,
+                &mut cb,
+            );
+            drop(cb);
+            match inserted {
+                Ok(id) => {
+                    self.l7_table
+                        .set_state(id, TcpState::Established, now.add(ABORT_LINGER));
+                    self.l7.timers.push((id, ext.generation));
+                }
+                Err(_) => unbind(&mut self.services, &mut self.snat_ports, &flow),
+            }
+        }
+    }
+
+    /// A segment of an aborted association: its acknowledgement counts
+    /// (its data is not relayed); a FIN is acknowledged once our A-ABORT
+    /// is; with both A-ABORTs acknowledged the entry lingers as closed.
+    fn l7_aborted_segment(
+        &mut self,
+        id: FlowId,
+        flow: &Flow<Conn>,
+        seg: &Seg,
+        from_client: bool,
+        now: Instant,
+    ) -> Decision {
+        let mut c = flow.ext;
+        let f = seg.flags;
+        let done = c.abort_acked(ABORT_LEN);
+        let ends = c.abort_ends(ABORT_LEN);
+        let (acked, done, end) = if from_client {
+            (&mut c.client_acked, done.0, ends.0)
+        } else {
+            (&mut c.server_acked, done.1, ends.1)
+        };
+        if f.rst() {
+            // That side is gone: nothing more to resend to it.
+            *acked = end;
+        } else if f.ack() && !done && seq_ge(seg.ack, *acked) {
+            *acked = if seq_ge(seg.ack, end) { end } else { seg.ack };
+        }
+        let (client_done, server_done) = c.abort_acked(ABORT_LEN);
+        let now_done = if from_client { client_done } else { server_done };
+        if !f.rst() && (f.fin() || seg.len > 0) && (done || now_done) {
+            let upto = seg.end();
+            let ack = if from_client {
+                c.abort_ack_client(flow.original.src, flow.original.dst, ABORT_LEN, upto)
+            } else {
+                c.abort_ack_server(ABORT_LEN, upto)
+            };
+            self.l7.send(&self.routes, &ack);
+        }
+        self.l7_store(id, c);
+        if client_done && server_done {
+            self.l7_table
+                .set_state(id, TcpState::Reset, now.add(self.l7.linger));
+        }
+        Decision::Consumed
     }
 
     /// Client bytes arrived for a connection without a server: plain

@@ -444,6 +444,9 @@ impl Engine {
             }
             return self.forward(nic, frame, pkt, offload.checksum, sent, &flow, dir);
         }
+        if pkt.key.proto == Protocol::Tcp && self.l7.has_aborted() {
+            self.l7_track_aborted(now);
+        }
         if pkt.key.proto == Protocol::Tcp
             && let Some((id, dir)) = self.l7_table.get(&pkt.key, now)
         {

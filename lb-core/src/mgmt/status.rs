@@ -943,12 +943,14 @@ fn aware_status(dp: &Datapath, st: &mut Status) {
         return;
     }
     st.details.push(format!(
-        "aware: routed={} refused={} not-protocol={} answer-rtx={} aborts-sent={} pairs={} (max {}) pairs-full={}",
+        "aware: routed={} refused={} not-protocol={} answer-rtx={} aborts-sent={} abort-rtx={} halt-held={} pairs={} (max {}) pairs-full={}",
         l7.aware_routed,
         l7.aware_refused,
         l7.aware_not_protocol,
         l7.answer_retransmits,
         l7.aborts_sent,
+        l7.abort_retransmits,
+        l7.halt_held,
         e.l7_pairs().len(),
         crate::engine::MAX_PAIRS,
         e.l7_pairs_full()

@@ -33,6 +33,9 @@ pub enum Phase {
     /// Both FINs acknowledged, a RST passed, or the connection was
     /// aborted: the entry lingers for late segments.
     Closed,
+    /// DICOM-aware: the appliance sent each side an A-ABORT and FIN; they
+    /// are resent until acknowledged (nothing is relayed any more).
+    Aborted,
 }
 
 const NO_WSCALE: u8 = 0xff;
@@ -243,6 +246,65 @@ impl Conn {
         }
     }
 
+    /// Phase `Aborted`: whether the client and the server have
+    /// acknowledged the `len`-byte A-ABORT and FIN each was sent.
+    pub fn abort_acked(&self, len: u32) -> (bool, bool) {
+        let (to_client, to_server) = self.abort_ends(len);
+        (
+            seq_ge(self.client_acked, to_client),
+            seq_ge(self.server_acked, to_server),
+        )
+    }
+
+    /// Phase `Aborted`: one past our FIN after the `len`-byte A-ABORT, to
+    /// the client (its space) and to the server.
+    pub fn abort_ends(&self, len: u32) -> (u32, u32) {
+        (
+            self.server_next
+                .wrapping_add(self.offset())
+                .wrapping_add(len + 1),
+            self.client_next.wrapping_add(len + 1),
+        )
+    }
+
+    /// Phase `Aborted`: a bare ACK (after our A-ABORT and FIN of `len`
+    /// bytes) of the client's sequence numbers up to `upto` (its FIN).
+    pub fn abort_ack_client(
+        &self,
+        client: Endpoint,
+        vip: Endpoint,
+        len: u32,
+        upto: u32,
+    ) -> Originate<'static> {
+        Originate {
+            src: vip,
+            dst: client,
+            seq: self
+                .server_next
+                .wrapping_add(self.offset())
+                .wrapping_add(len + 1),
+            ack: Some(upto),
+            control: 0,
+            window: 0,
+            syn: SynOptions::default(),
+            payload: &[],
+        }
+    }
+
+    /// Phase `Aborted`: the same towards the server.
+    pub fn abort_ack_server(&self, len: u32, upto: u32) -> Originate<'static> {
+        Originate {
+            src: self.local,
+            dst: self.server,
+            seq: self.client_next.wrapping_add(len + 1),
+            ack: Some(upto),
+            control: 0,
+            window: 0,
+            syn: SynOptions::default(),
+            payload: &[],
+        }
+    }
+
     /// `payload` (an A-ABORT) and FIN to the server, after the client's
     /// last byte.
     pub fn abort_server<'p>(&self, payload: &'p [u8]) -> Originate<'p> {
@@ -369,7 +431,9 @@ impl Conn {
     /// The RST that tells the client its connection is gone.
     pub fn reset_client(&self, client: Endpoint, vip: Endpoint) -> Originate<'static> {
         let seq = match self.phase {
-            Phase::Spliced | Phase::Closed => self.server_next.wrapping_add(self.offset()),
+            Phase::Spliced | Phase::Closed | Phase::Aborted => {
+                self.server_next.wrapping_add(self.offset())
+            }
             Phase::Answered => self.answer_end(),
             _ => self.our_isn.wrapping_add(1),
         };
@@ -424,7 +488,9 @@ impl Conn {
     /// The RST that tells the server the connection is gone.
     pub fn reset_server(&self) -> Originate<'static> {
         let (seq, ack) = match self.phase {
-            Phase::Spliced | Phase::Closed => (self.client_next, Some(self.server_next)),
+            Phase::Spliced | Phase::Closed | Phase::Aborted => {
+                (self.client_next, Some(self.server_next))
+            }
             _ => (self.syn_isn().wrapping_add(1), None),
         };
         Originate {
