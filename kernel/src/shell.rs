@@ -505,6 +505,7 @@ impl Session {
                 power::reboot().await;
             }
             Cmd::Poweroff => {
+                self.drain_before_poweroff().await;
                 println!("powering off");
                 storage::idle().await;
                 power::poweroff().await;
@@ -527,6 +528,43 @@ impl Session {
                 }
             }
             Cmd::Help => help(args),
+        }
+    }
+
+    /// Poweroff drains first: new connections are refused, open
+    /// associations get [`SHUTDOWN_DRAIN`] to end, the rest are aborted
+    /// (A-ABORT to both peers) — the policy is lb-core's; this keeps
+    /// asking it while the frame path runs.
+    async fn drain_before_poweroff(&mut self) {
+        use lb_core::engine::{SHUTDOWN_DRAIN, ShutdownStep};
+        self.dp
+            .borrow_mut()
+            .engine
+            .begin_shutdown(crate::datapath::now());
+        let mut shown = None;
+        loop {
+            let step = self
+                .dp
+                .borrow_mut()
+                .engine
+                .shutdown_step(crate::datapath::now(), SHUTDOWN_DRAIN);
+            if shown != Some(step) {
+                match step {
+                    ShutdownStep::PowerOff => {}
+                    ShutdownStep::Draining { open } => println!(
+                        "poweroff: {open} association(s) open, waiting up to {} s for them to end",
+                        SHUTDOWN_DRAIN.millis() / 1000
+                    ),
+                    ShutdownStep::Aborting { open } => {
+                        println!("poweroff: aborting {open} association(s) (A-ABORT)")
+                    }
+                }
+                shown = Some(step);
+            }
+            if step == ShutdownStep::PowerOff {
+                return;
+            }
+            Timer::after_millis(100).await;
         }
     }
 

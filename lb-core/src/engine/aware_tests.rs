@@ -343,7 +343,10 @@ fn a_lost_a_abort_is_sent_again_until_acknowledged() {
     let acks = outbox(&mut e);
     assert_eq!(acks.len(), 1, "{acks:?}");
     assert_eq!(acks[0].dst, ep(CLIENT, 40000));
-    assert_eq!((acks[0].seg.seq, acks[0].seg.ack), (c_end, rq_end.wrapping_add(1)));
+    assert_eq!(
+        (acks[0].seg.seq, acks[0].seg.ack),
+        (c_end, rq_end.wrapping_add(1))
+    );
     e.expire(t(9_300), 64);
     let third = outbox(&mut e);
     assert_eq!(third.len(), 1, "{third:?}");
@@ -364,6 +367,78 @@ fn a_lost_a_abort_is_sent_again_until_acknowledged() {
     assert!(outbox(&mut e).is_empty());
     let st = e.l7_stats();
     assert_eq!((st.aborts_sent, st.abort_retransmits), (1, 2));
+}
+
+#[test]
+fn poweroff_drains_then_aborts_what_remains() {
+    use crate::engine::ShutdownStep;
+    let drain = Duration::from_secs(30);
+    let mut e = engine(DICOM, "");
+    let ac = pdu(2, 90);
+    let (a, syn, s_isn) = associated(&mut e, &ac, true);
+    e.begin_shutdown(t(10));
+    assert_eq!(
+        e.shutdown_step(t(10), drain),
+        ShutdownStep::Draining { open: 1 }
+    );
+    // A new client is refused at once.
+    let mut f = seg(
+        ep(CLIENT, 40001),
+        ep(VIP, 2575),
+        CISN,
+        None,
+        SYN,
+        502,
+        SynOptions::default(),
+        &[],
+    );
+    assert_eq!(
+        e.process(0, &mut f, t(20)),
+        Decision::Drop(DropReason::Standby)
+    );
+    assert!(outbox(&mut e).is_empty());
+    // The association keeps going within the drain time...
+    assert!(matches!(
+        client_data(&mut e, a, 0, ac.len() as u32, &pdu(4, 20), 1_000),
+        Decision::Forward { .. }
+    ));
+    server_ack(&mut e, &syn, s_isn, ac.len() as u32, 26, 1_001);
+    assert_eq!(
+        e.shutdown_step(t(29_000), drain),
+        ShutdownStep::Draining { open: 1 }
+    );
+    assert!(outbox(&mut e).is_empty());
+    // ...and is aborted, cleanly, when it is over.
+    assert_eq!(
+        e.shutdown_step(t(30_010), drain),
+        ShutdownStep::Aborting { open: 1 }
+    );
+    let out = outbox(&mut e);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.iter()
+            .all(|o| o.payload == [7, 0, 0, 0, 0, 4, 0, 0, 2, 0] && o.seg.flags.fin())
+    );
+    // Unacknowledged, the appliance still powers off within its bound.
+    assert_eq!(
+        e.shutdown_step(t(30_010 + 12_000), drain),
+        ShutdownStep::Aborting { open: 1 }
+    );
+    assert_eq!(
+        e.shutdown_step(t(30_010 + 13_000), drain),
+        ShutdownStep::PowerOff
+    );
+}
+
+#[test]
+fn poweroff_with_nothing_open_is_immediate() {
+    use crate::engine::ShutdownStep;
+    let mut e = engine(DICOM, "");
+    e.begin_shutdown(t(0));
+    assert_eq!(
+        e.shutdown_step(t(0), Duration::from_secs(30)),
+        ShutdownStep::PowerOff
+    );
 }
 
 #[test]

@@ -1280,7 +1280,8 @@ impl Engine {
             let proxy_pending = c.phase == Phase::Spliced && c.proxy_len > 0 && !c.proxy_acked();
             let answer_pending =
                 c.phase == Phase::Answered && !seq_ge(c.client_acked, c.answer_end());
-            let abort_pending = c.phase == Phase::Aborted && c.abort_acked(ABORT_LEN) != (true, true);
+            let abort_pending =
+                c.phase == Phase::Aborted && c.abort_acked(ABORT_LEN) != (true, true);
             if c.phase != Phase::Connecting && !proxy_pending && !answer_pending && !abort_pending {
                 self.l7.timers.swap_remove(i);
                 continue;
@@ -1311,7 +1312,8 @@ impl Engine {
                 let abort = AbortRepr::BY_PROVIDER.emit();
                 if !client_done {
                     let (client, vip) = (flow.original.src, flow.original.dst);
-                    self.l7.send(&self.routes, &c.abort_client(client, vip, &abort));
+                    self.l7
+                        .send(&self.routes, &c.abort_client(client, vip, &abort));
                 }
                 if !server_done {
                     self.l7.send(&self.routes, &c.abort_server(&abort));
@@ -1433,7 +1435,11 @@ impl Engine {
             *acked = if seq_ge(seg.ack, end) { end } else { seg.ack };
         }
         let (client_done, server_done) = c.abort_acked(ABORT_LEN);
-        let now_done = if from_client { client_done } else { server_done };
+        let now_done = if from_client {
+            client_done
+        } else {
+            server_done
+        };
         if !f.rst() && (f.fin() || seg.len > 0) && (done || now_done) {
             let upto = seg.end();
             let ack = if from_client {

@@ -60,6 +60,7 @@ pub mod replica;
 #[cfg(test)]
 mod replica_tests;
 mod route;
+pub mod shutdown;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -86,6 +87,7 @@ pub use apply::ApplyReport;
 pub use l7::{HALT_GRACE, L7Stats, MAX_PAIRS, OUTBOX_LIMIT, Outgoing, PairStats};
 pub use replica::{FlowRecord, ImportError, PersistRecord, Record, ReplicaStats};
 pub use route::Routes;
+pub use shutdown::{SHUTDOWN_DRAIN, ShutdownStep};
 pub use stats::{Counters, ServiceStats};
 
 /// What to do with a frame.
@@ -235,6 +237,10 @@ pub struct Engine {
     l7: l7::L7,
     /// Backup of a pair: new flows are refused (known flows go on).
     standby: bool,
+    /// A drained shutdown began then (new flows refused; see [`shutdown`]),
+    /// and whether its aborts went out.
+    shutdown: Option<Instant>,
+    shutdown_aborted: bool,
     /// Changes for the other appliance of a pair (see [`replica`]).
     journal: Option<replica::Journal>,
     replica: ReplicaStats,
@@ -299,6 +305,8 @@ impl Engine {
                 capacities.hash_seed,
             ),
             standby: false,
+            shutdown: None,
+            shutdown_aborted: false,
             journal: None,
             replica: ReplicaStats::default(),
             page_cookies: page::cookies(capacities.hash_seed),
@@ -461,6 +469,9 @@ impl Engine {
             return answered;
         }
         match svc {
+            Some(svc) if self.shutdown.is_some() && pkt.tcp_flags.syn() && !pkt.tcp_flags.ack() => {
+                Err(self.count_drop(svc, None, DropReason::Standby))
+            }
             Some(svc) if self.services[svc].l7.is_some() => {
                 if self.l7_refuses_at_once(pkt, svc) {
                     self.services[svc].stats.fallback_refused += 1;
@@ -618,7 +629,7 @@ impl Engine {
         if pkt.key.proto == Protocol::Tcp && !(f.syn() && !f.ack() && !f.rst() && !f.fin()) {
             return Err(self.count_drop(svc, None, DropReason::NoFlow));
         }
-        if self.standby {
+        if self.standby || self.shutdown.is_some() {
             return Err(self.count_drop(svc, None, DropReason::Standby));
         }
         let client = pkt.key.src.addr;
