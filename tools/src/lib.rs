@@ -2,6 +2,7 @@
 //! boot the image exactly the way `tools run` does.
 
 pub mod bench;
+pub mod bench_aware;
 pub mod bench_boot;
 pub mod bench_health;
 pub mod bench_l4;

@@ -366,6 +366,31 @@ enum BenchCmd {
         #[arg(long)]
         kernel: Option<PathBuf>,
     },
+    /// DICOM-aware layer 7 against plain layer 7 and layer 4 NAT on the
+    /// same storescu workload: associations/s and MB/s.
+    Aware {
+        /// Accelerator of the appliance.
+        #[arg(long, default_value = "tcg")]
+        accel: String,
+        /// Memory of the appliance in MiB.
+        #[arg(long, default_value_t = 64)]
+        memory: u32,
+        /// Associations of one small study each (associations/s).
+        #[arg(long, default_value_t = 40)]
+        associations: usize,
+        /// Associations of the throughput run.
+        #[arg(long, default_value_t = 4)]
+        transfers: usize,
+        /// Studies per association of the throughput run.
+        #[arg(long, default_value_t = 10)]
+        studies: usize,
+        /// Size of each of those studies, KiB.
+        #[arg(long, default_value_t = 1024)]
+        study_kib: usize,
+        /// Appliance kernel ELF to measure instead of building one.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+    },
 }
 
 /// Host TCP ports forwarded to the appliance by `run` (host 127.0.0.1:port).
@@ -595,6 +620,38 @@ fn main() -> Result<()> {
                 command,
             })?;
             write_report("l7.md", &report)?;
+        }
+        Cmd::Bench {
+            which:
+                BenchCmd::Aware {
+                    accel,
+                    memory,
+                    associations,
+                    transfers,
+                    studies,
+                    study_kib,
+                    kernel,
+                },
+        } => {
+            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
+            let accel = parse_accel(&accel)?;
+            let kernel = match kernel {
+                Some(k) => k,
+                None => image::build_kernel(Profile::Release)?,
+            };
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let command = format!("cargo run -p tools --release -- {}", args.join(" "));
+            let report = tools::bench_aware::run(&tools::bench_aware::Options {
+                kernel,
+                accel,
+                memory_mib: memory,
+                associations,
+                transfers,
+                studies,
+                study_kib,
+                command,
+            })?;
+            write_report("aware.md", &report)?;
         }
         Cmd::Peer { which } => peer(which)?,
     }
