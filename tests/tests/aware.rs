@@ -144,8 +144,18 @@ fn store(
     calling: &str,
     files: &[std::path::PathBuf],
 ) -> std::process::Output {
+    storescu(lab, called, calling, files).output().unwrap()
+}
+
+/// storescu (verbose) on client 0 to the DICOM-aware VIP.
+fn storescu(
+    lab: &L7Lab,
+    called: &str,
+    calling: &str,
+    files: &[std::path::PathBuf],
+) -> std::process::Command {
     let mut argv: Vec<String> = [
-        "storescu", "-aet", calling, "-aec", called, "-to", "30", "-ta", "30", "-td", "60",
+        "storescu", "-v", "-aet", calling, "-aec", called, "-to", "30", "-ta", "30", "-td", "60",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -154,7 +164,7 @@ fn store(
     argv.push("104".into());
     argv.extend(files.iter().map(|f| f.display().to_string()));
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-    lab.clients[0].command(&refs).output().unwrap()
+    lab.clients[0].command(&refs)
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -425,18 +435,7 @@ fn long_store(
     let long = studies(30, 3, seed);
     let files = write_studies(&lab.tmp.path().join(dir), &long).unwrap();
     let before = associations_rs0(lab);
-    let mut argv: Vec<String> = [
-        "storescu", "-v", "-aet", "MODLONG", "-aec", "PACS_A", "-to", "30", "-ta", "30", "-td",
-        "60",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    argv.push(pacs_vip(&lab.plan));
-    argv.push("104".into());
-    argv.extend(files.iter().map(|f| f.display().to_string()));
-    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut cmd = lab.clients[0].command(&refs);
+    let mut cmd = storescu(lab, "PACS_A", "MODLONG", &files);
     let running = std::thread::spawn(move || cmd.output().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while associations_rs0(lab) == before {

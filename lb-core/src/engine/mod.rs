@@ -683,41 +683,16 @@ impl Engine {
             }
         };
         let timeout = self.services[svc].established_timeout;
-        // Reclaim a little every time a flow starts, so tables and SNAT
-        // ports are recycled even if the caller's expiry tick is late.
-        let Engine {
-            services,
-            conntrack,
-            snat_ports,
-            ..
-        } = self;
-        conntrack.expire(now, 2, &mut |f: &Flow| {
-            on_flow_removed(services, snat_ports, f)
-        });
-        let inserted = conntrack.insert(
-            pkt.key,
-            reply,
-            svc as u16,
-            srv as u16,
-            timeout,
-            now,
-            &mut |f: &Flow| on_flow_removed(services, snat_ports, f),
-        );
-        let id = match inserted {
+        let id = match self.track(pkt.key, reply, (svc, srv), timeout, now) {
             Ok(id) => id,
             Err(e) => {
-                let (reason, taken) = match e {
-                    InsertError::Full => (DropReason::ConnTableFull, false),
-                    InsertError::SourceLimit => (DropReason::SourceLimit, false),
-                    // Another live flow has this 5-tuple; if it is our SNAT
-                    // reply key, that flow owns the port and frees it.
-                    InsertError::KeyInUse { id, .. } => (
-                        DropReason::KeyInUse,
-                        self.conntrack
-                            .flow(id)
-                            .is_some_and(|f| f.has_reply_key() && Some(f.reply) == reply),
-                    ),
-                };
+                let reason = insert_drop_reason(&e);
+                // Another live flow has this 5-tuple; if it is our SNAT
+                // reply key, that flow owns the port and frees it.
+                let taken = matches!(e, InsertError::KeyInUse { id, .. } if self
+                    .conntrack
+                    .flow(id)
+                    .is_some_and(|f| f.has_reply_key() && Some(f.reply) == reply));
                 if let (Some(reply), Some(i), false) =
                     (reply, self.services[svc].snat_allocator[srv], taken)
                 {
@@ -754,6 +729,37 @@ impl Engine {
             return Ok(Decision::ToStack);
         };
         self.forward(nic, frame, pkt, checksum, sent, &flow, Direction::Original)
+    }
+
+    /// Tracks a new flow of (service, server), reclaiming a little first
+    /// so tables and SNAT ports are recycled even if the caller's expiry
+    /// tick is late.
+    fn track(
+        &mut self,
+        key: FlowKey,
+        reply: Option<FlowKey>,
+        (svc, srv): (usize, usize),
+        timeout: Duration,
+        now: Instant,
+    ) -> Result<crate::conntrack::FlowId, InsertError> {
+        let Engine {
+            services,
+            conntrack,
+            snat_ports,
+            ..
+        } = self;
+        conntrack.expire(now, 2, &mut |f: &Flow| {
+            on_flow_removed(services, snat_ports, f)
+        });
+        conntrack.insert(
+            key,
+            reply,
+            svc as u16,
+            srv as u16,
+            timeout,
+            now,
+            &mut |f: &Flow| on_flow_removed(services, snat_ports, f),
+        )
     }
 
     /// `fallback = "local"` with no server up: the SYN is answered with a
@@ -1211,6 +1217,15 @@ fn refresh_period_shift(timeout: Duration) -> u32 {
 /// lets their sessions finish).
 fn persistence_allows(s: &RealServerState) -> bool {
     s.admin != AdminState::Halt && s.health != Health::Down
+}
+
+/// Why a new flow the connection table refused is dropped.
+fn insert_drop_reason(e: &InsertError) -> DropReason {
+    match e {
+        InsertError::Full => DropReason::ConnTableFull,
+        InsertError::SourceLimit => DropReason::SourceLimit,
+        InsertError::KeyInUse { .. } => DropReason::KeyInUse,
+    }
 }
 
 /// Bookkeeping when the connection table lets go of a flow.

@@ -23,9 +23,9 @@
 
 use core::net::Ipv4Addr;
 
-use super::{Decision, Engine, Sent, ServiceRuntime, on_flow_removed};
+use super::{Decision, Engine, Sent, ServiceRuntime};
 use crate::config::{AdminState, Forwarding, VirtualService};
-use crate::conntrack::{Direction, Flow, InsertError, TcpFlags as ConnFlags};
+use crate::conntrack::{Direction, Flow, TcpFlags as ConnFlags};
 use crate::flow::{Endpoint, FlowKey, Protocol};
 use crate::frame::{DropReason, L4Checksum, L4Packet, PortAllocator};
 
@@ -167,36 +167,13 @@ impl Engine {
             src: pkt.key.dst,
             dst: Endpoint::new(vip, port),
         };
-        let Engine {
-            services,
-            conntrack,
-            snat_ports,
-            ..
-        } = self;
-        conntrack.expire(now, 2, &mut |f: &Flow| {
-            on_flow_removed(services, snat_ports, f)
-        });
-        let inserted = conntrack.insert(
-            pkt.key,
-            Some(reply),
-            svc as u16,
-            srv as u16,
-            timeout,
-            now,
-            &mut |f: &Flow| on_flow_removed(services, snat_ports, f),
-        );
-        let id = match inserted {
+        let id = match self.track(pkt.key, Some(reply), (svc, srv), timeout, now) {
             Ok(id) => id,
             Err(e) => {
-                let reason = match e {
-                    InsertError::Full => DropReason::ConnTableFull,
-                    InsertError::SourceLimit => DropReason::SourceLimit,
-                    InsertError::KeyInUse { .. } => DropReason::KeyInUse,
-                };
                 // The port is ours: a live flow with this reply key would
                 // hold it allocated.
                 self.snat_ports[alloc].free(port);
-                return Err(self.count_drop(svc, Some(srv), reason));
+                return Err(self.count_drop(svc, Some(srv), super::insert_drop_reason(&e)));
             }
         };
         self.conntrack.set_outbound(id);
