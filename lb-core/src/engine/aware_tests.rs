@@ -431,6 +431,33 @@ fn poweroff_drains_then_aborts_what_remains() {
 }
 
 #[test]
+fn poweroff_ends_once_the_a_aborts_are_acknowledged() {
+    use crate::engine::ShutdownStep;
+    let drain = Duration::from_secs(30);
+    let mut e = engine(DICOM, "");
+    let ac = pdu(2, 90);
+    let (a, syn, s_isn) = associated(&mut e, &ac, true);
+    e.begin_shutdown(t(10));
+    assert_eq!(
+        e.shutdown_step(t(30_010), drain),
+        ShutdownStep::Aborting { open: 1 }
+    );
+    assert_eq!(outbox(&mut e).len(), 2);
+    let seen = ac.len() as u32 + 10 + 1;
+    assert_eq!(
+        client_data(&mut e, a, 0, seen, &[], 30_100),
+        Decision::Consumed
+    );
+    assert_eq!(
+        e.shutdown_step(t(30_100), drain),
+        ShutdownStep::Aborting { open: 1 },
+        "the PACS has not acknowledged its A-ABORT yet"
+    );
+    server_ack(&mut e, &syn, s_isn, ac.len() as u32, 10 + 1, 30_200);
+    assert_eq!(e.shutdown_step(t(30_200), drain), ShutdownStep::PowerOff);
+}
+
+#[test]
 fn poweroff_with_nothing_open_is_immediate() {
     use crate::engine::ShutdownStep;
     let mut e = engine(DICOM, "");

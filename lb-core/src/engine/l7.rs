@@ -378,6 +378,11 @@ fn on_l7_removed(
     unbind(services, snat_ports, flow);
 }
 
+/// An aborted connection whose A-ABORTs are not all acknowledged yet.
+pub(super) fn abort_pending(c: &Conn) -> bool {
+    c.phase == Phase::Aborted && c.abort_acked(ABORT_LEN) != (true, true)
+}
+
 /// The key persistence uses for a connection: its protocol identity when
 /// the service persists by one, else the client's address.
 fn persistence_key(c: &Conn, client: Ipv4Addr) -> Ipv4Addr {
@@ -1280,8 +1285,7 @@ impl Engine {
             let proxy_pending = c.phase == Phase::Spliced && c.proxy_len > 0 && !c.proxy_acked();
             let answer_pending =
                 c.phase == Phase::Answered && !seq_ge(c.client_acked, c.answer_end());
-            let abort_pending =
-                c.phase == Phase::Aborted && c.abort_acked(ABORT_LEN) != (true, true);
+            let abort_pending = abort_pending(&c);
             if c.phase != Phase::Connecting && !proxy_pending && !answer_pending && !abort_pending {
                 self.l7.timers.swap_remove(i);
                 continue;

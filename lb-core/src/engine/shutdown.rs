@@ -41,8 +41,8 @@ impl Engine {
         self.l7_table.count_where(|f| {
             matches!(
                 f.ext.phase,
-                Phase::AwaitingData | Phase::Connecting | Phase::Spliced | Phase::Aborted
-            )
+                Phase::AwaitingData | Phase::Connecting | Phase::Spliced
+            ) || super::l7::abort_pending(&f.ext)
         })
     }
 
