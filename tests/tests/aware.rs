@@ -17,16 +17,19 @@
 //!    A-ABORT to both peers: the client reads the A-ABORT PDU, storescp
 //!    logs "Association Aborted" (no reset).
 //! 6. `status` counts the pairs (routed and refused) and the clean abort.
-//! 8. Drain and halt during a 30-study association (the modality's link
-//!    shaped to 8 Mbit/s so the association lasts): drained, it completes
-//!    byte-identical on its server while `status` shows it remaining
-//!    (`active=1`); halted, it ends at the next PDU boundary with an
-//!    A-ABORT that storescu and storescp both log — no reset.
+//!
+//! A second lab of its own (`outbound_snat_and_drain_and_halt_during_a_transfer`):
+//!
 //! 7. Outbound SNAT: dcmqrscp on RS2 behind a NAT service with
 //!    `outbound_snat`; studies stored into it through the VIP, then
 //!    `movescu` asks it to move them to a storescp on a client. They arrive
 //!    byte-identical, and the destination saw every association come from
 //!    the VIP (its record of each caller's address), never from RS2.
+//! 8. Drain and halt during a 30-study association (the modality's link
+//!    shaped to 8 Mbit/s so the association lasts): drained, it completes
+//!    byte-identical on its server while `status` shows it remaining
+//!    (`active=1`); halted, it ends at the next PDU boundary with an
+//!    A-ABORT that storescu and storescp both log — no reset.
 
 use std::time::Duration;
 use tests::dicom::{received, studies, write_studies};
@@ -292,9 +295,6 @@ fn dicom_and_hl7_awareness() {
     assert_eq!(ids(1), ["AW-RIS-1"]);
     assert!(ids(2).is_empty());
 
-    // 7. C-MOVE through outbound SNAT.
-    let moved = c_move(&lab);
-
     // 5. Idle past the timeouts: A-ABORT to both peers.
     let storescp_log = lab.tmp.path().join("rs2-storescp-104.log");
     let aborted_before = std::fs::read_to_string(&storescp_log)
@@ -332,9 +332,6 @@ fn dicom_and_hl7_awareness() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(aborted, aborted_before + 1, "storescp logs the abort");
-
-    // 8. Drain, then halt, during a 30-study association.
-    drain_and_halt(&mut lab);
 
     // 6. The counters.
     lab.vm.send_line("status").unwrap();
@@ -374,10 +371,57 @@ fn dicom_and_hl7_awareness() {
         .vm
         .wait_for("aware line", t, |l| l.starts_with("aware: "))
         .unwrap();
-    assert!(line.contains(" aborts-sent=2 "), "{line}");
+    assert!(line.contains(" aborts-sent=1 "), "{line}");
+}
+
+/// Scenarios 7 and 8 on a lab of their own. In the long suite until it
+/// has run to completion on the shared test machine (it could not get the
+/// QEMU lock in the session that wrote it).
+#[test]
+#[ignore = "long: not yet run to completion (C-MOVE through outbound SNAT, drain and halt during a transfer)"]
+fn outbound_snat_and_drain_and_halt_during_a_transfer() {
+    let mut plan = Plan::new(46);
+    plan.extra = services(&plan);
+    let mut lab = L7Lab::start(plan).unwrap();
+    let tmp = lab.tmp.path().to_path_buf();
+
+    // 7. C-MOVE through outbound SNAT.
+    let moved = c_move(&lab);
+
+    // The DICOM-aware service is up once a study to PACS_A goes through.
+    let warm = studies(1, 0, 92);
+    let warm_files = write_studies(&tmp.join("warm"), &warm).unwrap();
+    let up = (0..30).any(|_| {
+        let ok = store(&lab, "PACS_A", "WARMUP", &warm_files)
+            .status
+            .success();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ok
+    });
+    assert!(
+        up,
+        "no association through the DICOM-aware VIP\n{}",
+        lab.context()
+    );
+
+    // 8. Drain, then halt, during a 30-study association.
+    drain_and_halt(&mut lab);
+
+    let from = lab.vm.mark();
+    lab.vm.send_line("status").unwrap();
+    let t = Duration::from_secs(20);
     let line = lab
         .vm
-        .wait_for("outbound line", t, |l| l.starts_with("outbound: QR-NAT"))
+        .wait_from(from, "aware line", t, |l| l.starts_with("aware: "))
+        .unwrap();
+    assert!(line.contains(" aborts-sent=1 "), "the halt's abort: {line}");
+    let line = lab
+        .vm
+        .wait_from(from, "outbound line", t, |l| {
+            l.starts_with("outbound: QR-NAT")
+        })
         .unwrap();
     let flows: usize = line
         .split(" flows=")
