@@ -1268,6 +1268,7 @@ impl Engine {
             SNAT_EARLY_DROP_SCAN,
             |f| {
                 f.has_reply_key()
+                    && !f.is_outbound()
                     && f.original.proto == proto
                     && f.reply.src.addr == server
                     && f.reply.dst.addr != f.original.src.addr
