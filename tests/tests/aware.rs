@@ -537,10 +537,48 @@ fn drain_and_halt(lab: &mut L7Lab) {
             .count()
     };
     let before = aborted(&log);
+    // Every reset either peer receives, captured where it arrives.
+    let rst = "tcp[tcpflags] & tcp-rst != 0";
+    let capture = |host: &tools::lab::Host, name: &str| {
+        let file = lab.tmp.path().join(format!("{name}-rst.pcap"));
+        let p = tests::peers::Process::spawn(
+            host,
+            &[
+                "tcpdump",
+                "-ni",
+                "eth0",
+                "-w",
+                &file.display().to_string(),
+                rst,
+            ],
+            &lab.tmp.path().join(format!("{name}-tcpdump.log")),
+        )
+        .unwrap();
+        (p, file)
+    };
+    let mut captures = [
+        capture(&lab.clients[0], "client"),
+        capture(&lab.servers[0].host, "rs0"),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
     let (_, running) = long_store(lab, "long-halt", 160);
     std::thread::sleep(Duration::from_millis(500));
     lab.vm.send_line("halt PACS-Aware/RS0").unwrap();
     let out = running.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for (p, file) in captures.iter_mut() {
+        p.stop();
+        let read = std::process::Command::new("tcpdump")
+            .args(["-nr", &file.display().to_string()])
+            .output()
+            .unwrap();
+        let resets = String::from_utf8_lossy(&read.stdout).to_string();
+        assert!(
+            resets.trim().is_empty(),
+            "no reset reaches either peer ({}): {resets}",
+            file.display()
+        );
+    }
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
