@@ -545,6 +545,7 @@ fn drain_and_halt(lab: &mut L7Lab) {
             host,
             &[
                 "tcpdump",
+                "-U",
                 "-ni",
                 "eth0",
                 "-w",
