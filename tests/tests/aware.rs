@@ -524,7 +524,15 @@ fn drain_and_halt(lab: &mut L7Lab) {
             s.sop_instance_uid
         );
     }
-    let line = rs_line(lab, "PACS-Aware", "RS0");
+    // A closed connection's entry lingers (10 s) before the count drops.
+    let mut line = String::new();
+    for _ in 0..15 {
+        line = rs_line(lab, "PACS-Aware", "RS0");
+        if line.contains(" active=0 ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
     assert!(line.contains(" active=0 "), "{line}");
     lab.vm.send_line("online PACS-Aware/RS0").unwrap();
 
