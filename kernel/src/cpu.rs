@@ -35,7 +35,9 @@ const SVC_PCI_READ: u64 = 11;
 const SVC_PCI_WRITE: u64 = 12;
 const SVC_OUTSB: u64 = 13;
 const SVC_OUTW: u64 = 14;
-const SVC_COUNT: u64 = 15;
+const SVC_INSW: u64 = 15;
+const SVC_OUTSW: u64 = 16;
+const SVC_COUNT: u64 = 17;
 
 global_asm!(
     r#"
@@ -136,13 +138,25 @@ svc_outw:
     mov edx, edi
     out dx, ax
     iretq
+/* RDI = port, RSI = words, RDX = count: one trap for a whole ATA sector. */
+svc_insw:
+    mov rcx, rdx
+    mov edx, edi
+    mov rdi, rsi
+    rep insw
+    iretq
+svc_outsw:
+    mov rcx, rdx
+    mov edx, edi
+    rep outsw
+    iretq
 
     .section .rodata
     .balign 8
 service_table:
     .quad svc_outb, svc_inb, svc_outl, svc_inl, svc_rdmsr, svc_wrmsr, svc_invlpg
     .quad svc_cli, svc_sti, svc_sti_hlt, svc_halt_forever, svc_pci_read, svc_pci_write
-    .quad svc_outsb, svc_outw
+    .quad svc_outsb, svc_outw, svc_insw, svc_outsw
     .section .data
     .balign 8
     .global service_ud_stub
@@ -310,6 +324,50 @@ pub unsafe fn outsb(port: u16, bytes: &[u8]) {
     }
 }
 
+/// Reads `words.len()` words from `port` with one trap (REP INSW).
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn insw(port: u16, words: &mut [u16]) {
+    if in_user_mode() {
+        // SAFETY: the handler writes `words` (valid and exclusively borrowed
+        // for its length) and clobbers only the declared registers.
+        unsafe {
+            asm!("ud2", ".byte 0x53, 0x56", inout("rax") SVC_INSW => _,
+                 inout("rdi") u64::from(port) => _, inout("rsi") words.as_mut_ptr() => _,
+                 inout("rdx") words.len() => _, out("rcx") _, out("r11") _, options(nostack))
+        }
+        return;
+    }
+    // SAFETY: as above; REP INSW writes `words.len()` words to `words`.
+    unsafe {
+        asm!("rep insw", in("dx") port, inout("rdi") words.as_mut_ptr() => _,
+             inout("rcx") words.len() => _, options(nostack, preserves_flags))
+    }
+}
+
+/// Writes `words` to `port` with one trap (REP OUTSW).
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outsw(port: u16, words: &[u16]) {
+    if in_user_mode() {
+        // SAFETY: the handler reads `words` (valid for its length) and
+        // clobbers only the declared registers.
+        unsafe {
+            asm!("ud2", ".byte 0x53, 0x56", inout("rax") SVC_OUTSW => _, in("rdi") u64::from(port),
+                 inout("rsi") words.as_ptr() => _, inout("rdx") words.len() => _,
+                 out("rcx") _, out("r11") _, options(nostack, readonly))
+        }
+        return;
+    }
+    // SAFETY: as above; REP OUTSW reads `words.len()` words from `words`.
+    unsafe {
+        asm!("rep outsw", in("dx") port, inout("rsi") words.as_ptr() => _,
+             inout("rcx") words.len() => _, options(nostack, readonly, preserves_flags))
+    }
+}
+
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC only reads the time-stamp counter (allowed in ring 3: CR4.TSD is clear).
@@ -469,6 +527,18 @@ impl Port {
     pub fn write16(self, value: u16) {
         // SAFETY: the constructor's promise.
         unsafe { outw(self.0, value) }
+    }
+
+    /// Reads `words.len()` 16-bit words from the port (one trap from ring 3).
+    pub fn read_words(self, words: &mut [u16]) {
+        // SAFETY: the constructor's promise.
+        unsafe { insw(self.0, words) }
+    }
+
+    /// Writes every word of `words` to the port (one trap from ring 3).
+    pub fn write_words(self, words: &[u16]) {
+        // SAFETY: the constructor's promise.
+        unsafe { outsw(self.0, words) }
     }
 
     /// Writes every byte of `bytes` to the port (one trap from ring 3).

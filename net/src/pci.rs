@@ -562,6 +562,16 @@ pub fn memory_bar(df: DeviceFunction, bar: u8) -> Option<u64> {
     bar_address(df, bar)
 }
 
+/// Base port of I/O BAR `bar` of `df`, if it is an assigned I/O BAR.
+pub fn io_bar(df: DeviceFunction, bar: u8) -> Option<u16> {
+    if bar > 5 {
+        return None;
+    }
+    let v = raw().read_word(df, 0x10 + 4 * bar);
+    let port = v & 0xFFFC;
+    (v & 1 == 1 && port != 0).then_some(port as u16)
+}
+
 /// The legacy interrupt line (the IRQ the firmware routed INTA#..INTD# of
 /// `df` to, which is also its I/O APIC input on QEMU's pc and q35
 /// machines); `None` when the device has no interrupt pin or none was

@@ -1,7 +1,15 @@
-//! Building the appliance images: the kernel ELF and the GRUB hybrid ISO.
+//! Building the appliance images: the kernel ELF, the GRUB hybrid ISO, and
+//! the disk images for each hypervisor (raw, qcow2, VMDK, OVA, VHDX).
+//!
+//! Every disk image is the same bootable disk: GRUB's hybrid layout (BIOS
+//! boot code in the MBR, a GPT with the UEFI system partition and the
+//! ISO 9660 file system holding the kernel) plus one more GPT partition of
+//! type [`CONFIG_STORE_TYPE_TEXT`] for the config store, blank until the
+//! first `save`. `qemu-img` converts the raw disk to each format.
 
 use crate::workspace::{appliance_dir, root};
 use anyhow::{Context, Result, bail};
+use lb_core::store::partition::CONFIG_STORE_TYPE_TEXT;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +18,26 @@ use std::process::Command;
 pub struct Images {
     pub kernel: PathBuf,
     pub iso: PathBuf,
+    pub disks: DiskImages,
 }
+
+/// The bootable disk images, one per hypervisor family.
+#[derive(Clone, Debug)]
+pub struct DiskImages {
+    /// Raw disk (bare metal with `dd`, Xen, anything that takes raw).
+    pub raw: PathBuf,
+    /// QEMU/KVM, Proxmox.
+    pub qcow2: PathBuf,
+    /// VMware (streamOptimized, what OVAs carry).
+    pub vmdk: PathBuf,
+    /// VMware/VirtualBox import: OVF descriptor, manifest and the VMDK.
+    pub ova: PathBuf,
+    /// Hyper-V generation 1.
+    pub vhdx: PathBuf,
+}
+
+/// Size of the config store's partition on the disk images.
+pub const STORE_PARTITION_MIB: u64 = 16;
 
 /// How the kernel is compiled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +114,18 @@ fn grub_cfg(cmdline: &str, with_config: bool) -> String {
 /// Wraps `kernel` in a hybrid ISO (BIOS El Torito + UEFI ESP, also bootable as
 /// a disk) at `out`, with an optional kernel command line and config blob.
 pub fn build_iso(kernel: &Path, out: &Path, cmdline: &str, config: Option<&Path>) -> Result<()> {
+    build_hybrid(kernel, out, cmdline, config, None)
+}
+
+/// [`build_iso`], with a blank partition of `store_mib` MiB appended for the
+/// config store when given (a disk image).
+fn build_hybrid(
+    kernel: &Path,
+    out: &Path,
+    cmdline: &str,
+    config: Option<&Path>,
+    store_mib: Option<u64>,
+) -> Result<()> {
     crate::setup::ensure(&[crate::setup::BUILD])?;
     let stage = out.with_extension("stage");
     if stage.exists() {
@@ -102,13 +141,20 @@ pub fn build_iso(kernel: &Path, out: &Path, cmdline: &str, config: Option<&Path>
         grub_dir.join("grub.cfg"),
         grub_cfg(cmdline, config.is_some()),
     )?;
-    let output = Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(out)
-        .arg(&stage)
-        .output()
-        .context("running grub-mkrescue")?;
+    let mut cmd = Command::new("grub-mkrescue");
+    cmd.arg("-o").arg(out).arg(&stage);
+    let store = out.with_extension("store");
+    if let Some(mib) = store_mib {
+        fs::File::create(&store)?.set_len(mib << 20)?;
+        // Options after `--` go to xorriso: a GPT partition of our type.
+        cmd.args(["--", "-append_partition", "3", CONFIG_STORE_TYPE_TEXT])
+            .arg(&store);
+    }
+    let output = cmd.output().context("running grub-mkrescue")?;
     fs::remove_dir_all(&stage)?;
+    if store_mib.is_some() {
+        fs::remove_file(&store)?;
+    }
     if !output.status.success() {
         bail!(
             "grub-mkrescue failed:\n{}",
@@ -118,10 +164,57 @@ pub fn build_iso(kernel: &Path, out: &Path, cmdline: &str, config: Option<&Path>
     Ok(())
 }
 
-/// Builds both images at their stable paths.
+/// Converts the raw disk `raw` to `format` at `out` with `qemu-img`.
+fn convert(raw: &Path, format: &str, options: &str, out: &Path) -> Result<()> {
+    let _ = fs::remove_file(out);
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-q", "-f", "raw", "-O", format]);
+    if !options.is_empty() {
+        cmd.args(["-o", options]);
+    }
+    let output = cmd.arg(raw).arg(out).output().context("running qemu-img")?;
+    if !output.status.success() {
+        bail!(
+            "qemu-img convert to {format} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Builds the disk images from `kernel` into `dir`.
+pub fn build_disks(kernel: &Path, dir: &Path) -> Result<DiskImages> {
+    crate::setup::ensure(&[crate::setup::BUILD])?;
+    let raw = dir.join("appliance.img");
+    build_hybrid(kernel, &raw, "", None, Some(STORE_PARTITION_MIB))?;
+    let disks = DiskImages {
+        qcow2: dir.join("appliance.qcow2"),
+        vmdk: dir.join("appliance.vmdk"),
+        ova: dir.join("appliance.ova"),
+        vhdx: dir.join("appliance.vhdx"),
+        raw,
+    };
+    convert(&disks.raw, "qcow2", "", &disks.qcow2)?;
+    // streamOptimized: the compressed, sequential VMDK that OVAs carry and
+    // VMware imports; `adapter_type=ide` is what VMware writes for SATA too.
+    convert(
+        &disks.raw,
+        "vmdk",
+        "subformat=streamOptimized,adapter_type=ide",
+        &disks.vmdk,
+    )?;
+    convert(&disks.raw, "vhdx", "subformat=dynamic", &disks.vhdx)?;
+    let capacity = fs::metadata(&disks.raw)?.len();
+    crate::ovf::build_ova(&disks.vmdk, capacity, &disks.ova)?;
+    Ok(disks)
+}
+
+/// Builds every image at its stable path.
 pub fn build_all(profile: Profile) -> Result<Images> {
     let kernel = build_kernel(profile)?;
-    let iso = appliance_dir().join("appliance.iso");
+    let dir = appliance_dir();
+    let iso = dir.join("appliance.iso");
     build_iso(&kernel, &iso, "", None)?;
-    Ok(Images { kernel, iso })
+    let disks = build_disks(&kernel, &dir)?;
+    Ok(Images { kernel, iso, disks })
 }

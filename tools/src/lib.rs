@@ -18,6 +18,7 @@ pub mod iperf3;
 pub mod lab;
 pub mod loadgen;
 pub mod mgmt_cmd;
+pub mod ovf;
 pub mod qemu;
 pub mod qmp;
 pub mod setup;

@@ -406,6 +406,12 @@ fn main() -> Result<()> {
             })?;
             println!("kernel: {}", images.kernel.display());
             println!("iso:    {}", images.iso.display());
+            let d = &images.disks;
+            println!("raw:    {}", d.raw.display());
+            println!("qcow2:  {}", d.qcow2.display());
+            println!("vmdk:   {}", d.vmdk.display());
+            println!("ova:    {}", d.ova.display());
+            println!("vhdx:   {}", d.vhdx.display());
         }
         Cmd::Run {
             cmdline,

@@ -72,6 +72,25 @@ pub enum Boot {
     IsoBios(PathBuf),
     /// The hybrid ISO under OVMF (UEFI).
     IsoUefi(PathBuf),
+    /// A disk image the firmware boots (`tools build`'s qcow2, VMDK,
+    /// VHDX...), attached writable on `bus`; OVMF when `uefi`, else SeaBIOS.
+    Disk {
+        image: PathBuf,
+        /// `qemu-img` format name: `qcow2`, `vmdk`, `vhdx`, `raw`.
+        format: String,
+        bus: DiskBus,
+        uefi: bool,
+    },
+}
+
+/// How the boot disk is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskBus {
+    Virtio,
+    /// A SATA port of q35's AHCI controller.
+    Sata,
+    /// The primary IDE channel of the `pc` machine's PIIX3.
+    Ide,
 }
 
 /// A TCP port of 127.0.0.1 forwarded into QEMU's user-mode network.
@@ -191,7 +210,10 @@ impl Machine {
         // Under KVM-PVM, firmware runs emulated instruction by instruction:
         // SeaBIOS plus GRUB take about a minute and OVMF stops outright.
         // Booting the ISO there is a firmware test, so it runs under TCG.
-        let iso = matches!(boot, Boot::IsoBios(_) | Boot::IsoUefi(_));
+        let iso = matches!(
+            boot,
+            Boot::IsoBios(_) | Boot::IsoUefi(_) | Boot::Disk { .. }
+        );
         if iso && accel == Accel::Kvm && Accel::host_is_pvm() {
             accel = Accel::Tcg;
         }
@@ -250,6 +272,30 @@ impl Machine {
             }
             Boot::IsoBios(iso) => push(&["-cdrom", &path(iso), "-boot", "d"]),
             Boot::IsoUefi(iso) => push(&["-bios", OVMF, "-cdrom", &path(iso), "-boot", "d"]),
+            Boot::Disk {
+                image,
+                format,
+                bus,
+                uefi,
+            } => {
+                if *uefi {
+                    push(&["-bios", OVMF]);
+                }
+                push(&[
+                    "-drive",
+                    &format!(
+                        "file={},format={format},if=none,id=boot,cache=writethrough",
+                        path(image)
+                    ),
+                ]);
+                // SATA port 0 on q35's AHCI and the IDE primary master on
+                // `pc` are both QEMU's bus `ide.0`; the machine decides.
+                let device = match bus {
+                    DiskBus::Virtio => "virtio-blk-pci,drive=boot,bootindex=0",
+                    DiskBus::Sata | DiskBus::Ide => "ide-hd,drive=boot,bus=ide.0,bootindex=0",
+                };
+                push(&["-device", device]);
+            }
         }
         if self.screen {
             push(&["-device", "VGA"]);

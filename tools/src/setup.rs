@@ -31,6 +31,8 @@ pub const BUILD: &[Requirement] = &[
     ),
     req("xorriso", "xorriso"),
     req("mformat", "mtools"),
+    // The qcow2, VMDK and VHDX disk images.
+    req("qemu-img", "qemu-utils"),
 ];
 
 /// What `run` needs on top of `build`.

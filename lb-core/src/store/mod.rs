@@ -20,8 +20,10 @@
 //! [`SaveJob`] that does one bounded piece of I/O per [`SaveJob::step`], so
 //! the kernel can let the data path run between the pieces.
 
+pub mod ata;
 pub mod device;
 pub mod layout;
+pub mod partition;
 
 #[cfg(test)]
 mod tests;
