@@ -69,6 +69,23 @@ impl BlockDevice for FileDisk {
     }
 }
 
+/// The store of a raw image: its config store partition when it has one
+/// (`tools build`'s `appliance.img`), else the whole image (a config disk).
+pub fn open_store(path: &Path) -> Result<Box<dyn BlockDevice + Send>> {
+    let mut disk = FileDisk::open(path)?;
+    Ok(
+        match lb_core::store::partition::find_config_partition(&mut disk)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        {
+            Some(extent) => Box::new(lb_core::store::partition::Partition::new(
+                Box::new(disk),
+                extent,
+            )),
+            None => Box::new(disk),
+        },
+    )
+}
+
 /// A random disk id (the OS seeds std's hasher keys).
 fn disk_id() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -104,13 +121,13 @@ pub fn create(path: &Path, size_mib: u64) -> Result<()> {
 /// A blank image is formatted; a disk that is not a store is refused.
 pub fn write(path: &Path, config: &Config) -> Result<String> {
     let blob = envelope::encode(config).map_err(|e| anyhow::anyhow!("encoding: {e}"))?;
-    let mut disk = FileDisk::open(path)?;
-    let mut store = Store::open(&mut disk).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut disk = open_store(path)?;
+    let mut store = Store::open(&mut *disk).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Read what is there first, so a damaged or unreadable slot is the one
     // replaced (what the appliance knows from its boot).
-    store.load(&mut disk, |l| envelope::decode(&l.payload), |_, _| {});
+    store.load(&mut *disk, |l| envelope::decode(&l.payload), |_, _| {});
     let h = store
-        .save(&mut disk, &blob, KIND_CONFIG_ENVELOPE, disk_id())
+        .save(&mut *disk, &blob, KIND_CONFIG_ENVELOPE, disk_id())
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(format!(
         "{}: saved {} bytes in slot {} (sequence {})",
@@ -130,11 +147,11 @@ pub struct Shown {
 /// Reads the image's store: its state, both slots, and the config a boot
 /// would take.
 pub fn show(path: &Path) -> Result<Shown> {
-    let mut disk = FileDisk::open(path)?;
-    let mut store = Store::open(&mut disk).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut disk = open_store(path)?;
+    let mut store = Store::open(&mut *disk).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut problems = Vec::new();
     let config = store.load(
-        &mut disk,
+        &mut *disk,
         |l| envelope::decode(&l.payload),
         |slot, e| match e {
             Ok(store_err) => problems.push(format!("slot {}: {store_err}", slot.name())),
@@ -172,6 +189,66 @@ pub fn show(path: &Path) -> Result<Shown> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An image with the store partition (as `tools build` makes them, by
+    /// xorriso) is written and shown through that partition.
+    #[test]
+    fn an_image_with_the_store_partition_uses_it() {
+        let dir = std::env::temp_dir().join(format!("lbpart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stage = dir.join("stage");
+        std::fs::create_dir_all(&stage).unwrap();
+        std::fs::write(stage.join("hello.txt"), b"hello").unwrap();
+        let store = dir.join("store.bin");
+        std::fs::File::create(&store)
+            .unwrap()
+            .set_len(4 << 20)
+            .unwrap();
+        let img = dir.join("disk.img");
+        let _ = std::fs::remove_file(&img);
+        let out = std::process::Command::new("xorriso")
+            .args(["-as", "mkisofs", "-o"])
+            .arg(&img)
+            .args([
+                "-append_partition",
+                "2",
+                lb_core::store::partition::CONFIG_STORE_TYPE_TEXT,
+            ])
+            .arg(&store)
+            .args(["-appended_part_as_gpt"])
+            .arg(&stage)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let before = std::fs::read(&img).unwrap();
+        let medical: Config =
+            lb_core::config::from_toml(include_str!("../../lb-core/configs/medical.toml")).unwrap();
+        write(&img, &medical).unwrap();
+        let shown = show(&img).unwrap();
+        assert_eq!(shown.config.unwrap().1, medical);
+        // Only bytes inside the partition changed.
+        let extent =
+            lb_core::store::partition::find_config_partition(&mut FileDisk::open(&img).unwrap())
+                .unwrap()
+                .unwrap();
+        assert_eq!(extent.sectors, (4 << 20) / 512);
+        let inside = extent.first as usize * 512..(extent.first + extent.sectors) as usize * 512;
+        let after = std::fs::read(&img).unwrap();
+        let changed: Vec<usize> = (0..before.len())
+            .filter(|&i| before[i] != after[i])
+            .collect();
+        assert!(!changed.is_empty());
+        assert!(
+            changed.iter().all(|i| inside.contains(i)),
+            "{:?}",
+            changed.first()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn create_write_show_round_trip() {
