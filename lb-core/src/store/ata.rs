@@ -102,7 +102,7 @@ pub fn parse_identify(data: &[u8; 512]) -> Result<Identity, IdentifyError> {
     // words 117-118 hold the logical sector size in words.
     let w106 = word(data, 106);
     let sector_size = if w106 & 0xC000 == 0x4000 && w106 & (1 << 12) != 0 {
-        (u32::from(word(data, 117)) | u32::from(word(data, 118)) << 16) * 2
+        (u32::from(word(data, 117)) | u32::from(word(data, 118)) << 16).saturating_mul(2)
     } else {
         512
     };
@@ -332,6 +332,11 @@ mod tests {
         four_k[212..214].copy_from_slice(&0x5000u16.to_le_bytes());
         four_k[234..236].copy_from_slice(&2048u16.to_le_bytes());
         assert_eq!(parse_identify(&four_k).unwrap().sector_size, 4096);
+        // A size in words whose double overflows (found by fuzzing).
+        let mut huge = identify("X", 100, None);
+        huge[212..214].copy_from_slice(&0x5000u16.to_le_bytes());
+        huge[234..238].copy_from_slice(&[0xFF; 4]);
+        assert_eq!(parse_identify(&huge), Err(IdentifyError::SectorSize(u32::MAX)));
         // Control characters in the model are shown, not trusted.
         let mut junk = identify("AB", 100, None);
         junk[54] = 0x07;
