@@ -336,7 +336,10 @@ mod tests {
         let mut huge = identify("X", 100, None);
         huge[212..214].copy_from_slice(&0x5000u16.to_le_bytes());
         huge[234..238].copy_from_slice(&[0xFF; 4]);
-        assert_eq!(parse_identify(&huge), Err(IdentifyError::SectorSize(u32::MAX)));
+        assert_eq!(
+            parse_identify(&huge),
+            Err(IdentifyError::SectorSize(u32::MAX))
+        );
         // Control characters in the model are shown, not trusted.
         let mut junk = identify("AB", 100, None);
         junk[54] = 0x07;
