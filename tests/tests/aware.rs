@@ -633,9 +633,12 @@ fn c_move(lab: &L7Lab) -> usize {
     )
     .unwrap();
     let rs2 = &lab.servers[2].host;
+    // No reverse DNS of callers (`-dhl`): the lab has no resolver, and a
+    // lookup per association (health checks every second) stalls
+    // dcmqrscp until its listen queue overflows.
     let _qr = Process::spawn(
         rs2,
-        &["dcmqrscp", "-v", "-c", &cfg.display().to_string()],
+        &["dcmqrscp", "-v", "-dhl", "-c", &cfg.display().to_string()],
         &tmp.join("dcmqrscp.log"),
     )
     .unwrap();
