@@ -467,6 +467,19 @@ fn rs_line(lab: &mut L7Lab, service: &str, server: &str) -> String {
         .to_string()
 }
 
+/// Waits (bounded) until RS0 of PACS-Aware has no connection left.
+fn wait_active_zero(lab: &mut L7Lab) {
+    let mut line = String::new();
+    for _ in 0..15 {
+        line = rs_line(lab, "PACS-Aware", "RS0");
+        if line.contains(" active=0 ") {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    panic!("RS0 keeps connections: {line}");
+}
+
 /// Runs a 30-study storescu to PACS_A (RS0) in the background; returns
 /// once RS0 has logged its association.
 fn long_store(
@@ -502,6 +515,9 @@ fn drain_and_halt(lab: &mut L7Lab) {
     lab.clients[0].exec(&shape).unwrap();
 
     // Drain: the association runs to its end while status shows it.
+    // Earlier associations' entries linger 10 s after they close: start
+    // from none.
+    wait_active_zero(lab);
     let (long, running) = long_store(lab, "long-drain", 150);
     lab.vm.send_line("drain PACS-Aware/RS0").unwrap();
     let line = rs_line(lab, "PACS-Aware", "RS0");
@@ -525,15 +541,7 @@ fn drain_and_halt(lab: &mut L7Lab) {
         );
     }
     // A closed connection's entry lingers (10 s) before the count drops.
-    let mut line = String::new();
-    for _ in 0..15 {
-        line = rs_line(lab, "PACS-Aware", "RS0");
-        if line.contains(" active=0 ") {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    assert!(line.contains(" active=0 "), "{line}");
+    wait_active_zero(lab);
     lab.vm.send_line("online PACS-Aware/RS0").unwrap();
 
     // Halt: an A-ABORT at the next PDU boundary, to both peers.
