@@ -554,8 +554,10 @@ fn drain_and_halt(lab: &mut L7Lab) {
     };
     let before = aborted(&log);
     // Every reset either peer receives, captured where it arrives.
-    let rst = "tcp[tcpflags] & tcp-rst != 0";
-    let capture = |host: &tools::lab::Host, name: &str| {
+    // The association's resets only: port 104, and at RS0 the appliance's
+    // side from its layer 7 port range (its health checks come from the
+    // stack's ports, 49152 and up).
+    let capture = |host: &tools::lab::Host, name: &str, rst: &str| {
         let file = lab.tmp.path().join(format!("{name}-rst.pcap"));
         let p = tests::peers::Process::spawn(
             host,
@@ -574,8 +576,16 @@ fn drain_and_halt(lab: &mut L7Lab) {
         (p, file)
     };
     let mut captures = [
-        capture(&lab.clients[0], "client"),
-        capture(&lab.servers[0].host, "rs0"),
+        capture(
+            &lab.clients[0],
+            "client",
+            "tcp[tcpflags] & tcp-rst != 0 and tcp port 104",
+        ),
+        capture(
+            &lab.servers[0].host,
+            "rs0",
+            "tcp[tcpflags] & tcp-rst != 0 and tcp port 104 and portrange 1024-49151",
+        ),
     ];
     std::thread::sleep(Duration::from_millis(500));
     let (_, running) = long_store(lab, "long-halt", 160);
