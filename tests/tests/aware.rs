@@ -374,11 +374,8 @@ fn dicom_and_hl7_awareness() {
     assert!(line.contains(" aborts-sent=1 "), "{line}");
 }
 
-/// Scenarios 7 and 8 on a lab of their own. In the long suite until it
-/// has run to completion on the shared test machine (it could not get the
-/// QEMU lock in the session that wrote it).
+/// Scenarios 7 and 8 on a lab of their own (about 50 s, beside the first).
 #[test]
-#[ignore = "long: not yet run to completion (C-MOVE through outbound SNAT, drain and halt during a transfer)"]
 fn outbound_snat_and_drain_and_halt_during_a_transfer() {
     let mut plan = Plan::new(46);
     plan.extra = services(&plan);
