@@ -63,6 +63,8 @@ pub const TEST: &[Requirement] = &[
     // Layer 7 tests: clients.
     req("curl", "curl"),
     req("sha256sum", "coreutils"),
+    // The DICOM-aware drain/halt test captures resets at both peers.
+    req("tcpdump", "tcpdump"),
 ];
 
 /// What the benchmarks need on top of the tests: the traffic generator and
