@@ -818,7 +818,9 @@ fn test(long: bool, args: Vec<String>) -> Result<()> {
         images.kernel.display(),
         images.iso.display()
     );
-    let mut test_args = vec!["test"];
+    // Every test binary runs even after one fails, so a run shows every
+    // failure, not the first.
+    let mut test_args = vec!["test", "--no-fail-fast"];
     test_args.extend(args.iter().map(String::as_str));
     if long {
         // The long tests are `#[ignore]`d; run them with the rest.

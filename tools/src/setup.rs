@@ -65,6 +65,8 @@ pub const TEST: &[Requirement] = &[
     req("sha256sum", "coreutils"),
     // The DICOM-aware drain/halt test captures resets at both peers.
     req("tcpdump", "tcpdump"),
+    // The clustered pair's peer in the interoperability test.
+    req("keepalived", "keepalived"),
 ];
 
 /// What the benchmarks need on top of the tests: the traffic generator and
