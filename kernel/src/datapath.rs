@@ -11,6 +11,7 @@
 use crate::{Nics, println, time};
 use alloc::boxed::Box;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 use embassy_net::Stack;
 use embassy_time::Timer;
 use lb_core::datapath::{Datapath, TICK_MS, Transmit, Verdict};
@@ -87,12 +88,35 @@ pub async fn housekeeping_task(dp: &'static RefCell<Datapath>, nics: &'static Ni
     }
     loop {
         {
+            let started = time::now_us();
             let mut dp = dp.borrow_mut();
             dp.tick(now(), &mut NicTx(nics));
             print_log(&mut dp);
+            note_pass(time::now_us().saturating_sub(started));
         }
         Timer::after_millis(TICK_MS).await;
     }
+}
+
+/// Longest housekeeping pass (µs) and passes over a millisecond: frames
+/// wait while a pass runs, so this bounds what it adds to their latency.
+static LONGEST_PASS_US: AtomicU64 = AtomicU64::new(0);
+static PASSES_OVER_1MS: AtomicU64 = AtomicU64::new(0);
+
+fn note_pass(us: u64) {
+    LONGEST_PASS_US.fetch_max(us, Ordering::Relaxed);
+    if us > 1000 {
+        PASSES_OVER_1MS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `status`'s housekeeping line.
+pub fn housekeeping_line() -> alloc::string::String {
+    alloc::format!(
+        "housekeeping: every {TICK_MS} ms, longest pass {} us, {} passes over 1 ms",
+        LONGEST_PASS_US.load(Ordering::Relaxed),
+        PASSES_OVER_1MS.load(Ordering::Relaxed)
+    )
 }
 
 /// Longest sleep of the pair task: the sync link wants a poll at least

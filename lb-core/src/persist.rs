@@ -338,6 +338,9 @@ impl PersistTable {
     /// Examines up to `budget` slots (continuing where the last call
     /// stopped) and removes expired entries. Returns how many it removed.
     pub fn expire(&mut self, now: Instant, budget: usize) -> usize {
+        if self.len == 0 {
+            return 0;
+        }
         let mut removed = 0;
         for _ in 0..budget.min(self.slots.len()) {
             let i = self.cursor;

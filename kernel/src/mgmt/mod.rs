@@ -56,6 +56,7 @@ pub fn snapshot(dp: &Datapath, nics: &Nics) -> Status {
         irq(1),
         irq(2)
     ));
+    st.details.push(crate::datapath::housekeeping_line());
     for i in 0..nics.len() {
         let (n, model, up) = nics.with(i, |n| (n.stats, n.model(), n.link_up()));
         st.details.push(format!(

@@ -824,6 +824,10 @@ impl<X: Copy + Default> ConnTable<X> {
         budget: usize,
         on_remove: &mut impl FnMut(&Flow<X>),
     ) -> usize {
+        // An empty table has nothing to expire: skip the walk.
+        if self.len == 0 {
+            return 0;
+        }
         let mut n = 0;
         for _ in 0..budget.min(self.flows.len()) {
             let e = self.cursor;
