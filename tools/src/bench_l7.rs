@@ -101,6 +101,15 @@ fn balancer() -> String {
 fn client_addr() -> String {
     format!("{EXT}.11")
 }
+/// The latency run's own client: the connection-rate run leaves tens of
+/// thousands of the first client's connections to the VIP in TIME_WAIT,
+/// and the host kernel then searches its whole source-port range before
+/// each new connect from that address (5-10 ms each here, after the
+/// appliance's run, not after HAProxy's slower one). A fresh address has
+/// none in its way.
+fn pacer_addr() -> String {
+    format!("{EXT}.12")
+}
 fn server_addr() -> String {
     format!("{EXT}.21")
 }
@@ -260,6 +269,7 @@ fn measure(opts: &Options, debian: &DebianGuest, work: &Path, side: Side) -> Res
     let mut lab = Lab::new()?;
     let tap = lab.tap("ext")?;
     let client = lab.host("c", "ext", &format!("{}/24", client_addr()), None)?;
+    let pacer = lab.host("p", "ext", &format!("{}/24", pacer_addr()), None)?;
     let server = lab.host("s", "ext", &format!("{}/24", server_addr()), None)?;
     server.exec(&[
         "ip",
@@ -269,7 +279,7 @@ fn measure(opts: &Options, debian: &DebianGuest, work: &Path, side: Side) -> Res
         "dev",
         "eth0",
     ])?;
-    for h in [&client, &server] {
+    for h in [&client, &pacer, &server] {
         h.exec(&[
             "sysctl",
             "-q",
@@ -323,7 +333,7 @@ fn measure(opts: &Options, debian: &DebianGuest, work: &Path, side: Side) -> Res
             .filter(|s| *s > 0.0)
             .context("rate output")?;
     let out = peer_run(
-        &client,
+        &pacer,
         &[
             "latency",
             &echo,
@@ -340,6 +350,21 @@ fn measure(opts: &Options, debian: &DebianGuest, work: &Path, side: Side) -> Res
     );
     if field(&out, "errors").unwrap_or(0.0) > 0.0 {
         bail!("latency run had errors: {out}");
+    }
+    for line in out.lines() {
+        eprintln!("  {} latency: {line}", side.name());
+    }
+    if side == Side::Appliance {
+        // What the appliance's own periodic work may have added.
+        let mark = vm.mark();
+        vm.send_line("status")?;
+        let line = vm.wait_from(
+            mark,
+            "status housekeeping line",
+            Duration::from_secs(20),
+            |l| l.trim_start().starts_with("housekeeping:"),
+        )?;
+        eprintln!("  appliance {}", line.trim());
     }
     let scratch = work.join(format!("{}-iperf3.json", side.name()));
     wait_path(&client, &v, &scratch)?;
@@ -747,7 +772,7 @@ fn report(
     )?;
     writeln!(
         md,
-        "- Traffic (`tools peer`, from a client namespace to a server namespace): connections/s from {} concurrent clients for {} s; latency of connections started at {}/s for {} s (open loop, from each scheduled start); throughput one iperf3 stream for {} s; memory: each side booted afresh (the appliance with {} MiB, HAProxy's VM with {} MiB so that its kernel's socket memory is not the limit), {} idle connections asked for, opened by {} holder processes (one per port); a connection counts once it is established at the real server (the count is read until it stops growing): the appliance's preallocated table bytes per connection plus its heap growth per connection (console `status`), HAProxy's resident-memory growth per connection (VmRSS of its processes) and its guest kernel's slab growth (`/proc/meminfo`).",
+        "- Traffic (`tools peer`, from a client namespace to a server namespace): connections/s from {} concurrent clients for {} s; latency of connections started at {}/s for {} s (open loop, from each scheduled start; from a client namespace of its own, so that the connection-rate run's connections in TIME_WAIT do not slow its connects); throughput one iperf3 stream for {} s; memory: each side booted afresh (the appliance with {} MiB, HAProxy's VM with {} MiB so that its kernel's socket memory is not the limit), {} idle connections asked for, opened by {} holder processes (one per port); a connection counts once it is established at the real server (the count is read until it stops growing): the appliance's preallocated table bytes per connection plus its heap growth per connection (console `status`), HAProxy's resident-memory growth per connection (VmRSS of its processes) and its guest kernel's slab growth (`/proc/meminfo`).",
         opts.concurrency,
         opts.seconds,
         opts.rate,

@@ -128,7 +128,7 @@ pub fn latency(target: SocketAddr, seconds: f64, per_second: f64) -> Result<()> 
                         std::thread::sleep(wait);
                     }
                     match exchange(target) {
-                        Ok(_) => results.lock().unwrap().push(at.elapsed()),
+                        Ok(_) => results.lock().unwrap().push((at.elapsed(), at)),
                         Err(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -152,15 +152,33 @@ pub fn latency(target: SocketAddr, seconds: f64, per_second: f64) -> Result<()> 
             return 0;
         }
         let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i].as_micros()
+        v[i].0.as_micros()
     };
     println!(
-        "n={} errors={} p50_us={} p99_us={}",
+        "n={} errors={} p50_us={} p99_us={} p90_us={} p999_us={} max_us={}",
         v.len(),
         errors.load(Ordering::Relaxed),
         pct(0.50),
-        pct(0.99)
+        pct(0.99),
+        pct(0.90),
+        pct(0.999),
+        v.last().map_or(0, |x| x.0.as_micros()),
     );
+    // The slowest 2 %: when each was started (ms into the run) and how
+    // long it took, to tell a steady tail from a burst of slow ones.
+    let slow = v.len().div_ceil(50);
+    let mut tail: Vec<String> = v[v.len() - slow..]
+        .iter()
+        .map(|(took, at)| {
+            format!(
+                "{}:{}",
+                at.saturating_duration_since(start).as_millis(),
+                took.as_micros()
+            )
+        })
+        .collect();
+    tail.sort_by_key(|s| s.split(':').next().and_then(|x| x.parse::<u64>().ok()));
+    println!("slowest start_ms:us {}", tail.join(" "));
     Ok(())
 }
 
