@@ -526,11 +526,7 @@ fn main() -> Result<()> {
                     memory,
                 },
         } => {
-            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
-            let accel = parse_accel(&accel)?;
-            let kernel = image::build_kernel(Profile::Release)?;
-            let args: Vec<String> = std::env::args().skip(1).collect();
-            let command = format!("cargo run -p tools --release -- {}", args.join(" "));
+            let (accel, kernel, command) = bench_prelude(&accel, None)?;
             let report = tools::bench_health::run(&tools::bench_health::Options {
                 kernel,
                 accel,
@@ -556,8 +552,6 @@ fn main() -> Result<()> {
                     flood_seconds,
                 },
         } => {
-            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
-            let accel = parse_accel(&accel)?;
             let offloads = match offloads.as_str() {
                 "on" => true,
                 "off" => false,
@@ -567,13 +561,7 @@ fn main() -> Result<()> {
                 .iter()
                 .map(|m| tools::bench_l4::Mode::parse(m))
                 .collect::<Result<Vec<_>>>()?;
-            let kernel = match kernel {
-                Some(k) => k,
-                None => image::build_kernel(Profile::Release)?,
-            };
-            // The way the README runs the tool, with the arguments given.
-            let args: Vec<String> = std::env::args().skip(1).collect();
-            let command = format!("cargo run -p tools --release -- {}", args.join(" "));
+            let (accel, kernel, command) = bench_prelude(&accel, kernel)?;
             let report = tools::bench_l4::run(&tools::bench_l4::Options {
                 kernel,
                 accel,
@@ -604,14 +592,7 @@ fn main() -> Result<()> {
                     kernel,
                 },
         } => {
-            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
-            let accel = parse_accel(&accel)?;
-            let kernel = match kernel {
-                Some(k) => k,
-                None => image::build_kernel(Profile::Release)?,
-            };
-            let args: Vec<String> = std::env::args().skip(1).collect();
-            let command = format!("cargo run -p tools --release -- {}", args.join(" "));
+            let (accel, kernel, command) = bench_prelude(&accel, kernel)?;
             let report = tools::bench_l7::run(&tools::bench_l7::Options {
                 kernel,
                 accel,
@@ -639,14 +620,7 @@ fn main() -> Result<()> {
                     kernel,
                 },
         } => {
-            setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
-            let accel = parse_accel(&accel)?;
-            let kernel = match kernel {
-                Some(k) => k,
-                None => image::build_kernel(Profile::Release)?,
-            };
-            let args: Vec<String> = std::env::args().skip(1).collect();
-            let command = format!("cargo run -p tools --release -- {}", args.join(" "));
+            let (accel, kernel, command) = bench_prelude(&accel, kernel)?;
             let report = tools::bench_aware::run(&tools::bench_aware::Options {
                 kernel,
                 accel,
@@ -662,6 +636,21 @@ fn main() -> Result<()> {
         Cmd::Peer { which } => peer(which)?,
     }
     Ok(())
+}
+
+/// What every VM benchmark starts with: its tools installed, the
+/// accelerator, the appliance kernel (the one given, else a release
+/// build), and the command line as the README runs it, for the report.
+fn bench_prelude(accel: &str, kernel: Option<PathBuf>) -> Result<(Accel, PathBuf, String)> {
+    setup::ensure(&[setup::BUILD, setup::RUN, setup::TEST, setup::BENCH])?;
+    let accel = parse_accel(accel)?;
+    let kernel = match kernel {
+        Some(k) => k,
+        None => image::build_kernel(Profile::Release)?,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = format!("cargo run -p tools --release -- {}", args.join(" "));
+    Ok((accel, kernel, command))
 }
 
 fn peer(which: PeerCmd) -> Result<()> {
