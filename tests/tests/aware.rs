@@ -18,7 +18,7 @@
 //!    logs "Association Aborted" (no reset).
 //! 6. `status` counts the pairs (routed and refused) and the clean abort.
 //!
-//! A second lab of its own (`outbound_snat_and_drain_and_halt_during_a_transfer`):
+//! A second lab of its own (`outbound_snat_drain_halt_and_poweroff_during_a_transfer`):
 //!
 //! 7. Outbound SNAT: dcmqrscp on RS2 behind a NAT service with
 //!    `outbound_snat`; studies stored into it through the VIP, then
@@ -30,6 +30,9 @@
 //!    byte-identical on its server while `status` shows it remaining
 //!    (`active=1`); halted, it ends at the next PDU boundary with an
 //!    A-ABORT that storescu and storescp both log — no reset.
+//! 9. `poweroff` during a 30-study association: the console says one
+//!    association is open and waits; it completes byte-identical, nothing
+//!    is aborted, and then QEMU ends by ACPI power-off.
 
 use std::time::Duration;
 use tests::dicom::{received, studies, write_studies};
@@ -376,7 +379,7 @@ fn dicom_and_hl7_awareness() {
 
 /// Scenarios 7 and 8 on a lab of their own (about 50 s, beside the first).
 #[test]
-fn outbound_snat_and_drain_and_halt_during_a_transfer() {
+fn outbound_snat_drain_halt_and_poweroff_during_a_transfer() {
     let mut plan = Plan::new(46);
     plan.extra = services(&plan);
     let mut lab = L7Lab::start(plan).unwrap();
@@ -429,6 +432,61 @@ fn outbound_snat_and_drain_and_halt_during_a_transfer() {
     assert!(
         flows >= moved,
         "one sub-association per move at least: {line}"
+    );
+
+    // 9. Poweroff drains first; the appliance is gone after this.
+    poweroff_drains(&mut lab);
+}
+
+/// Slows client 0's uplink to 8 Mbit/s, so a 30-study association lasts
+/// long enough to act on while it runs.
+fn shape_client(lab: &L7Lab) {
+    let shape = [
+        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "32kbit",
+        "latency", "400ms",
+    ];
+    lab.clients[0].exec(&shape).unwrap();
+}
+
+/// Scenario 9: `poweroff` during a 30-study association waits for it
+/// (the drain), so every study arrives once and nothing is aborted; then
+/// the appliance switches itself off.
+fn poweroff_drains(lab: &mut L7Lab) {
+    shape_client(lab);
+    wait_active_zero(lab);
+    let (long, running) = long_store(lab, "long-poweroff", 170);
+    let from = lab.vm.mark();
+    lab.vm.send_line("poweroff").unwrap();
+    let line = lab
+        .vm
+        .wait_from(from, "the poweroff's drain", Duration::from_secs(20), |l| {
+            l.starts_with("poweroff: ")
+        })
+        .unwrap();
+    assert!(
+        line.contains("1 association(s) open") && !running.is_finished(),
+        "poweroff waits for the running association: {line}"
+    );
+    let out = running.join().unwrap();
+    check_sent(out, "storescu during the poweroff").unwrap();
+    let got = received(&[&lab.servers[0].dicom]).unwrap();
+    for s in &long {
+        assert_eq!(
+            got.get(&s.dataset),
+            Some(&1),
+            "study {} on RS0 once, byte for byte",
+            s.sop_instance_uid
+        );
+    }
+    let status = lab.vm.wait_exit(Duration::from_secs(40)).unwrap();
+    let console = lab.vm.console();
+    assert!(status.success(), "ACPI power-off ends QEMU: {status}");
+    let said: Vec<&str> = console.lines().skip(from).collect();
+    assert!(
+        said.iter().any(|l| l.contains("powering off"))
+            && !said.iter().any(|l| l.contains("aborting")),
+        "the association ended before the power went, nothing aborted: {}",
+        said.join("\n")
     );
 }
 
@@ -505,11 +563,7 @@ fn long_store(
 
 /// Scenario 8.
 fn drain_and_halt(lab: &mut L7Lab) {
-    let shape = [
-        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8mbit", "burst", "32kbit",
-        "latency", "400ms",
-    ];
-    lab.clients[0].exec(&shape).unwrap();
+    shape_client(lab);
 
     // Drain: the association runs to its end while status shows it.
     // Earlier associations' entries linger 10 s after they close: start
