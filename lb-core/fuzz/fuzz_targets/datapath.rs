@@ -10,8 +10,9 @@
 //! * `c % 4 == 1`: a valid frame (ARP for a VIP or our address, an ARP
 //!   answer from a real server or the gateway, a SYN to the DR or NAT VIP,
 //!   a segment of that flow, a server's reply, a ping to us, routed UDP, a
-//!   datagram to the UDP VIP) chosen by `c >> 2`, XORed with the next
-//!   `next byte` bytes;
+//!   real server's own SYN to a far host and that host's answer to the VIP
+//!   (outbound SNAT), a datagram to the UDP VIP) chosen by `c >> 2`, XORed
+//!   with the next `next byte` bytes;
 //! * `c % 4 == 2`: a housekeeping tick, `(c >> 2) × 100 ms` later;
 //! * `c % 4 == 3`: an originated packet to one of a few addresses, with the
 //!   transmit queue full when bit 7 is set.
@@ -28,8 +29,9 @@ use lb_core::frame::{Gso, L4Checksum, Offload, build};
 use lb_core::time::Instant;
 use libfuzzer_sys::fuzz_target;
 
-/// Services 0 DR, 1 NAT (persistent, server port 11112), 2 SNAT (TCP 2575),
-/// 3 NAT UDP (514) without a check, 4 layer 7.
+/// Services 0 DR, 1 NAT (persistent, server port 11112; given
+/// `outbound_snat` below), 2 SNAT (TCP 2575), 3 NAT UDP (514) without a
+/// check, 4 layer 7.
 const CONFIG: &str = include_str!("../../testdata/l4.toml");
 
 const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 0xa0], [2, 0, 0, 0, 0, 0xa1]];
@@ -45,7 +47,14 @@ const NAT_RS: Endpoint = Endpoint::new(Ipv4Addr::new(10, 1, 0, 11), 11112);
 fn datapath() -> Datapath {
     // Parsed once: the TOML front end is not what is fuzzed here.
     static PARSED: std::sync::OnceLock<lb_core::config::Config> = std::sync::OnceLock::new();
-    let config = PARSED.get_or_init(|| from_toml(CONFIG).expect("fuzz config"));
+    let config = PARSED.get_or_init(|| {
+        let mut c = from_toml(CONFIG).expect("fuzz config");
+        // The NAT service's real servers' own connections leave from its
+        // VIP (C-MOVE back to a modality): the outbound path is fuzzed too.
+        c.virtual_services[1].outbound_snat = true;
+        lb_core::config::validate(&c).expect("fuzz config with outbound SNAT");
+        c
+    });
     Datapath::new(Setup {
         config: Some(config.clone()),
         macs: MACS.to_vec(),
@@ -71,7 +80,7 @@ fn arp(a: Arp) -> Vec<u8> {
 /// (NIC, frame) of template `which`.
 fn template(which: u8) -> (usize, Vec<u8>) {
     let ip = |a: [u8; 4]| Ipv4Addr::from(a);
-    let (nic, mut f) = match which % 12 {
+    let (nic, mut f) = match which % 14 {
         0 => (0, arp(Arp::request(PEER, CLIENT.addr, DR_VIP.addr))),
         1 => (0, arp(Arp::request(PEER, CLIENT.addr, ip([192, 0, 2, 1])))),
         2 => (
@@ -95,6 +104,26 @@ fn template(which: u8) -> (usize, Vec<u8>) {
                 Endpoint::new(NAT_RS.addr, 5353),
                 Endpoint::new(FAR, 53),
                 b"q",
+            ),
+        ),
+        // A real server's own association to a far modality (outbound
+        // SNAT), and that modality's answer to the VIP's first SNAT port.
+        11 => (
+            1,
+            build::tcp(
+                Endpoint::new(NAT_RS.addr, 40001),
+                Endpoint::new(FAR, 104),
+                0x02,
+                b"",
+            ),
+        ),
+        12 => (
+            0,
+            build::tcp(
+                Endpoint::new(FAR, 104),
+                Endpoint::new(NAT_VIP.addr, 1024),
+                0x12,
+                b"",
             ),
         ),
         _ => (0, build::udp(CLIENT, UDP_VIP, b"<14>msg")),
@@ -135,11 +164,17 @@ fn deliver(
         // What is forwarded with offload metadata must be finishable by a
         // NIC (or by the software fallback).
         if let Some(gso) = offload.gso {
-            assert!(Segmenter::new(frame, gso).is_ok(), "unsegmentable super-frame forwarded");
+            assert!(
+                Segmenter::new(frame, gso).is_ok(),
+                "unsegmentable super-frame forwarded"
+            );
         }
         if let L4Checksum::Partial { start, offset } = offload.checksum {
             let mut copy = frame.to_vec();
-            assert!(complete_checksum(&mut copy, start, offset).is_ok(), "bad partial checksum forwarded");
+            assert!(
+                complete_checksum(&mut copy, start, offset).is_ok(),
+                "bad partial checksum forwarded"
+            );
         }
     }
     v
