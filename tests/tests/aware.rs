@@ -467,17 +467,7 @@ fn poweroff_drains(lab: &mut L7Lab) {
         line.contains("1 association(s) open") && !running.is_finished(),
         "poweroff waits for the running association: {line}"
     );
-    let out = running.join().unwrap();
-    check_sent(out, "storescu during the poweroff").unwrap();
-    let got = received(&[&lab.servers[0].dicom]).unwrap();
-    for s in &long {
-        assert_eq!(
-            got.get(&s.dataset),
-            Some(&1),
-            "study {} on RS0 once, byte for byte",
-            s.sop_instance_uid
-        );
-    }
+    completed_on_rs0(lab, running, &long, "storescu during the poweroff");
     let status = lab.vm.wait_exit(Duration::from_secs(40)).unwrap();
     let console = lab.vm.console();
     assert!(status.success(), "ACPI power-off ends QEMU: {status}");
@@ -561,6 +551,26 @@ fn long_store(
     (long, running)
 }
 
+/// Waits for the long store and checks it succeeded and every study
+/// reached RS0 once, byte for byte.
+fn completed_on_rs0(
+    lab: &L7Lab,
+    running: std::thread::JoinHandle<std::process::Output>,
+    long: &[tests::dicom::Study],
+    what: &str,
+) {
+    check_sent(running.join().unwrap(), what).unwrap();
+    let got = received(&[&lab.servers[0].dicom]).unwrap();
+    for s in long {
+        assert_eq!(
+            got.get(&s.dataset),
+            Some(&1),
+            "study {} on RS0 once, byte for byte",
+            s.sop_instance_uid
+        );
+    }
+}
+
 /// Scenario 8.
 fn drain_and_halt(lab: &mut L7Lab) {
     shape_client(lab);
@@ -580,17 +590,7 @@ fn drain_and_halt(lab: &mut L7Lab) {
         line.contains(" drain ") && line.contains(" active=1 "),
         "status shows the drained server's remaining association: {line}"
     );
-    let out = running.join().unwrap();
-    check_sent(out, "storescu during the drain").unwrap();
-    let got = received(&[&lab.servers[0].dicom]).unwrap();
-    for s in &long {
-        assert_eq!(
-            got.get(&s.dataset),
-            Some(&1),
-            "study {} on RS0 once, byte for byte",
-            s.sop_instance_uid
-        );
-    }
+    completed_on_rs0(lab, running, &long, "storescu during the drain");
     // A closed connection's entry lingers (10 s) before the count drops.
     wait_active_zero(lab);
     lab.vm.send_line("online PACS-Aware/RS0").unwrap();
