@@ -377,7 +377,8 @@ fn dicom_and_hl7_awareness() {
     assert!(line.contains(" aborts-sent=1 "), "{line}");
 }
 
-/// Scenarios 7 and 8 on a lab of their own (about 50 s, beside the first).
+/// Scenarios 7, 8 and 9 on a lab of their own (about 90 s, beside the
+/// first); 9 switches the appliance off, so it comes last.
 #[test]
 fn outbound_snat_drain_halt_and_poweroff_during_a_transfer() {
     let mut plan = Plan::new(46);

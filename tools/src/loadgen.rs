@@ -167,17 +167,17 @@ pub fn latency(target: SocketAddr, seconds: f64, per_second: f64) -> Result<()> 
     // The slowest 2 %: when each was started (ms into the run) and how
     // long it took, to tell a steady tail from a burst of slow ones.
     let slow = v.len().div_ceil(50);
-    let mut tail: Vec<String> = v[v.len() - slow..]
+    let mut tail: Vec<(u128, u128)> = v[v.len() - slow..]
         .iter()
         .map(|(took, at)| {
-            format!(
-                "{}:{}",
+            (
                 at.saturating_duration_since(start).as_millis(),
-                took.as_micros()
+                took.as_micros(),
             )
         })
         .collect();
-    tail.sort_by_key(|s| s.split(':').next().and_then(|x| x.parse::<u64>().ok()));
+    tail.sort_unstable();
+    let tail: Vec<String> = tail.iter().map(|(ms, us)| format!("{ms}:{us}")).collect();
     println!("slowest start_ms:us {}", tail.join(" "));
     Ok(())
 }
